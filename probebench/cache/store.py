@@ -1,0 +1,203 @@
+"""The feature cache: features of one (encoder, dataset, extraction settings) in checksummed shards.
+
+Layout: `features/<encoder>/<dataset>/<key16>/` with `key.json` (everything the key was made from),
+`manifest.json` (shards done, with each file's size and sha256) and one `.npy` file per array per shard,
+e.g. `cls.L11.00003.npy`. Shards are rows [i * shard_size, (i + 1) * shard_size) of the dataset.
+
+Why this shape:
+- every write is a temporary file then `os.replace`, and the manifest is rewritten only after a shard's
+  files are in place, so a killed extraction leaves complete shards and resumes at the first missing one;
+- `.npy` memory-maps with `np.load(mmap_mode="r")`, so probes never need all features in RAM;
+- checking a warm cache only stats files (cheap); the sha256 is checked when a shard is actually read, so a
+  corrupted shard is caught before a probe uses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from probebench.paths import features_dir, safe_name
+
+EXTRACTOR_VERSION = "1"
+
+
+class CorruptShard(Exception):
+    """A shard file whose size or checksum does not match the manifest."""
+
+    def __init__(self, store: FeatureStore, shard: int, reason: str) -> None:
+        super().__init__(f"shard {shard} of {store.root} is corrupt ({reason})")
+        self.shard = shard
+
+
+def cache_key(parts: dict) -> str:
+    """sha256 of the canonical JSON of everything that changes the features."""
+    parts = {**parts, "extractor_version": EXTRACTOR_VERSION}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+class FeatureStore:
+    """One cache entry. Create with `FeatureStore.open(encoder, dataset, key, key_parts, n, shard_size)`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._verified: set[str] = set()
+        self.manifest = json.loads((root / "manifest.json").read_text())
+
+    # -- creation and state ----------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, encoder: str, dataset: str, key: str, key_parts: dict, n: int, shard_size: int) -> FeatureStore:
+        root = features_dir() / safe_name(encoder, "encoder") / safe_name(dataset, "dataset") / key[:16]
+        root.mkdir(parents=True, exist_ok=True)
+        if not (root / "manifest.json").exists():
+            _atomic_write_bytes(root / "key.json", json.dumps({"key": key, **key_parts}, indent=1,
+                                                              default=str).encode())
+            manifest = {"key": key, "n": n, "shard_size": shard_size, "shards": {}, "skipped": []}
+            _atomic_write_bytes(root / "manifest.json", json.dumps(manifest).encode())
+        return cls(root)
+
+    @property
+    def n(self) -> int:
+        return int(self.manifest["n"])
+
+    @property
+    def shard_size(self) -> int:
+        return int(self.manifest["shard_size"])
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.n // self.shard_size)
+
+    def shard_rows(self, shard: int) -> range:
+        return range(shard * self.shard_size, min(self.n, (shard + 1) * self.shard_size))
+
+    def missing_shards(self) -> list[int]:
+        """Shards not in the manifest or whose files are absent or of the wrong size (truncated)."""
+        missing = []
+        for i in range(self.num_shards):
+            info = self.manifest["shards"].get(str(i))
+            if info is None or any(
+                not (self.root / f).is_file() or (self.root / f).stat().st_size != meta["bytes"]
+                for f, meta in info["files"].items()
+            ):
+                missing.append(i)
+        return missing
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing_shards()
+
+    def arrays(self) -> list[str]:
+        first = self.manifest["shards"].get("0")
+        return sorted({f.rsplit(".", 2)[0] for f in first["files"]}) if first else []
+
+    # -- writing ----------------------------------------------------------------------------------------------
+    def write_shard(self, shard: int, arrays: dict[str, np.ndarray], skipped: list[str] = ()) -> None:
+        files = {}
+        for name, arr in arrays.items():
+            data = _npy_bytes(arr)
+            fname = f"{name}.{shard:05d}.npy"
+            _atomic_write_bytes(self.root / fname, data)
+            files[fname] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                            "shape": list(arr.shape), "dtype": str(arr.dtype)}
+        self.manifest["shards"][str(shard)] = {"files": files}
+        self.manifest["skipped"] = sorted(set(self.manifest.get("skipped", [])) | set(skipped))
+        _atomic_write_bytes(self.root / "manifest.json", json.dumps(self.manifest).encode())
+
+    def set_meta(self, **meta) -> None:
+        """Facts known only once the model is built (absolute layers, encoder description)."""
+        self.manifest.update(meta)
+        _atomic_write_bytes(self.root / "manifest.json", json.dumps(self.manifest).encode())
+
+    def invalidate(self, shard: int) -> None:
+        """Forget a shard (after corruption) so the next extraction recomputes it."""
+        self.manifest["shards"].pop(str(shard), None)
+        _atomic_write_bytes(self.root / "manifest.json", json.dumps(self.manifest).encode())
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def _shard_array(self, name: str, shard: int, verify: bool) -> np.ndarray:
+        fname = f"{name}.{shard:05d}.npy"
+        info = self.manifest["shards"].get(str(shard))
+        if info is None or fname not in info["files"]:
+            raise KeyError(f"{self.root} has no array {name!r} (has {self.arrays()})")
+        path, meta = self.root / fname, info["files"][fname]
+        if not path.is_file() or path.stat().st_size != meta["bytes"]:
+            raise CorruptShard(self, shard, f"{fname} is missing or truncated")
+        if verify and fname not in self._verified:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if digest != meta["sha256"]:
+                raise CorruptShard(self, shard, f"{fname} fails its sha256 check")
+            self._verified.add(fname)
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as exc:
+            raise CorruptShard(self, shard, f"{fname} is not a valid .npy file: {exc}") from None
+
+    def iter_shards(self, name: str, verify: bool = True) -> Iterator[np.ndarray]:
+        """Memory-mapped arrays of one name, shard by shard, rows in dataset order."""
+        for shard in range(self.num_shards):
+            yield self._shard_array(name, shard, verify)
+
+    def load(self, name: str, rows: list[int] | np.ndarray | None = None, verify: bool = True) -> np.ndarray:
+        """The array `name` for `rows` (all when None), gathered from the memory-mapped shards."""
+        if rows is None:
+            return np.concatenate([np.asarray(a) for a in self.iter_shards(name, verify)])
+        rows = np.asarray(rows)
+        shard_of = rows // self.shard_size
+        parts = []
+        for shard in np.unique(shard_of):
+            arr = self._shard_array(name, int(shard), verify)
+            parts.append((np.nonzero(shard_of == shard)[0], arr[rows[shard_of == shard] - shard * self.shard_size]))
+        out = np.empty((len(rows), *parts[0][1].shape[1:]), dtype=parts[0][1].dtype)
+        for where, values in parts:
+            out[where] = values
+        return out
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.root.iterdir() if f.is_file())
+
+
+def list_stores(encoder: str | None = None, dataset: str | None = None) -> list[FeatureStore]:
+    base = features_dir()
+    out = []
+    for manifest in sorted(base.glob("*/*/*/manifest.json")):
+        enc, ds = manifest.parent.parent.parent.name, manifest.parent.parent.name
+        if (encoder is None or enc == encoder) and (dataset is None or ds == dataset):
+            out.append(FeatureStore(manifest.parent))
+    return out
+
+
+def remove_stores(encoder: str | None = None, dataset: str | None = None) -> list[Path]:
+    removed = []
+    for store in list_stores(encoder, dataset):
+        shutil.rmtree(store.root)
+        removed.append(store.root)
+    return removed

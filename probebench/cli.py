@@ -1,0 +1,213 @@
+"""The `probebench` command line. Thin: parses options and calls the pipeline, cache and registry modules.
+
+Bad input is one line on stderr naming the problem and the fix, exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+
+from probebench.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Probe frozen pretrained image encoders for object- and part-level knowledge.")
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect and prune the feature cache.")
+app.add_typer(cache_app, name="cache")
+
+RegistryOpt = typer.Option(None, "--registry", help="Encoder registry file (default: encoders.yaml).")
+
+
+def _registry(path: Path | None):
+    from probebench.registry import load_registry
+
+    return load_registry(path)
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "(none)"
+    cols = list(rows[0])
+    width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    lines = ["  ".join(c.ljust(width[c]) for c in cols), "  ".join("-" * width[c] for c in cols)]
+    lines += ["  ".join(str(r[c]).ljust(width[c]) for c in cols) for r in rows]
+    return "\n".join(lines)
+
+
+@app.command("list")
+def list_cmd(what: str = typer.Argument(..., help="encoders, datasets or tasks"), registry: Path = RegistryOpt):
+    """List encoders (with offline availability), datasets or tasks."""
+    if what == "encoders":
+        from probebench.encoders.load import resolve
+
+        rows = []
+        for name, entry in _registry(registry).items():
+            spec = resolve(entry, strict_available=False, download=False)
+            rows.append({"name": name, "family": entry.family, "method": entry.method, "arch": entry.arch,
+                         "source": entry.source.kind, "offline": "yes" if spec.weights_id != "unavailable" else "no"})
+        typer.echo(_table(rows))
+    elif what == "datasets":
+        from probebench.data.base import NAMED
+        from probebench.tasks import TASKS
+
+        rows = [{"name": n, "tasks": ",".join(t.name for t in TASKS.values() if t.dataset == n),
+                 "synthetic": "yes" if n == "embedded" else "no"} for n in NAMED]
+        typer.echo(_table(rows))
+    elif what == "tasks":
+        from probebench.tasks import TASKS
+
+        typer.echo(_table([{"name": t.name, "dataset": t.dataset, "description": t.description}
+                           for t in TASKS.values()]))
+    else:
+        raise UserError(f"cannot list {what!r}; use `probebench list encoders|datasets|tasks`")
+
+
+@app.command()
+def validate(path: Path = typer.Argument(None, help="Registry file (default: the active encoders.yaml).")):
+    """Check a registry file: every entry, field, type; unknown keys; duplicate names."""
+    entries = _registry(path)
+    typer.echo(f"ok: {len(entries)} encoders")
+
+
+def _options(batch_size: int, workers: int | None, device: str | None, strict: bool):
+    from probebench.extract import Options
+
+    if batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    return Options(batch_size=batch_size, num_workers=workers, device=device, strict=strict)
+
+
+@app.command()
+def extract(
+    encoder: str = typer.Option(..., "--encoder", "-e", help="Registry name."),
+    dataset: str = typer.Option("embedded", "--dataset", "-d", help="Dataset name or image-folder path."),
+    layers: list[int] = typer.Option([-1], "--layers", "-l", help="Block indices; negative from the end."),
+    tokens: list[str] = typer.Option(["cls", "pooled"], "--tokens", help="cls, patches, pooled, keys, projection"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    workers: int = typer.Option(None, "--workers"),
+    device: str = typer.Option(None, "--device"),
+    weights: Path = typer.Option(None, "--weights", help="Weights file for sources that cannot download."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable image instead of skipping it."),
+    registry: Path = RegistryOpt,
+):
+    """Extract frozen features into the cache (resumes; skips what is cached)."""
+    from probebench.data.base import get_dataset
+    from probebench.encoders.load import resolve
+    from probebench.extract import Request
+    from probebench.extract import extract as run_extract
+    from probebench.registry import get_entry
+
+    entry = get_entry(_registry(registry), encoder)
+    spec = resolve(entry, weights)
+    ds = get_dataset(dataset)
+    res = run_extract(spec, ds, Request(layers=tuple(layers), tokens=tuple(tokens)),
+                      _options(batch_size, workers, device, strict))
+    state = "already cached" if res.cached else f"extracted ({res.images_per_s:.1f} img/s)"
+    skipped = f", {len(res.skipped)} unreadable images skipped" if res.skipped else ""
+    typer.echo(f"{encoder} x {ds.name}: {state}{skipped} -> {res.store.root}")
+
+
+@app.command()
+def run(
+    encoder: list[str] = typer.Option(None, "--encoder", "-e", help="Registry names (default: all available)."),
+    task: list[str] = typer.Option(None, "--task", "-t", help="Task names (default: all)."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    workers: int = typer.Option(None, "--workers"),
+    device: str = typer.Option(None, "--device"),
+    weights: Path = typer.Option(None, "--weights", help="Weights file (with a single --encoder)."),
+    force: bool = typer.Option(False, "--force", help="Recompute finished results."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable image instead of skipping it."),
+    registry: Path = RegistryOpt,
+):
+    """Extract and evaluate: every encoder x task; writes results/runs/*.json and the leaderboard."""
+    from probebench.pipeline import available_encoders
+    from probebench.pipeline import run as run_pipeline
+    from probebench.registry import get_entry
+    from probebench.results.records import write_leaderboard
+    from probebench.tasks import TASKS, get_task
+
+    reg = _registry(registry)
+    names = list(encoder) if encoder else available_encoders(reg)
+    if not names:
+        raise UserError("no encoder has weights on this machine; pass --encoder NAME (see `probebench list encoders`)")
+    if weights and len(names) != 1:
+        raise UserError("--weights needs exactly one --encoder")
+    entries = [get_entry(reg, n) for n in names]
+    tasks = [get_task(t) for t in task] if task else list(TASKS.values())
+    typer.echo(f"running {len(entries)} encoder(s) x {len(tasks)} task(s): {', '.join(names)}")
+    for out in run_pipeline(entries, tasks, _options(batch_size, workers, device, strict), force=force,
+                            weights=weights):
+        shown = ", ".join(f"{k}={v:.2f}" for k, v in out.metrics.items())
+        typer.echo(f"{out.status:8s} {out.encoder} x {out.dataset} x {out.task}: {shown}")
+    path, _ = write_leaderboard()
+    typer.echo(f"leaderboard: {path}")
+
+
+@app.command()
+def leaderboard():
+    """Merge results/runs/*.json into results/leaderboard.csv and print it."""
+    from probebench.results.records import write_leaderboard
+
+    path, df = write_leaderboard()
+    typer.echo(df.to_string(index=False, float_format=lambda v: f"{v:.2f}") if not df.empty else "(no results)")
+    typer.echo(f"written: {path}")
+
+
+@cache_app.command("ls")
+def cache_ls():
+    """One line per cache entry: encoder, dataset, key, shards done, size."""
+    from probebench.cache.store import list_stores
+
+    rows = [{"encoder": s.root.parent.parent.name, "dataset": s.root.parent.name, "key": s.root.name,
+             "images": s.n, "shards": f"{s.num_shards - len(s.missing_shards())}/{s.num_shards}",
+             "arrays": ",".join(s.arrays()), "MB": f"{s.size_bytes() / 1e6:.1f}"} for s in list_stores()]
+    typer.echo(_table(rows))
+
+
+@cache_app.command("du")
+def cache_du():
+    """Disk use of the feature cache, per encoder."""
+    from probebench.cache.store import list_stores
+    from probebench.paths import features_dir
+
+    per: dict[str, int] = {}
+    for s in list_stores():
+        per[s.root.parent.parent.name] = per.get(s.root.parent.parent.name, 0) + s.size_bytes()
+    typer.echo(_table([{"encoder": k, "MB": f"{v / 1e6:.1f}"} for k, v in sorted(per.items())]))
+    typer.echo(f"total {sum(per.values()) / 1e6:.1f} MB in {features_dir()}")
+
+
+@cache_app.command("rm")
+def cache_rm(encoder: str = typer.Option(None, "--encoder"), dataset: str = typer.Option(None, "--dataset"),
+             all_: bool = typer.Option(False, "--all", help="Remove every entry.")):
+    """Remove cache entries of an encoder and/or dataset (or --all)."""
+    from probebench.cache.store import remove_stores
+
+    if not (encoder or dataset or all_):
+        raise UserError("say what to remove: --encoder NAME, --dataset NAME, or --all")
+    removed = remove_stores(encoder, dataset)
+    typer.echo(f"removed {len(removed)} cache entr{'y' if len(removed) == 1 else 'ies'}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: completed shards and results are kept; re-run to continue", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise

@@ -1,0 +1,168 @@
+"""The one contract every encoder meets, whatever library it came from.
+
+Probes never ask where a model came from: they ask an `Encoder` for features of a batch at some layers and get
+a `Features` with fixed shapes. Layers are block indices (stage indices for CNNs); negative indices count from
+the end, as in Python, and are resolved to absolute indices before anything is cached.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torchvision.transforms import v2 as T
+from torchvision.transforms.functional import InterpolationMode
+
+from probebench.errors import UserError
+
+TOKEN_KINDS = ("cls", "patches", "pooled", "keys", "projection")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Eval-time preprocessing: resize the shorter side to `resize`, centre-crop `input_size`, normalise.
+
+    `resize = round(input_size / crop_pct)`, the convention of timm and of the papers' `Resize(256) +
+    CenterCrop(224)`.
+    """
+
+    input_size: int
+    crop_pct: float
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def resize(self) -> int:
+        return int(round(self.input_size / self.crop_pct))
+
+    def transform(self) -> T.Compose:
+        """PIL RGB image -> float tensor (3, input_size, input_size)."""
+        return T.Compose(
+            [
+                T.PILToTensor(),
+                T.Resize(self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True),
+                T.CenterCrop(self.input_size),
+                T.ToDtype(torch.float32, scale=True),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Features:
+    """What an encoder returns for a batch of B images, per requested (absolute) layer.
+
+    cls:        layer -> (B, P, C)  prefix tokens (class token, registers); P = 0 for CNNs
+    patches:    layer -> (B, h, w, C)  patch tokens as a grid (CNNs: the feature map)
+    pooled:     layer -> (B, C)  mean of the patch tokens (CNNs: global average pool)
+    keys:       (B, h, w, Ck)  keys of the last attention block at the patch positions, on request
+    projection: (B, D)  projection-head output, on request, where the checkpoint carries a head
+    """
+
+    cls: dict[int, torch.Tensor] = field(default_factory=dict)
+    patches: dict[int, torch.Tensor] = field(default_factory=dict)
+    pooled: dict[int, torch.Tensor] = field(default_factory=dict)
+    keys: torch.Tensor | None = None
+    projection: torch.Tensor | None = None
+
+
+class Encoder(ABC):
+    """A frozen image encoder behind one interface. Subclasses adapt one library each."""
+
+    #: library the adapter wraps ("timm", "transformers", "open_clip")
+    library: str = ""
+
+    def __init__(self, model: nn.Module, preprocess: Preprocess, *, name: str = "") -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.preprocess = preprocess
+        self.name = name
+
+    # -- what the encoder is -------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def num_blocks(self) -> int:
+        """Number of addressable layers (transformer blocks, or CNN stages)."""
+
+    @property
+    @abstractmethod
+    def patch_size(self) -> int:
+        """Pixels per patch-grid cell at the last layer (the total stride for CNNs)."""
+
+    @property
+    @abstractmethod
+    def num_prefix_tokens(self) -> int:
+        """Class token plus register/distillation tokens; 0 for CNNs."""
+
+    @abstractmethod
+    def feature_dim(self, layer: int) -> int:
+        """Channel count C of the tokens at `layer`."""
+
+    @property
+    def has_keys(self) -> bool:
+        return False
+
+    @property
+    def has_projection(self) -> bool:
+        return False
+
+    @property
+    def final_norm(self) -> str:
+        """What `norm=True` applies, for the record ('final LayerNorm', 'none', ...)."""
+        return "none"
+
+    def describe(self) -> dict:
+        """The encoder's facts, for result records and `probebench list`."""
+        return {
+            "library": self.library,
+            "num_blocks": self.num_blocks,
+            "patch_size": self.patch_size,
+            "num_prefix_tokens": self.num_prefix_tokens,
+            "feature_dim": self.feature_dim(self.num_blocks - 1),
+            "final_norm": self.final_norm,
+            "has_keys": self.has_keys,
+            "has_projection": self.has_projection,
+            "preprocess": self.preprocess.as_dict(),
+        }
+
+    # -- features --------------------------------------------------------------------------------------------
+    def resolve_layers(self, layers: list[int] | tuple[int, ...]) -> list[int]:
+        """Negative indices count from the end; out-of-range indices are a user error."""
+        out = []
+        for layer in layers:
+            absolute = layer + self.num_blocks if layer < 0 else layer
+            if not 0 <= absolute < self.num_blocks:
+                raise UserError(
+                    f"layer {layer} is out of range for encoder {self.name or self.library} with "
+                    f"{self.num_blocks} blocks; use 0..{self.num_blocks - 1} or negative indices"
+                )
+            out.append(absolute)
+        return sorted(set(out))
+
+    @abstractmethod
+    def forward_features(
+        self, images: torch.Tensor, layers: list[int], *, norm: bool = True, keys: bool = False,
+        projection: bool = False,
+    ) -> Features:
+        """images (B, 3, H, W) normalised -> Features at the absolute `layers`.
+
+        norm: apply the encoder's final normalisation to every requested layer's tokens (as timm's
+        `forward_intermediates(norm=True)` does); the papers' retrieval uses normed tokens, their segmentation
+        head un-normed ones.
+        """
+
+    def __call__(self, images: torch.Tensor, layers: list[int] | None = None, **kw) -> Features:
+        layers = self.resolve_layers(layers if layers is not None else [-1])
+        with torch.inference_mode():
+            return self.forward_features(images, layers, **kw)
+
+    def _require(self, keys: bool, projection: bool) -> None:
+        if keys and not self.has_keys:
+            raise UserError(f"encoder {self.name!r} has no attention keys (it is not a transformer)")
+        if projection and not self.has_projection:
+            raise UserError(f"encoder {self.name!r} carries no projection head in its weights")

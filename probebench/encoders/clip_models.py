@@ -1,0 +1,81 @@
+"""Adapter for open_clip models: the vision tower only, through open_clip's `forward_intermediates`.
+
+The projection output is CLIP's image embedding (`ln_post` of the class token, times `proj`). Keys are
+recomputed from the last residual block's `nn.MultiheadAttention` input projection, captured by a pre-hook.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from probebench.encoders.base import Encoder, Features, Preprocess
+
+
+class OpenClipViT(Encoder):
+    library = "open_clip"
+
+    def __init__(self, model, preprocess: Preprocess, *, name: str = "") -> None:
+        super().__init__(model.visual, preprocess, name=name)  # the text tower is dropped here
+
+    @property
+    def _blocks(self):
+        return self.model.transformer.resblocks
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self._blocks)
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.model.patch_size[0])
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1
+
+    def feature_dim(self, layer: int) -> int:
+        return int(self.model.transformer.width)
+
+    @property
+    def has_keys(self) -> bool:
+        return hasattr(self._blocks[-1].attn, "in_proj_weight")
+
+    @property
+    def has_projection(self) -> bool:
+        return getattr(self.model, "proj", None) is not None
+
+    @property
+    def final_norm(self) -> str:
+        return "final LayerNorm (visual.ln_post)"
+
+    def forward_features(self, images, layers, *, norm=True, keys=False, projection=False) -> Features:
+        self._require(keys, projection)
+        captured: list[torch.Tensor] = []
+        block = self._blocks[-1]
+        handle = block.attn.register_forward_pre_hook(lambda m, args: captured.append(args[0])) if keys else None
+        try:
+            out = self.model.forward_intermediates(
+                images, indices=layers, normalize_intermediates=norm, intermediates_only=not projection,
+                output_fmt="NCHW", output_extra_tokens=True,
+            )
+        finally:
+            if handle is not None:
+                handle.remove()
+        feats = Features()
+        for layer, grid, prefix in zip(layers, out["image_intermediates"], out["image_intermediates_prefix"],
+                                       strict=True):
+            feats.patches[layer] = grid.permute(0, 2, 3, 1)
+            feats.cls[layer] = prefix
+            feats.pooled[layer] = feats.patches[layer].mean(dim=(1, 2))
+        if keys:
+            x = captured[-1]
+            if not getattr(self.model.transformer, "batch_first", True):
+                x = x.transpose(0, 1)
+            dim = x.shape[-1]
+            k = F.linear(x, block.attn.in_proj_weight[dim : 2 * dim], block.attn.in_proj_bias[dim : 2 * dim])
+            b, h, w, _ = next(iter(feats.patches.values())).shape
+            feats.keys = k[:, 1:].reshape(b, h, w, dim)
+        if projection:
+            feats.projection = out["image_features"]
+        return feats

@@ -1,0 +1,277 @@
+"""From a registry entry to a loaded `Encoder`, for every source kind.
+
+Two steps, kept apart so a warm run never builds a model:
+- `resolve(entry)` is cheap: it finds the weights (cache, package, file), their identity (sha256, pinned or
+  resolved revision, seed) and the preprocessing, without instantiating anything. The feature-cache key is
+  made from it.
+- `build(spec)` instantiates the model and wraps it in the adapter for its library.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from probebench.encoders.base import Encoder, Preprocess
+from probebench.encoders.weights import (
+    check_sha256,
+    package_file,
+    read_state_dict,
+    select_weights,
+    load_mapped,
+    sha256_file,
+    torch_hub_checkpoint_dir,
+)
+from probebench.errors import UserError, WeightsUnavailable
+from probebench.registry import EncoderEntry
+
+log = logging.getLogger(__name__)
+
+_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
+                    "open_clip_pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A resolved entry: everything that determines the features, known before any model is built."""
+
+    entry: EncoderEntry
+    weights_id: str  # sha256 of the weights file, the resolved hub commit, or the random seed
+    weights_path: str | None
+    preprocess: Preprocess
+    versions: dict = field(default_factory=dict)
+
+
+def _hf_cached(repo: str, filenames: tuple[str, ...], revision: str | None = None) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in filenames:
+        hit = try_to_load_from_cache(repo, name, revision=revision)
+        if isinstance(hit, str):
+            return Path(hit)
+    return None
+
+
+def _blob_id(path: Path) -> str:
+    """The hub cache names LFS blobs by their sha256: reuse it rather than re-hashing hundreds of MB."""
+    real = Path(os.path.realpath(path))
+    return real.name if len(real.name) == 64 and all(c in "0123456789abcdef" for c in real.name) else \
+        sha256_file(real)
+
+
+def _timm_preprocess(arch: str, arch_kwargs: dict) -> Preprocess:
+    import timm.data
+    import timm.models
+
+    cfg = timm.models.get_pretrained_cfg(arch, allow_unregistered=True)
+    if cfg is None:
+        raise UserError(f"timm has no model {arch!r}; `python -c 'import timm; print(timm.list_models())'` lists them")
+    data = timm.data.resolve_data_config(pretrained_cfg=cfg.to_dict(), use_test_size=True)
+    size = arch_kwargs.get("img_size", data["input_size"][-1])
+    return Preprocess(int(size), float(data["crop_pct"]), str(data["interpolation"]),
+                      tuple(data["mean"]), tuple(data["std"]))
+
+
+def _override(pre: Preprocess, entry: EncoderEntry) -> Preprocess:
+    over = {k: v for k, v in entry.preprocess.model_dump().items() if v is not None}
+    return Preprocess(**{**pre.as_dict(), **over})
+
+
+def _missing_hub(entry: EncoderEntry, repo: str) -> WeightsUnavailable:
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
+    return WeightsUnavailable(
+        f"encoder {entry.name!r}: weights of {repo} are not in the Hugging Face cache ({cache}) and the hub "
+        "cannot be reached; run once with network access, or copy the cache folder "
+        f"models--{repo.replace('/', '--')} there"
+    )
+
+
+def resolve(entry: EncoderEntry, weights: Path | None = None, *, strict_available: bool = True,
+            download: bool = True) -> Spec:
+    """Find an entry's weights and preprocessing without building the model.
+
+    weights: a file given by the user (`--weights`), for sources whose file cannot be downloaded here.
+    strict_available: raise WeightsUnavailable when the weights cannot be found; otherwise the Spec gets
+    weights_id "unavailable" (used by `probebench list`).
+    download: fetch a `checkpoint` source's URL when the file is missing (availability checks never do).
+    """
+    src = entry.source
+    import timm
+
+    versions = {"torch": torch.__version__, "timm": timm.__version__}
+    try:
+        if src.kind == "timm":
+            import timm.models
+
+            pre = _timm_preprocess(src.model, {})
+            repo = timm.models.get_pretrained_cfg(src.model).hf_hub_id
+            path = _hf_cached(repo, _HF_WEIGHT_FILES) if repo else None
+            if path is None:
+                raise _missing_hub(entry, repo or src.model)
+            return Spec(entry, _blob_id(path), str(path), _override(pre, entry), versions)
+        if src.kind == "transformers":
+            import transformers
+
+            cfg = _hf_cached(src.repo, ("config.json",), revision=src.revision)
+            proc = _hf_cached(src.repo, ("preprocessor_config.json",), revision=src.revision)
+            if cfg is None or proc is None:
+                raise _missing_hub(entry, src.repo)
+            from probebench.encoders.hf_models import hf_preprocess
+
+            commit = cfg.parent.name  # snapshots/<commit>/config.json: the revision actually loaded
+            pre = hf_preprocess(json.loads(proc.read_text()))
+            versions["transformers"] = transformers.__version__
+            return Spec(entry, f"{src.repo}@{commit}", str(cfg.parent), _override(pre, entry), versions)
+        if src.kind == "open_clip":
+            import open_clip
+
+            versions["open_clip"] = open_clip.__version__
+            pre = _open_clip_preprocess(src.model, src.pretrained)
+            if Path(src.pretrained).is_file():
+                path = Path(src.pretrained)
+            else:
+                tag_cfg = open_clip.get_pretrained_cfg(src.model, src.pretrained)
+                if not tag_cfg:
+                    raise UserError(f"encoder {entry.name!r}: open_clip has no pretrained tag "
+                                    f"{src.pretrained!r} for {src.model!r}")
+                repo = tag_cfg.get("hf_hub", "").rstrip("/")
+                path = _hf_cached(repo, _HF_WEIGHT_FILES) if repo else None
+                if path is None:
+                    raise _missing_hub(entry, repo or src.pretrained)
+            return Spec(entry, _blob_id(path), str(path), _override(pre, entry), versions)
+        if src.kind == "checkpoint":
+            path = weights or torch_hub_checkpoint_dir() / src.filename
+            if not path.is_file():
+                if src.url is None or not download:
+                    raise WeightsUnavailable(
+                        f"encoder {entry.name!r}: weights file {src.filename} not found at {path}; {src.manual} "
+                        f"Put it at {torch_hub_checkpoint_dir() / src.filename} or pass --weights PATH"
+                    )
+                _download(entry, src.url, path)
+            digest = check_sha256(path, src.sha256, f"encoder {entry.name!r}")
+            if src.sha256 is None:
+                log.warning("encoder %r: no sha256 pinned in the registry; the file has sha256 %s (recorded "
+                            "with every result). Pin it once verified.", entry.name, digest)
+            pre = _timm_preprocess(src.arch, src.arch_kwargs)
+            return Spec(entry, digest, str(path), _override(pre, entry), versions)
+        if src.kind == "package":
+            path = weights or package_file(src.package, src.file, src.install)
+            digest = check_sha256(path, src.sha256, f"encoder {entry.name!r}")
+            pre = _timm_preprocess(src.arch, src.arch_kwargs)
+            return Spec(entry, digest, str(path), _override(pre, entry), versions)
+        if src.kind == "random":
+            pre = _timm_preprocess(src.arch, src.arch_kwargs)
+            ident = f"random:{src.arch}:seed={src.seed}:torch={torch.__version__}:timm={timm.__version__}"
+            return Spec(entry, ident, None, _override(pre, entry), versions)
+    except WeightsUnavailable:
+        if strict_available:
+            raise
+        return Spec(entry, "unavailable", None, Preprocess(224, 1.0, "bicubic", (0, 0, 0), (1, 1, 1)), versions)
+    raise AssertionError(f"unhandled source kind {src.kind}")  # the schema admits no other kind
+
+
+def _open_clip_preprocess(model: str, pretrained: str) -> Preprocess:
+    import open_clip
+
+    cfg = open_clip.get_model_config(model)
+    if cfg is None:
+        raise UserError(f"open_clip has no model {model!r}; open_clip.list_models() lists them")
+    merged = {**cfg.get("preprocess_cfg", {}), **(open_clip.get_pretrained_cfg(model, pretrained) or {})}
+    size = cfg["vision_cfg"]["image_size"]
+    mean = merged.get("mean", open_clip.OPENAI_DATASET_MEAN)
+    std = merged.get("std", open_clip.OPENAI_DATASET_STD)
+    # 'shortest' resize then a centre crop of the same size: crop_pct 1.
+    return Preprocess(int(size), 1.0, merged.get("interpolation", "bicubic"), tuple(mean), tuple(std))
+
+
+def _download(entry: EncoderEntry, url: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(path), progress=True)  # writes a temp file, then renames
+    except Exception as exc:  # noqa: BLE001 - urllib raises many types; all mean "could not download"
+        raise WeightsUnavailable(
+            f"encoder {entry.name!r}: cannot download {url} ({type(exc).__name__}); download it elsewhere and "
+            f"put it at {path}, or pass --weights PATH"
+        ) from None
+
+
+def build(spec: Spec) -> Encoder:
+    """Instantiate the model for a resolved spec and wrap it in its library's adapter."""
+    entry, src = spec.entry, spec.entry.source
+    name = entry.name
+    if src.kind == "timm":
+        import timm
+
+        from probebench.encoders.timm_models import wrap_timm
+
+        model = _hub_call(entry, lambda: timm.create_model(src.model, pretrained=True))
+        return wrap_timm(model, spec.preprocess, name=name)
+    if src.kind == "transformers":
+        from transformers import AutoModel
+
+        from probebench.encoders.hf_models import HFViT
+
+        model = _hub_call(entry, lambda: AutoModel.from_pretrained(
+            src.repo, revision=src.revision, trust_remote_code=False, add_pooling_layer=False))
+        return HFViT(model, spec.preprocess, name=name)
+    if src.kind == "open_clip":
+        import open_clip
+
+        from probebench.encoders.clip_models import OpenClipViT
+
+        model = _hub_call(entry, lambda: open_clip.create_model(src.model, pretrained=src.pretrained,
+                                                               require_pretrained=True, weights_only=True))
+        return OpenClipViT(model, spec.preprocess, name=name)
+    return _build_timm_arch(spec)
+
+
+def _build_timm_arch(spec: Spec) -> Encoder:
+    """checkpoint, package and random sources: a timm architecture filled with (or without) weights."""
+    import timm
+
+    from probebench.encoders.heads import build_projection_head
+    from probebench.encoders.timm_models import wrap_timm
+
+    entry, src = spec.entry, spec.entry.source
+    what = f"encoder {entry.name!r}"
+    head = None
+    if src.kind == "random":
+        torch.manual_seed(src.seed)
+        model = timm.create_model(src.arch, pretrained=False, **src.arch_kwargs)
+    else:
+        # Checkpoints of self-supervised backbones carry no classifier; packages keep theirs (by position).
+        kwargs = {"num_classes": 0} if src.kind == "checkpoint" else {}
+        model = timm.create_model(src.arch, pretrained=False, **{**kwargs, **src.arch_kwargs})
+        raw = read_state_dict(Path(spec.weights_path))
+        load_mapped(model, select_weights(raw, src.mapping), src.mapping, what)
+        if src.kind == "checkpoint" and src.projection is not None:
+            base = raw
+            if src.mapping.state_dict_key:
+                for part in src.mapping.state_dict_key.split("."):
+                    base = base[part]
+            head = build_projection_head(base, src.projection, what)
+    return wrap_timm(model, spec.preprocess, name=entry.name, projection_head=head)
+
+
+def _hub_call(entry: EncoderEntry, fn):
+    """Run a library's loader; turn 'not cached and offline' into one actionable line."""
+    try:
+        return fn()
+    except (OSError, RuntimeError, ValueError) as exc:
+        text = str(exc).lower()
+        if any(s in text for s in ("offline", "connect", "cache", "resolve", "not found", "does not appear")):
+            raise WeightsUnavailable(
+                f"encoder {entry.name!r}: weights are not cached and the hub cannot be reached "
+                f"({type(exc).__name__}); run once with network access or copy the files into the cache"
+            ) from None
+        raise
+
+
+def load_encoder(entry: EncoderEntry, weights: Path | None = None) -> Encoder:
+    """Resolve and build in one call (the notebook path)."""
+    return build(resolve(entry, weights))

@@ -1,0 +1,165 @@
+"""Adapters for timm models: vision transformers and CNNs, both through `forward_intermediates`.
+
+timm's one feature API replaces per-model hooks. The only hook left is for attention keys, which no library
+returns: a pre-hook on the last block's attention captures its (normalised) input, and the keys are recomputed
+from the block's own qkv weights. Recomputing rather than hooking the qkv Linear also covers models that call
+`F.linear` with separate q/v biases (BEiT, CAE), where a Linear hook would never fire.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from probebench.encoders.base import Encoder, Features, Preprocess
+
+
+def timm_preprocess(model: nn.Module) -> Preprocess:
+    """Preprocessing from the model's own pretrained config (mean, std, size, crop_pct, interpolation)."""
+    import timm.data
+
+    cfg = timm.data.resolve_model_data_config(model)
+    return Preprocess(
+        input_size=int(cfg["input_size"][-1]),
+        crop_pct=float(cfg.get("crop_pct", 0.875)),
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+    )
+
+
+def attention_keys(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Keys of a timm attention module for its input x (B, N, C) -> (B, N, C), all heads concatenated."""
+    dim = attn.qkv.weight.shape[0] // 3
+    bias = attn.qkv.bias[dim : 2 * dim] if getattr(attn.qkv, "bias", None) is not None else None
+    k = F.linear(x, attn.qkv.weight[dim : 2 * dim], bias)
+    k_norm = getattr(attn, "k_norm", None)
+    if k_norm is not None and not isinstance(k_norm, nn.Identity):
+        b, n, _ = k.shape
+        k = k_norm(k.view(b, n, attn.num_heads, -1)).reshape(b, n, dim)
+    return k
+
+
+class TimmViT(Encoder):
+    """A timm vision transformer (ViT, DeiT, BEiT-style, DINOv2, EVA)."""
+
+    library = "timm"
+
+    def __init__(self, model: nn.Module, preprocess: Preprocess, *, name: str = "",
+                 projection_head: nn.Module | None = None) -> None:
+        super().__init__(model, preprocess, name=name)
+        self.projection_head = projection_head.eval() if projection_head is not None else None
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.model.blocks)
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.model.patch_embed.patch_size[0])
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.model.num_prefix_tokens)
+
+    def feature_dim(self, layer: int) -> int:
+        return int(self.model.embed_dim)
+
+    @property
+    def has_keys(self) -> bool:
+        return hasattr(self.model.blocks[-1].attn, "qkv")
+
+    @property
+    def has_projection(self) -> bool:
+        return self.projection_head is not None
+
+    @property
+    def final_norm(self) -> str:
+        return "final LayerNorm (model.norm)" if not isinstance(self.model.norm, nn.Identity) else "none"
+
+    def forward_features(self, images, layers, *, norm=True, keys=False, projection=False) -> Features:
+        self._require(keys, projection)
+        captured: list[torch.Tensor] = []
+        handle = None
+        if keys:
+            last = self.model.blocks[-1].attn
+            handle = last.register_forward_pre_hook(lambda mod, args: captured.append(args[0]))
+        try:
+            # projection needs the last block even when only earlier layers are requested.
+            wanted = sorted(set(layers) | ({self.num_blocks - 1} if projection else set()))
+            outs = self.model.forward_intermediates(
+                images, indices=wanted, return_prefix_tokens=True, norm=norm, output_fmt="NCHW",
+                intermediates_only=True,
+            )
+        finally:
+            if handle is not None:
+                handle.remove()
+        feats = Features()
+        by_layer = dict(zip(wanted, outs, strict=True))
+        for layer in layers:
+            grid, prefix = by_layer[layer]
+            feats.patches[layer] = grid.permute(0, 2, 3, 1)  # (B, C, h, w) -> (B, h, w, C)
+            feats.cls[layer] = prefix
+            feats.pooled[layer] = feats.patches[layer].mean(dim=(1, 2))
+        if keys:
+            k = attention_keys(self.model.blocks[-1].attn, captured[-1])[:, self.num_prefix_tokens :]
+            b, h, w, _ = next(iter(feats.patches.values())).shape
+            feats.keys = k.reshape(b, h, w, -1)
+        if projection:
+            grid, prefix = by_layer[self.num_blocks - 1]
+            cls = prefix[:, 0] if norm else self.model.norm(prefix[:, 0])
+            feats.projection = self.projection_head(cls)
+        return feats
+
+
+class TimmCNN(Encoder):
+    """A timm convolutional network. Layers 0..S-1 are its stages (timm's `feature_info`); layer S is the
+    final feature map the classifier pools (after EfficientNet's conv head), so layer -1 is the usual
+    penultimate feature of CNN linear probes."""
+
+    library = "timm"
+
+    def __init__(self, model: nn.Module, preprocess: Preprocess, *, name: str = "") -> None:
+        super().__init__(model, preprocess, name=name)
+        self._info = self.model.feature_info  # one entry per stage: channels, reduction
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self._info) + 1
+
+    @property
+    def patch_size(self) -> int:
+        return int(self._info[-1]["reduction"])
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 0
+
+    def feature_dim(self, layer: int) -> int:
+        return int(self.model.num_features if layer == len(self._info) else self._info[layer]["num_chs"])
+
+    @property
+    def final_norm(self) -> str:
+        return "none (the last layer is the classifier's input map: conv head + BN + activation)"
+
+    def forward_features(self, images, layers, *, norm=True, keys=False, projection=False) -> Features:
+        self._require(keys, projection)
+        stages = [layer for layer in layers if layer < len(self._info)]
+        final, inter = self.model.forward_intermediates(images, indices=stages or [0], norm=norm)
+        maps = dict(zip(stages, inter, strict=False)) | {len(self._info): final}
+        feats = Features()
+        for layer in layers:
+            fmap = maps[layer]
+            feats.patches[layer] = fmap.permute(0, 2, 3, 1)
+            feats.cls[layer] = fmap.new_zeros(fmap.shape[0], 0, fmap.shape[1])
+            feats.pooled[layer] = fmap.mean(dim=(2, 3))
+        return feats
+
+
+def wrap_timm(model: nn.Module, preprocess: Preprocess, *, name: str = "",
+              projection_head: nn.Module | None = None) -> Encoder:
+    """Pick the adapter by what the model is: transformers have `blocks` of attention, CNNs do not."""
+    if hasattr(model, "patch_embed") and hasattr(model, "blocks"):
+        return TimmViT(model, preprocess, name=name, projection_head=projection_head)
+    return TimmCNN(model, preprocess, name=name)

@@ -1,0 +1,199 @@
+"""Frozen feature extraction into the feature cache.
+
+`extract()` computes the cache key from the resolved encoder spec, the dataset fingerprint and the requested
+features; if the cache is complete it returns at once without building the model. Otherwise it streams the
+rows of the missing shards through a DataLoader (decode and resize in workers), runs the encoder under
+`torch.inference_mode` (autocast bf16/fp16 on CUDA, fp32 on CPU), halves the batch on CUDA out-of-memory,
+and writes each shard as soon as its rows are done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from probebench.cache.store import FeatureStore, cache_key
+from probebench.data.base import ImageDataset
+from probebench.data.loader import ImageRows, worker_init
+from probebench.encoders.base import TOKEN_KINDS, Encoder, Features
+from probebench.encoders.load import Spec, build
+from probebench.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Request:
+    """Which features to cache. `layers` may be negative here; they are stored as absolute indices."""
+
+    layers: tuple[int, ...] = (-1,)
+    tokens: tuple[str, ...] = ("cls", "pooled")
+    norm: bool = True
+    patch_dtype: str = "float16"  # patch tokens and keys; cls, pooled and projection stay float32
+
+    def __post_init__(self) -> None:
+        bad = [t for t in self.tokens if t not in TOKEN_KINDS]
+        if bad:
+            raise UserError(f"unknown token kind(s) {bad}; choose from {', '.join(TOKEN_KINDS)}")
+        if self.patch_dtype not in {"float16", "float32", "bfloat16"}:
+            raise UserError(f"patch dtype {self.patch_dtype!r}: use float16 or float32")
+
+
+@dataclass
+class Options:
+    batch_size: int = 64
+    num_workers: int | None = None  # None: one fewer than the cores, at most 8
+    device: str | None = None  # None: cuda when available
+    shard_size: int = 256
+    strict: bool = False
+    progress: bool | None = None  # None: only on a terminal
+
+
+@dataclass
+class Result:
+    store: FeatureStore
+    layers: list[int]
+    cached: bool  # True when nothing had to be computed
+    seconds: float
+    images_per_s: float | None
+    skipped: list[str] = field(default_factory=list)
+    precision: str = "fp32"
+
+
+def _precision(device: torch.device) -> tuple[str, torch.dtype | None]:
+    if device.type != "cuda":
+        return "fp32", None
+    return ("bf16-autocast", torch.bfloat16) if torch.cuda.is_bf16_supported() else ("fp16-autocast", torch.float16)
+
+
+def _arrays(feats: Features, layers: list[int], req: Request) -> dict[str, np.ndarray]:
+    """Features -> named float arrays with the batch first, e.g. 'cls.L11' (B, P, C)."""
+    dt = np.dtype(req.patch_dtype) if req.patch_dtype != "bfloat16" else np.float32
+    out: dict[str, np.ndarray] = {}
+    for layer in layers:
+        if "cls" in req.tokens:
+            out[f"cls.L{layer}"] = feats.cls[layer].float().cpu().numpy()
+        if "pooled" in req.tokens:
+            out[f"pooled.L{layer}"] = feats.pooled[layer].float().cpu().numpy()
+        if "patches" in req.tokens:
+            out[f"patches.L{layer}"] = feats.patches[layer].float().cpu().numpy().astype(dt)
+    if "keys" in req.tokens:
+        out["keys"] = feats.keys.float().cpu().numpy().astype(dt)
+    if "projection" in req.tokens:
+        out["projection"] = feats.projection.float().cpu().numpy()
+    return out
+
+
+class Backoff:
+    """Runs the encoder on micro-batches, halving them on CUDA out-of-memory until the batch fits."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], dict[str, np.ndarray]], micro: int) -> None:
+        self.fn, self.micro = fn, micro
+
+    def __call__(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        while True:
+            try:
+                parts = [self.fn(x[i : i + self.micro]) for i in range(0, len(x), self.micro)]
+                return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            except torch.cuda.OutOfMemoryError:
+                if self.micro == 1:
+                    raise UserError("out of GPU memory even at batch size 1; use a smaller model or the CPU "
+                                    "(--device cpu)") from None
+                self.micro = max(1, self.micro // 2)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                log.warning("CUDA out of memory: batch size halved to %d", self.micro)
+
+
+def store_for(spec: Spec, dataset: ImageDataset, req: Request, opts: Options, precision: str) -> FeatureStore:
+    """The cache entry for these inputs. Layers enter the key as requested: for a fixed weights identity the
+    architecture is fixed, so -1 is unambiguous, and the warm path needs no model to resolve it."""
+    parts = {
+        "encoder": spec.entry.model_dump(mode="json"),
+        "weights_id": spec.weights_id,
+        "preprocess": spec.preprocess.as_dict(),
+        "versions": spec.versions,
+        "layers": list(req.layers),
+        "tokens": sorted(req.tokens),
+        "norm": req.norm,
+        "patch_dtype": req.patch_dtype,
+        "precision": precision,
+        "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "n": len(dataset)},
+    }
+    key = cache_key(parts)
+    return FeatureStore.open(spec.entry.name, dataset.name, key, parts, len(dataset), opts.shard_size)
+
+
+def extract(spec: Spec, dataset: ImageDataset, req: Request = Request(), opts: Options = Options(),
+            encoder: Encoder | None = None) -> Result:
+    """Fill the cache for (spec, dataset, req); return the store. Completed shards are never recomputed."""
+    t0 = time.perf_counter()
+    device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    precision, amp_dtype = _precision(device)
+    store = store_for(spec, dataset, req, opts, precision)
+    missing = store.missing_shards()
+    if not missing:
+        return Result(store, store.manifest["layers"], True, time.perf_counter() - t0, None, store.manifest.get("skipped", []),
+                      precision)
+
+    encoder = encoder if encoder is not None else build(spec)
+    layers = encoder.resolve_layers(list(req.layers))
+    store.set_meta(layers=layers, encoder=encoder.describe())
+    encoder.model.to(device)
+    if getattr(encoder, "projection_head", None) is not None:
+        encoder.projection_head.to(device)
+
+    def forward(x: torch.Tensor) -> dict[str, np.ndarray]:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            feats = encoder.forward_features(
+                x.to(device, non_blocking=True), layers, norm=req.norm, keys="keys" in req.tokens,
+                projection="projection" in req.tokens,
+            )
+        return _arrays(feats, layers, req)
+
+    rows = [r for s in missing for r in store.shard_rows(s)]
+    workers = opts.num_workers if opts.num_workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
+    loader = torch.utils.data.DataLoader(
+        ImageRows(dataset, rows, encoder.preprocess.transform(), encoder.preprocess.input_size),
+        batch_size=opts.batch_size, num_workers=workers, worker_init_fn=worker_init,
+        pin_memory=device.type == "cuda", persistent_workers=False,
+    )
+    run = Backoff(forward, opts.batch_size)
+    buffers: dict[int, dict] = {}
+    skipped_all: list[str] = []
+    bar = tqdm(total=len(rows), unit="img", desc=f"{spec.entry.name} | {dataset.name}",
+               disable=(None if opts.progress is None else not opts.progress), dynamic_ncols=True)
+    t_forward = time.perf_counter()
+    for images, index, ok in loader:
+        arrays = run(images)
+        arrays["valid"] = ok.numpy().astype(bool)
+        for row_pos, (row, good) in enumerate(zip(index.tolist(), ok.tolist(), strict=True)):
+            buf = buffers.setdefault(row // store.shard_size, {"rows": {}, "skipped": []})
+            buf["rows"][row] = {k: v[row_pos] for k, v in arrays.items()}
+            if not good:
+                path = dataset.samples[row].path
+                if opts.strict:
+                    raise UserError(f"cannot read image {dataset.root / path} (--strict); fix or remove the file")
+                log.warning("skipped unreadable image %s", dataset.root / path)
+                buf["skipped"].append(path)
+                skipped_all.append(path)
+        for shard in [s for s, b in buffers.items() if len(b["rows"]) == len(store.shard_rows(s))]:
+            buf = buffers.pop(shard)
+            ordered = [buf["rows"][r] for r in store.shard_rows(shard)]
+            store.write_shard(shard, {k: np.stack([o[k] for o in ordered]) for k in ordered[0]}, buf["skipped"])
+        bar.update(len(index))
+    bar.close()
+    seconds = time.perf_counter() - t_forward
+    return Result(store, layers, False, time.perf_counter() - t0, len(rows) / max(seconds, 1e-9),
+                  sorted(set(store.manifest.get("skipped", [])) | set(skipped_all)), precision)
+
+
+def request_summary(req: Request, layers: list[int]) -> dict:
+    return {**asdict(req), "layers": layers}

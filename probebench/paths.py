@@ -1,0 +1,38 @@
+"""Where probebench keeps things. One root, overridable by environment, so tests and users can redirect it."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from probebench.errors import UserError
+
+_SAFE = re.compile(r"^[a-z0-9][a-z0-9_\-.]*$")
+
+
+def home() -> Path:
+    """`$PROBEBENCH_HOME`, else `$XDG_CACHE_HOME/probebench`, else `~/.cache/probebench`."""
+    if env := os.environ.get("PROBEBENCH_HOME"):
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "probebench"
+
+
+def features_dir() -> Path:
+    return home() / "features"
+
+
+def data_cache_dir() -> Path:
+    return home() / "data"
+
+
+def results_dir() -> Path:
+    """`$PROBEBENCH_RESULTS`, else `./results` (records under runs/, the leaderboard beside them)."""
+    return Path(os.environ.get("PROBEBENCH_RESULTS", "results"))
+
+
+def safe_name(name: str, what: str) -> str:
+    """Names that become path components must not escape their folder."""
+    if not _SAFE.match(name) or ".." in name:
+        raise UserError(f"{what} {name!r} is not a valid name: use lowercase letters, digits, '_', '-', '.'")
+    return name

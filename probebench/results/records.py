@@ -1,0 +1,103 @@
+"""Result records: one JSON file per (encoder, dataset, task), named from those parts.
+
+Every record says what ran (encoder entry, weights identity, data and whether it is synthetic), every knob,
+library versions, the git commit, seed and timings, so a number can be traced back to its inputs. A record
+whose config hash matches the current inputs is a finished result and is skipped on re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from probebench.cache.store import _atomic_write_bytes
+from probebench.paths import results_dir, safe_name
+
+_LIBS = ("probebench", "torch", "torchvision", "timm", "transformers", "open_clip_torch", "numpy",
+         "scikit-learn", "pandas", "huggingface-hub")
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for lib in _LIBS:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            out[lib] = None
+    return out
+
+
+def git_commit() -> dict[str, str | bool | None]:
+    """The commit of the probebench checkout that produced a result, and whether it had local changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                    capture_output=True, text=True, timeout=5).stdout.strip())
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def record_path(encoder: str, dataset: str, task: str, root: Path | None = None) -> Path:
+    parts = [safe_name(encoder, "encoder"), safe_name(dataset, "dataset"), safe_name(task, "task")]
+    return (root or results_dir()) / "runs" / ("__".join(parts) + ".json")
+
+
+def finished(path: Path, config_hash: str) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("config_hash") == config_hash
+    except (OSError, json.JSONDecodeError):
+        return False  # a damaged record is simply recomputed
+
+
+def write_record(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {**record, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    _atomic_write_bytes(path, json.dumps(record, indent=1, default=str).encode())
+
+
+def read_records(root: Path | None = None) -> list[dict]:
+    out = []
+    for path in sorted(((root or results_dir()) / "runs").glob("*.json")):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return out
+
+
+def leaderboard(root: Path | None = None) -> pd.DataFrame:
+    """One row per record: what ran and its metrics, sorted by task, dataset and best first-metric."""
+    rows = []
+    for r in read_records(root):
+        row = {
+            "encoder": r["encoder"]["name"], "family": r["encoder"]["family"], "method": r["encoder"]["method"],
+            "task": r["task"]["name"], "dataset": r["dataset"]["name"], "synthetic": r["dataset"]["synthetic"],
+            "feature": r["knobs"]["feature"], "layer": r["knobs"]["layer"], "weights": r["encoder"]["weights_id"],
+        }
+        row.update(r["metrics"])
+        row["commit"] = (r.get("git") or {}).get("commit")
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    metric_cols = [c for c in df.columns if c.startswith("top1")]
+    return df.sort_values(["task", "dataset", *metric_cols[:1]], ascending=[True, True, False][: 2 + len(metric_cols[:1])])
+
+
+def write_leaderboard(root: Path | None = None) -> tuple[Path, pd.DataFrame]:
+    df = leaderboard(root)
+    path = (root or results_dir()) / "leaderboard.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(path, df.to_csv(index=False, float_format="%.2f").encode())
+    return path, df
