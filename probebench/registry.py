@@ -47,7 +47,8 @@ class TimmSource(_Strict):
 class TransformersSource(_Strict):
     kind: Literal["transformers"]
     repo: str = Field(pattern=r"^[\w.\-]+/[\w.\-]+$")
-    revision: str = Field(min_length=1)
+    revision: str = Field(min_length=1)  # a commit hash pins it; a branch is recorded as its resolved commit
+    model_type: str  # transformers model type ("beit", "vit"); checked against the repo's config.json
 
 
 class OpenClipSource(_Strict):

@@ -26,6 +26,7 @@ import numpy as np
 
 from probebench.paths import features_dir, safe_name
 
+# Bump when extraction changes what a cached array holds (an adapter's layer meaning, pooling, dtypes).
 EXTRACTOR_VERSION = "1"
 
 

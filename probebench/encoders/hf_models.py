@@ -40,7 +40,8 @@ def hf_preprocess(processor_config: dict) -> Preprocess:
 
 class HFViT(Encoder):
     library = "transformers"
-    _KEY_RE = re.compile(r"layer\.(\d+)\.attention\.attention\.key$")
+    # transformers 4 names the last key projection `encoder.layer.N.attention.attention.key`, 5 `layers.N.attention.k_proj`
+    _KEY_RE = re.compile(r"layers?\.(\d+)\.attention\.(?:attention\.key|k_proj)$")
 
     def __init__(self, model: nn.Module, preprocess: Preprocess, *, name: str = "") -> None:
         super().__init__(model, preprocess, name=name)

@@ -123,6 +123,10 @@ def resolve(entry: EncoderEntry, weights: Path | None = None, *, strict_availabl
                 raise _missing_hub(entry, src.repo)
             from probebench.encoders.hf_models import hf_preprocess
 
+            model_type = json.loads(cfg.read_text()).get("model_type")
+            if model_type != src.model_type:
+                raise UserError(f"encoder {entry.name!r}: {src.repo} is a {model_type!r} model, the entry says "
+                                f"{src.model_type!r}; fix model_type")
             commit = cfg.parent.name  # snapshots/<commit>/config.json: the revision actually loaded
             pre = hf_preprocess(json.loads(proc.read_text()))
             versions["transformers"] = transformers.__version__
