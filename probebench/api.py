@@ -1,11 +1,11 @@
 """The Python API for notebooks: the same operations as the CLI, returning objects instead of printing.
 
-    import probebench as pb
-    enc = pb.load_encoder("efficientnet_lite0")          # an Encoder (the one contract)
-    feats = enc(images, layers=[-1])                     # Features: cls, patches (B, h, w, C), pooled, ...
-    store = pb.extract("efficientnet_lite0", "embedded") # a FeatureStore in the cache
-    pb.run(["efficientnet_lite0"], ["knn"])              # records under results/runs/
-    df = pb.leaderboard()                                # a pandas DataFrame
+import probebench as pb
+enc = pb.load_encoder("efficientnet_lite0")          # an Encoder (the one contract)
+feats = enc(images, layers=[-1])                     # Features: cls, patches (B, h, w, C), pooled, ...
+store = pb.extract("efficientnet_lite0", "embedded") # a FeatureStore in the cache
+pb.run(["efficientnet_lite0"], ["knn"])              # records under results/runs/
+df = pb.leaderboard()                                # a pandas DataFrame
 """
 
 from __future__ import annotations
@@ -27,27 +27,42 @@ from probebench.results.records import leaderboard as _leaderboard
 from probebench.tasks import get_task
 
 
-def load_encoder(name: str, *, weights: str | Path | None = None, registry: str | Path | None = None) -> Encoder:
+def load_encoder(
+    name: str, *, weights: str | Path | None = None, registry: str | Path | None = None
+) -> Encoder:
     """A registry encoder, loaded through the same path as the CLI."""
     entry = get_entry(load_registry(registry), name)
     return build(resolve(entry, Path(weights) if weights else None))
 
 
-def extract(encoder: str, dataset: str | ImageDataset = "embedded", *, layers: tuple[int, ...] = (-1,),
-            tokens: tuple[str, ...] = ("cls", "pooled"), options: Options | None = None,
-            registry: str | Path | None = None) -> FeatureStore:
+def extract(
+    encoder: str,
+    dataset: str | ImageDataset = "embedded",
+    *,
+    layers: tuple[int, ...] = (-1,),
+    tokens: tuple[str, ...] = ("cls", "pooled"),
+    options: Options | None = None,
+    registry: str | Path | None = None,
+) -> FeatureStore:
     """Fill the cache and return the store; `store.load("pooled.L11")` gives a numpy array."""
     entry = get_entry(load_registry(registry), encoder)
     ds = dataset if isinstance(dataset, ImageDataset) else get_dataset(dataset)
     return _extract(resolve(entry), ds, Request(layers=layers, tokens=tokens), options or Options()).store
 
 
-def run(encoders: list[str], tasks: list[str] = ("knn",), *, force: bool = False, options: Options | None = None,
-        registry: str | Path | None = None) -> list[Outcome]:
+def run(
+    encoders: list[str],
+    tasks: list[str] = ("knn",),
+    *,
+    force: bool = False,
+    options: Options | None = None,
+    registry: str | Path | None = None,
+) -> list[Outcome]:
     """Run tasks for encoders; finished results are skipped unless force."""
     reg = load_registry(registry)
-    return _run([get_entry(reg, e) for e in encoders], [get_task(t) for t in tasks], options or Options(),
-                force=force)
+    return _run(
+        [get_entry(reg, e) for e in encoders], [get_task(t) for t in tasks], options or Options(), force=force
+    )
 
 
 def leaderboard(results: str | Path | None = None) -> pd.DataFrame:

@@ -13,8 +13,12 @@ import typer
 
 from probebench.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Probe frozen pretrained image encoders for object- and part-level knowledge.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Probe frozen pretrained image encoders for object- and part-level knowledge.",
+)
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect and prune the feature cache.")
 app.add_typer(cache_app, name="cache")
 
@@ -38,7 +42,9 @@ def _table(rows: list[dict]) -> str:
 
 
 @app.command("list")
-def list_cmd(what: str = typer.Argument(..., help="encoders, datasets or tasks"), registry: Path = RegistryOpt):
+def list_cmd(
+    what: str = typer.Argument(..., help="encoders, datasets or tasks"), registry: Path = RegistryOpt
+):
     """List encoders (with offline availability), datasets or tasks."""
     if what == "encoders":
         from probebench.encoders.load import resolve
@@ -46,21 +52,38 @@ def list_cmd(what: str = typer.Argument(..., help="encoders, datasets or tasks")
         rows = []
         for name, entry in _registry(registry).items():
             spec = resolve(entry, strict_available=False, download=False)
-            rows.append({"name": name, "family": entry.family, "method": entry.method, "arch": entry.arch,
-                         "source": entry.source.kind, "offline": "yes" if spec.weights_id != "unavailable" else "no"})
+            rows.append(
+                {
+                    "name": name,
+                    "family": entry.family,
+                    "method": entry.method,
+                    "arch": entry.arch,
+                    "source": entry.source.kind,
+                    "offline": "yes" if spec.weights_id != "unavailable" else "no",
+                }
+            )
         typer.echo(_table(rows))
     elif what == "datasets":
         from probebench.data.base import NAMED
         from probebench.tasks import TASKS
 
-        rows = [{"name": n, "tasks": ",".join(t.name for t in TASKS.values() if t.dataset == n),
-                 "synthetic": "yes" if n == "embedded" else "no"} for n in NAMED]
+        rows = [
+            {
+                "name": n,
+                "tasks": ",".join(t.name for t in TASKS.values() if t.dataset == n),
+                "synthetic": "yes" if n == "embedded" else "no",
+            }
+            for n in NAMED
+        ]
         typer.echo(_table(rows))
     elif what == "tasks":
         from probebench.tasks import TASKS
 
-        typer.echo(_table([{"name": t.name, "dataset": t.dataset, "description": t.description}
-                           for t in TASKS.values()]))
+        typer.echo(
+            _table(
+                [{"name": t.name, "dataset": t.dataset, "description": t.description} for t in TASKS.values()]
+            )
+        )
     else:
         raise UserError(f"cannot list {what!r}; use `probebench list encoders|datasets|tasks`")
 
@@ -85,12 +108,16 @@ def extract(
     encoder: str = typer.Option(..., "--encoder", "-e", help="Registry name."),
     dataset: str = typer.Option("embedded", "--dataset", "-d", help="Dataset name or image-folder path."),
     layers: list[int] = typer.Option([-1], "--layers", "-l", help="Block indices; negative from the end."),
-    tokens: list[str] = typer.Option(["cls", "pooled"], "--tokens", help="cls, patches, pooled, keys, projection"),
+    tokens: list[str] = typer.Option(
+        ["cls", "pooled"], "--tokens", help="cls, patches, pooled, keys, projection"
+    ),
     batch_size: int = typer.Option(64, "--batch-size"),
     workers: int = typer.Option(None, "--workers"),
     device: str = typer.Option(None, "--device"),
     weights: Path = typer.Option(None, "--weights", help="Weights file for sources that cannot download."),
-    strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable image instead of skipping it."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Fail on an unreadable image instead of skipping it."
+    ),
     registry: Path = RegistryOpt,
 ):
     """Extract frozen features into the cache (resumes; skips what is cached)."""
@@ -103,8 +130,12 @@ def extract(
     entry = get_entry(_registry(registry), encoder)
     spec = resolve(entry, weights)
     ds = get_dataset(dataset)
-    res = run_extract(spec, ds, Request(layers=tuple(layers), tokens=tuple(tokens)),
-                      _options(batch_size, workers, device, strict))
+    res = run_extract(
+        spec,
+        ds,
+        Request(layers=tuple(layers), tokens=tuple(tokens)),
+        _options(batch_size, workers, device, strict),
+    )
     state = "already cached" if res.cached else f"extracted ({res.images_per_s:.1f} img/s)"
     skipped = f", {len(res.skipped)} unreadable images skipped" if res.skipped else ""
     typer.echo(f"{encoder} x {ds.name}: {state}{skipped} -> {res.store.root}")
@@ -112,14 +143,18 @@ def extract(
 
 @app.command()
 def run(
-    encoder: list[str] = typer.Option(None, "--encoder", "-e", help="Registry names (default: all available)."),
+    encoder: list[str] = typer.Option(
+        None, "--encoder", "-e", help="Registry names (default: all available)."
+    ),
     task: list[str] = typer.Option(None, "--task", "-t", help="Task names (default: all)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     workers: int = typer.Option(None, "--workers"),
     device: str = typer.Option(None, "--device"),
     weights: Path = typer.Option(None, "--weights", help="Weights file (with a single --encoder)."),
     force: bool = typer.Option(False, "--force", help="Recompute finished results."),
-    strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable image instead of skipping it."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Fail on an unreadable image instead of skipping it."
+    ),
     registry: Path = RegistryOpt,
 ):
     """Extract and evaluate: every encoder x task; writes results/runs/*.json and the leaderboard."""
@@ -132,14 +167,17 @@ def run(
     reg = _registry(registry)
     names = list(encoder) if encoder else available_encoders(reg)
     if not names:
-        raise UserError("no encoder has weights on this machine; pass --encoder NAME (see `probebench list encoders`)")
+        raise UserError(
+            "no encoder has weights on this machine; pass --encoder NAME (see `probebench list encoders`)"
+        )
     if weights and len(names) != 1:
         raise UserError("--weights needs exactly one --encoder")
     entries = [get_entry(reg, n) for n in names]
     tasks = [get_task(t) for t in task] if task else list(TASKS.values())
     typer.echo(f"running {len(entries)} encoder(s) x {len(tasks)} task(s): {', '.join(names)}")
-    for out in run_pipeline(entries, tasks, _options(batch_size, workers, device, strict), force=force,
-                            weights=weights):
+    for out in run_pipeline(
+        entries, tasks, _options(batch_size, workers, device, strict), force=force, weights=weights
+    ):
         shown = ", ".join(f"{k}={v:.2f}" for k, v in out.metrics.items())
         typer.echo(f"{out.status:8s} {out.encoder} x {out.dataset} x {out.task}: {shown}")
     path, _ = write_leaderboard()
@@ -152,7 +190,9 @@ def leaderboard():
     from probebench.results.records import write_leaderboard
 
     path, df = write_leaderboard()
-    typer.echo(df.to_string(index=False, float_format=lambda v: f"{v:.2f}") if not df.empty else "(no results)")
+    typer.echo(
+        df.to_string(index=False, float_format=lambda v: f"{v:.2f}") if not df.empty else "(no results)"
+    )
     typer.echo(f"written: {path}")
 
 
@@ -161,9 +201,18 @@ def cache_ls():
     """One line per cache entry: encoder, dataset, key, shards done, size."""
     from probebench.cache.store import list_stores
 
-    rows = [{"encoder": s.root.parent.parent.name, "dataset": s.root.parent.name, "key": s.root.name,
-             "images": s.n, "shards": f"{s.num_shards - len(s.missing_shards())}/{s.num_shards}",
-             "arrays": ",".join(s.arrays()), "MB": f"{s.size_bytes() / 1e6:.1f}"} for s in list_stores()]
+    rows = [
+        {
+            "encoder": s.root.parent.parent.name,
+            "dataset": s.root.parent.name,
+            "key": s.root.name,
+            "images": s.n,
+            "shards": f"{s.num_shards - len(s.missing_shards())}/{s.num_shards}",
+            "arrays": ",".join(s.arrays()),
+            "MB": f"{s.size_bytes() / 1e6:.1f}",
+        }
+        for s in list_stores()
+    ]
     typer.echo(_table(rows))
 
 
@@ -181,8 +230,11 @@ def cache_du():
 
 
 @cache_app.command("rm")
-def cache_rm(encoder: str = typer.Option(None, "--encoder"), dataset: str = typer.Option(None, "--dataset"),
-             all_: bool = typer.Option(False, "--all", help="Remove every entry.")):
+def cache_rm(
+    encoder: str = typer.Option(None, "--encoder"),
+    dataset: str = typer.Option(None, "--dataset"),
+    all_: bool = typer.Option(False, "--all", help="Remove every entry."),
+):
     """Remove cache entries of an encoder and/or dataset (or --all)."""
     from probebench.cache.store import remove_stores
 

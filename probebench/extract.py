@@ -70,7 +70,11 @@ class Result:
 def _precision(device: torch.device) -> tuple[str, torch.dtype | None]:
     if device.type != "cuda":
         return "fp32", None
-    return ("bf16-autocast", torch.bfloat16) if torch.cuda.is_bf16_supported() else ("fp16-autocast", torch.float16)
+    return (
+        ("bf16-autocast", torch.bfloat16)
+        if torch.cuda.is_bf16_supported()
+        else ("fp16-autocast", torch.float16)
+    )
 
 
 def _arrays(feats: Features, layers: list[int], req: Request) -> dict[str, np.ndarray]:
@@ -104,8 +108,10 @@ class Backoff:
                 return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
             except torch.cuda.OutOfMemoryError:
                 if self.micro == 1:
-                    raise UserError("out of GPU memory even at batch size 1; use a smaller model or the CPU "
-                                    "(--device cpu)") from None
+                    raise UserError(
+                        "out of GPU memory even at batch size 1; use a smaller model or the CPU "
+                        "(--device cpu)"
+                    ) from None
                 self.micro = max(1, self.micro // 2)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
@@ -131,8 +137,13 @@ def store_for(spec: Spec, dataset: ImageDataset, req: Request, opts: Options, pr
     return FeatureStore.open(spec.entry.name, dataset.name, key, parts, len(dataset), opts.shard_size)
 
 
-def extract(spec: Spec, dataset: ImageDataset, req: Request = Request(), opts: Options = Options(),
-            encoder: Encoder | None = None) -> Result:
+def extract(
+    spec: Spec,
+    dataset: ImageDataset,
+    req: Request = Request(),
+    opts: Options = Options(),
+    encoder: Encoder | None = None,
+) -> Result:
     """Fill the cache for (spec, dataset, req); return the store. Completed shards are never recomputed."""
     t0 = time.perf_counter()
     device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -140,8 +151,15 @@ def extract(spec: Spec, dataset: ImageDataset, req: Request = Request(), opts: O
     store = store_for(spec, dataset, req, opts, precision)
     missing = store.missing_shards()
     if not missing:
-        return Result(store, store.manifest["layers"], True, time.perf_counter() - t0, None, store.manifest.get("skipped", []),
-                      precision)
+        return Result(
+            store,
+            store.manifest["layers"],
+            True,
+            time.perf_counter() - t0,
+            None,
+            store.manifest.get("skipped", []),
+            precision,
+        )
 
     encoder = encoder if encoder is not None else build(spec)
     layers = encoder.resolve_layers(list(req.layers))
@@ -151,9 +169,15 @@ def extract(spec: Spec, dataset: ImageDataset, req: Request = Request(), opts: O
         encoder.projection_head.to(device)
 
     def forward(x: torch.Tensor) -> dict[str, np.ndarray]:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None),
+        ):
             feats = encoder.forward_features(
-                x.to(device, non_blocking=True), layers, norm=req.norm, keys="keys" in req.tokens,
+                x.to(device, non_blocking=True),
+                layers,
+                norm=req.norm,
+                keys="keys" in req.tokens,
                 projection="projection" in req.tokens,
             )
         return _arrays(feats, layers, req)
@@ -162,14 +186,22 @@ def extract(spec: Spec, dataset: ImageDataset, req: Request = Request(), opts: O
     workers = opts.num_workers if opts.num_workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
     loader = torch.utils.data.DataLoader(
         ImageRows(dataset, rows, encoder.preprocess.transform(), encoder.preprocess.input_size),
-        batch_size=opts.batch_size, num_workers=workers, worker_init_fn=worker_init,
-        pin_memory=device.type == "cuda", persistent_workers=False,
+        batch_size=opts.batch_size,
+        num_workers=workers,
+        worker_init_fn=worker_init,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
     )
     run = Backoff(forward, opts.batch_size)
     buffers: dict[int, dict] = {}
     skipped_all: list[str] = []
-    bar = tqdm(total=len(rows), unit="img", desc=f"{spec.entry.name} | {dataset.name}",
-               disable=(None if opts.progress is None else not opts.progress), dynamic_ncols=True)
+    bar = tqdm(
+        total=len(rows),
+        unit="img",
+        desc=f"{spec.entry.name} | {dataset.name}",
+        disable=(None if opts.progress is None else not opts.progress),
+        dynamic_ncols=True,
+    )
     t_forward = time.perf_counter()
     for images, index, ok in loader:
         arrays = run(images)
@@ -180,19 +212,30 @@ def extract(spec: Spec, dataset: ImageDataset, req: Request = Request(), opts: O
             if not good:
                 path = dataset.samples[row].path
                 if opts.strict:
-                    raise UserError(f"cannot read image {dataset.root / path} (--strict); fix or remove the file")
+                    raise UserError(
+                        f"cannot read image {dataset.root / path} (--strict); fix or remove the file"
+                    )
                 log.warning("skipped unreadable image %s", dataset.root / path)
                 buf["skipped"].append(path)
                 skipped_all.append(path)
         for shard in [s for s, b in buffers.items() if len(b["rows"]) == len(store.shard_rows(s))]:
             buf = buffers.pop(shard)
             ordered = [buf["rows"][r] for r in store.shard_rows(shard)]
-            store.write_shard(shard, {k: np.stack([o[k] for o in ordered]) for k in ordered[0]}, buf["skipped"])
+            store.write_shard(
+                shard, {k: np.stack([o[k] for o in ordered]) for k in ordered[0]}, buf["skipped"]
+            )
         bar.update(len(index))
     bar.close()
     seconds = time.perf_counter() - t_forward
-    return Result(store, layers, False, time.perf_counter() - t0, len(rows) / max(seconds, 1e-9),
-                  sorted(set(store.manifest.get("skipped", [])) | set(skipped_all)), precision)
+    return Result(
+        store,
+        layers,
+        False,
+        time.perf_counter() - t0,
+        len(rows) / max(seconds, 1e-9),
+        sorted(set(store.manifest.get("skipped", [])) | set(skipped_all)),
+        precision,
+    )
 
 
 def request_summary(req: Request, layers: list[int]) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 from probebench.cache.store import CorruptShard
 from probebench.data.base import ImageDataset, get_dataset
 from probebench.encoders.load import Spec, resolve
-from probebench.extract import Options, extract, store_for, _precision
+from probebench.extract import Options, _precision, extract, store_for
 from probebench.registry import EncoderEntry
 from probebench.results.records import finished, git_commit, record_path, versions, write_record
 from probebench.tasks import Task
@@ -36,7 +36,11 @@ class Outcome:
 
 def available_encoders(registry: dict[str, EncoderEntry]) -> list[str]:
     """Registry encoders whose weights are on this machine (cache, package or random init)."""
-    return [n for n, e in registry.items() if resolve(e, strict_available=False, download=False).weights_id != "unavailable"]
+    return [
+        n
+        for n, e in registry.items()
+        if resolve(e, strict_available=False, download=False).weights_id != "unavailable"
+    ]
 
 
 def default_feature(entry: EncoderEntry, num_prefix_tokens: int) -> str:
@@ -44,14 +48,25 @@ def default_feature(entry: EncoderEntry, num_prefix_tokens: int) -> str:
     return entry.feature or ("cls" if num_prefix_tokens > 0 else "pooled")
 
 
-def run_one(spec: Spec, task: Task, dataset: ImageDataset, opts: Options, *, force: bool = False,
-            results_root: Path | None = None) -> Outcome:
+def run_one(
+    spec: Spec,
+    task: Task,
+    dataset: ImageDataset,
+    opts: Options,
+    *,
+    force: bool = False,
+    results_root: Path | None = None,
+) -> Outcome:
     entry = spec.entry
     req = task.request()
     precision, _ = _precision(_device(opts))
     store = store_for(spec, dataset, req, opts, precision)
-    config = {"cache_key": store.manifest["key"], "task": task.name, "knobs": task.knobs,
-              "splits": [task.train_split, task.test_split]}
+    config = {
+        "cache_key": store.manifest["key"],
+        "task": task.name,
+        "knobs": task.knobs,
+        "splits": [task.train_split, task.test_split],
+    }
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
     path = record_path(entry.name, dataset.name, task.name, results_root)
     if not force and finished(path, config_hash):
@@ -77,21 +92,39 @@ def run_one(spec: Spec, task: Task, dataset: ImageDataset, opts: Options, *, for
     t_eval = time.perf_counter() - t1
 
     record = {
-        "encoder": {**entry.model_dump(mode="json"), "weights_id": spec.weights_id,
-                    "weights_path": spec.weights_path, **{k: info[k] for k in info if k != "preprocess"}},
+        "encoder": {
+            **entry.model_dump(mode="json"),
+            "weights_id": spec.weights_id,
+            "weights_path": spec.weights_path,
+            **{k: info[k] for k in info if k != "preprocess"},
+        },
         "task": {"name": task.name, "description": task.description},
-        "dataset": {**dataset.describe(), "train_split": task.train_split, "test_split": task.test_split,
-                    "skipped_images": len(result.skipped), "skipped_files": result.skipped[:100]},
+        "dataset": {
+            **dataset.describe(),
+            "train_split": task.train_split,
+            "test_split": task.test_split,
+            "skipped_images": len(result.skipped),
+            "skipped_files": result.skipped[:100],
+        },
         "metrics": metrics,
         "knobs": {
-            "feature": feature, "layer": result.layers[-1], "layers": result.layers, "norm": req.norm,
+            "feature": feature,
+            "layer": result.layers[-1],
+            "layers": result.layers,
+            "norm": req.norm,
             "token": "class token" if feature == "cls" else "mean of patch tokens",
-            "final_norm": info["final_norm"], "preprocess": spec.preprocess.as_dict(),
-            "precision": result.precision, **task.knobs,
+            "final_norm": info["final_norm"],
+            "preprocess": spec.preprocess.as_dict(),
+            "precision": result.precision,
+            **task.knobs,
         },
         "seed": SEED,
-        "timings": {"extract_s": round(t_extract, 3), "evaluate_s": round(t_eval, 3),
-                    "features_cached": result.cached, "images_per_s": result.images_per_s},
+        "timings": {
+            "extract_s": round(t_extract, 3),
+            "evaluate_s": round(t_eval, 3),
+            "features_cached": result.cached,
+            "images_per_s": result.images_per_s,
+        },
         "cache": {"key": result.store.manifest["key"], "path": str(result.store.root)},
         "config_hash": config_hash,
         "versions": versions(),
@@ -107,8 +140,15 @@ def _device(opts: Options):
     return torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def run(entries: list[EncoderEntry], tasks: list[Task], opts: Options = Options(), *, force: bool = False,
-        weights: Path | None = None, results_root: Path | None = None) -> list[Outcome]:
+def run(
+    entries: list[EncoderEntry],
+    tasks: list[Task],
+    opts: Options = Options(),
+    *,
+    force: bool = False,
+    weights: Path | None = None,
+    results_root: Path | None = None,
+) -> list[Outcome]:
     """Every encoder on every task. Finished results are skipped; a failure stops with earlier work kept."""
     datasets: dict[str, ImageDataset] = {}
     outcomes = []
@@ -117,6 +157,7 @@ def run(entries: list[EncoderEntry], tasks: list[Task], opts: Options = Options(
         for task in tasks:
             if task.dataset not in datasets:
                 datasets[task.dataset] = get_dataset(task.dataset)
-            outcomes.append(run_one(spec, task, datasets[task.dataset], opts, force=force,
-                                    results_root=results_root))
+            outcomes.append(
+                run_one(spec, task, datasets[task.dataset], opts, force=force, results_root=results_root)
+            )
     return outcomes

@@ -137,7 +137,9 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise UserError(f"duplicate name {key!r} (line {key_node.start_mark.line + 1}); each name appears once")
+            raise UserError(
+                f"duplicate name {key!r} (line {key_node.start_mark.line + 1}); each name appears once"
+            )
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -158,8 +160,11 @@ def default_registry_path() -> Path:
 def _describe(error: dict) -> str:
     loc = [str(p) for p in error["loc"]]
     # pydantic puts the discriminator value ("timm", ...) into the location of union members; drop it.
-    if len(loc) >= 2 and loc[0] == "source" and loc[1] in {"timm", "transformers", "open_clip", "checkpoint",
-                                                           "package", "random"}:
+    if (
+        len(loc) >= 2
+        and loc[0] == "source"
+        and loc[1] in {"timm", "transformers", "open_clip", "checkpoint", "package", "random"}
+    ):
         loc.pop(1)
     field = ".".join(loc) or "(entry)"
     if error["type"] == "extra_forbidden":
@@ -186,7 +191,9 @@ def parse_registry(text: str, origin: str = "encoders.yaml") -> dict[str, Encode
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise UserError(f"{origin}: entry {name!r}: names use lowercase letters, digits and '_' only")
         if not isinstance(body, dict):
-            raise UserError(f"{origin}: entry {name!r}: expected a mapping of fields, got {type(body).__name__}")
+            raise UserError(
+                f"{origin}: entry {name!r}: expected a mapping of fields, got {type(body).__name__}"
+            )
         if "name" in body:
             raise UserError(f"{origin}: entry {name!r}: field 'name': unknown field (the key is the name)")
         try:

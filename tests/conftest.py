@@ -10,11 +10,18 @@ import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-# huggingface_hub reads its cache location once, at import: set it for the whole session before anything imports
-# it. Tests that write into it use repository names of their own.
+# huggingface_hub reads its cache location once, at import: set it for the whole session before anything
+# imports it. Tests that write into it use repository names of their own.
 _HF = Path(tempfile.mkdtemp(prefix="probebench-hf-"))
-os.environ.update({"HF_HOME": str(_HF), "HF_HUB_CACHE": str(_HF / "hub"), "HF_HUB_OFFLINE": "1",
-                   "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"})
+os.environ.update(
+    {
+        "HF_HOME": str(_HF),
+        "HF_HUB_CACHE": str(_HF / "hub"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+)
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +47,9 @@ def tiny_embedded(monkeypatch):
     """Make the embedded default small (5 classes x (4 train + 2 test), 64 px) so runs take seconds."""
     import probebench.data.embedded as emb
 
-    monkeypatch.setattr(emb, "DEFAULTS", {"per_class_train": 4, "per_class_test": 2, "image_size": 64, "seed": 0})
+    monkeypatch.setattr(
+        emb, "DEFAULTS", {"per_class_train": 4, "per_class_test": 2, "image_size": 64, "seed": 0}
+    )
     return emb.embedded_dataset()
 
 

@@ -26,8 +26,15 @@ def test_shipped_registry_validates_and_covers_the_papers_encoders():
     reg = load_registry(REPO / "encoders.yaml")
     paper = {"deit_vitb", "mocov3_vitb", "dino_vitb", "beit_vitb", "mae_vitb", "cae_vitb", "ibot_vitb"}
     assert paper <= set(reg)
-    assert {"clip_vitb", "dinov2_vitb", "random_vitb", "efficientnet_lite0", "efficientnet_lite1",
-            "efficientnet_lite2", "mobilenetv2"} <= set(reg)
+    assert {
+        "clip_vitb",
+        "dinov2_vitb",
+        "random_vitb",
+        "efficientnet_lite0",
+        "efficientnet_lite1",
+        "efficientnet_lite2",
+        "mobilenetv2",
+    } <= set(reg)
     families = {e.family for e in reg.values()}
     assert set(FAMILIES) <= families, "one encoder per family at least"
     assert reg["beit_vitb"].notes and "22k" in reg["beit_vitb"].notes  # the recorded deviation
@@ -66,14 +73,21 @@ def test_every_shipped_architecture_builds(name):
         (GOOD.replace("seed: 1", "seed: one"), "entry 'tiny', field 'source.seed'"),
         (GOOD.replace("family: control", "family: selfsup"), "entry 'tiny', field 'family'"),
         (GOOD + "  colour: red\n", "entry 'tiny', field 'colour': unknown field"),
-        (GOOD.replace("  method: random init\n", ""), "entry 'tiny', field 'method': required field is missing"),
+        (
+            GOOD.replace("  method: random init\n", ""),
+            "entry 'tiny', field 'method': required field is missing",
+        ),
         (GOOD.replace("kind: random", "kind: ftp"), "entry 'tiny', field 'source'"),
         (GOOD.replace("tiny:", "Tiny-1:"), "entry 'Tiny-1': names use lowercase"),
         (GOOD + GOOD, "duplicate name 'tiny'"),
         ("tiny: [1, 2", "not valid YAML"),
-        (GOOD.replace("source: {kind: random, arch: vit_tiny_patch16_224, seed: 1}",
-                      "source: {kind: package, package: p, file: f, sha256: abc, arch: a}"),
-         "field 'source.sha256'"),
+        (
+            GOOD.replace(
+                "source: {kind: random, arch: vit_tiny_patch16_224, seed: 1}",
+                "source: {kind: package, package: p, file: f, sha256: abc, arch: a}",
+            ),
+            "field 'source.sha256'",
+        ),
     ],
 )
 def test_bad_entries_name_entry_and_field(text, expected):

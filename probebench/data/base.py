@@ -111,4 +111,6 @@ def get_dataset(name_or_path: str) -> ImageDataset:
         ds = image_folder(path)
         ds.name = safe_name(ds.name.replace(" ", "_"), "dataset folder name")
         return ds
-    raise UserError(f"unknown dataset {name_or_path!r}; known: {', '.join(NAMED)}, or a path to an image folder")
+    raise UserError(
+        f"unknown dataset {name_or_path!r}; known: {', '.join(NAMED)}, or a path to an image folder"
+    )

@@ -30,6 +30,6 @@ def embedded_dataset(**overrides: int) -> ImageDataset:
         classes=list(ann["classes"]),
         samples=samples,
         synthetic=True,
-        description=f"procedurally generated objects with parts (generator v{synthetic.GENERATOR_VERSION}, {params})",
+        description=f"procedural objects with parts (generator v{synthetic.GENERATOR_VERSION}, {params})",
         extra={"annotations": ann},
     )

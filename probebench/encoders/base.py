@@ -83,7 +83,7 @@ class Encoder(ABC):
         self.preprocess = preprocess
         self.name = name
 
-    # -- what the encoder is -------------------------------------------------------------------------------
+    # -- what the encoder is -----------------------------------------------------------------------------
     @property
     @abstractmethod
     def num_blocks(self) -> int:
@@ -130,7 +130,7 @@ class Encoder(ABC):
             "preprocess": self.preprocess.as_dict(),
         }
 
-    # -- features --------------------------------------------------------------------------------------------
+    # -- features ----------------------------------------------------------------------------------------
     def resolve_layers(self, layers: list[int] | tuple[int, ...]) -> list[int]:
         """Negative indices count from the end; out-of-range indices are a user error."""
         out = []
@@ -146,7 +146,12 @@ class Encoder(ABC):
 
     @abstractmethod
     def forward_features(
-        self, images: torch.Tensor, layers: list[int], *, norm: bool = True, keys: bool = False,
+        self,
+        images: torch.Tensor,
+        layers: list[int],
+        *,
+        norm: bool = True,
+        keys: bool = False,
         projection: bool = False,
     ) -> Features:
         """images (B, 3, H, W) normalised -> Features at the absolute `layers`.

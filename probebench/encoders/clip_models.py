@@ -53,18 +53,25 @@ class OpenClipViT(Encoder):
         self._require(keys, projection)
         captured: list[torch.Tensor] = []
         block = self._blocks[-1]
-        handle = block.attn.register_forward_pre_hook(lambda m, args: captured.append(args[0])) if keys else None
+        handle = (
+            block.attn.register_forward_pre_hook(lambda m, args: captured.append(args[0])) if keys else None
+        )
         try:
             out = self.model.forward_intermediates(
-                images, indices=layers, normalize_intermediates=norm, intermediates_only=not projection,
-                output_fmt="NCHW", output_extra_tokens=True,
+                images,
+                indices=layers,
+                normalize_intermediates=norm,
+                intermediates_only=not projection,
+                output_fmt="NCHW",
+                output_extra_tokens=True,
             )
         finally:
             if handle is not None:
                 handle.remove()
         feats = Features()
-        for layer, grid, prefix in zip(layers, out["image_intermediates"], out["image_intermediates_prefix"],
-                                       strict=True):
+        for layer, grid, prefix in zip(
+            layers, out["image_intermediates"], out["image_intermediates_prefix"], strict=True
+        ):
             feats.patches[layer] = grid.permute(0, 2, 3, 1)
             feats.cls[layer] = prefix
             feats.pooled[layer] = feats.patches[layer].mean(dim=(1, 2))

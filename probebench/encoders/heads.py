@@ -1,9 +1,9 @@
 """Projection heads rebuilt from the keys a checkpoint stores, so no per-method code is needed.
 
 Contrastive checkpoints keep the projector after the backbone (MoCo v3: Linear-BN-ReLU x2, Linear-BN; DINO:
-Linear-GELU x2, Linear, L2-norm, weight-normed Linear). The part-to-whole analysis compares features before and
-after it. The layer sequence is read from the numbered children under the head's prefix: a 2-D `weight` is a
-Linear, a `running_mean` a BatchNorm1d; an activation follows every layer group except the last.
+Linear-GELU x2, Linear, L2-norm, weight-normed Linear). The part-to-whole analysis compares features before
+and after it. The layer sequence is read from the numbered children under the head's prefix: a 2-D `weight` is
+a Linear, a `running_mean` a BatchNorm1d; an activation follows every layer group except the last.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ def _layer(sd: dict[str, torch.Tensor]) -> nn.Module:
         bn = nn.BatchNorm1d(sd["running_mean"].shape[0], affine="weight" in sd)
         bn.load_state_dict(sd)
         return bn
-    if "weight_v" in sd or "parametrizations.weight.original1" in sd:  # weight-normed Linear (DINO last layer)
+    if (
+        "weight_v" in sd or "parametrizations.weight.original1" in sd
+    ):  # weight-normed Linear (DINO last layer)
         v = sd.get("weight_v", sd.get("parametrizations.weight.original1"))
         g = sd.get("weight_g", sd.get("parametrizations.weight.original0"))
         lin = nn.Linear(v.shape[1], v.shape[0], bias="bias" in sd)

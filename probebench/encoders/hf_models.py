@@ -1,8 +1,8 @@
 """Adapter for transformers vision models (ViT, BEiT, DeiT, ViT-MAE, DINOv2): hidden states per block.
 
 `hidden_states[i + 1]` is the output of block i (index 0 is the embeddings). The final norm is the model's
-`layernorm` where it has one; BEiT checkpoints configured for mean pooling replace it by an identity, which the
-record then says. Keys come from the last layer's `key` projection, by a forward hook on that Linear.
+`layernorm` where it has one; BEiT checkpoints configured for mean pooling replace it by an identity, which
+the record then says. Keys come from the last layer's `key` projection, by a forward hook on that Linear.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def hf_preprocess(processor_config: dict) -> Preprocess:
 
 class HFViT(Encoder):
     library = "transformers"
-    # transformers 4 names the last key projection `encoder.layer.N.attention.attention.key`, 5 `layers.N.attention.k_proj`
+    # The key projection: `encoder.layer.N.attention.attention.key` (transformers 4),
+    # `layers.N.attention.k_proj` (transformers 5).
     _KEY_RE = re.compile(r"layers?\.(\d+)\.attention\.(?:attention\.key|k_proj)$")
 
     def __init__(self, model: nn.Module, preprocess: Preprocess, *, name: str = "") -> None:
@@ -82,7 +83,9 @@ class HFViT(Encoder):
     def forward_features(self, images, layers, *, norm=True, keys=False, projection=False) -> Features:
         self._require(keys, projection)
         captured: list[torch.Tensor] = []
-        handle = self._key_module.register_forward_hook(lambda m, a, out: captured.append(out)) if keys else None
+        handle = (
+            self._key_module.register_forward_hook(lambda m, a, out: captured.append(out)) if keys else None
+        )
         try:
             out = self.model(pixel_values=images, output_hidden_states=True, return_dict=True)
         finally:

@@ -20,10 +20,10 @@ import torch
 from probebench.encoders.base import Encoder, Preprocess
 from probebench.encoders.weights import (
     check_sha256,
+    load_mapped,
     package_file,
     read_state_dict,
     select_weights,
-    load_mapped,
     sha256_file,
     torch_hub_checkpoint_dir,
 )
@@ -32,8 +32,12 @@ from probebench.registry import EncoderEntry
 
 log = logging.getLogger(__name__)
 
-_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
-                    "open_clip_pytorch_model.bin")
+_HF_WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.bin",
+)
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,11 @@ def _hf_cached(repo: str, filenames: tuple[str, ...], revision: str | None = Non
 def _blob_id(path: Path) -> str:
     """The hub cache names LFS blobs by their sha256: reuse it rather than re-hashing hundreds of MB."""
     real = Path(os.path.realpath(path))
-    return real.name if len(real.name) == 64 and all(c in "0123456789abcdef" for c in real.name) else \
-        sha256_file(real)
+    return (
+        real.name
+        if len(real.name) == 64 and all(c in "0123456789abcdef" for c in real.name)
+        else sha256_file(real)
+    )
 
 
 def _timm_preprocess(arch: str, arch_kwargs: dict) -> Preprocess:
@@ -70,11 +77,18 @@ def _timm_preprocess(arch: str, arch_kwargs: dict) -> Preprocess:
 
     cfg = timm.models.get_pretrained_cfg(arch, allow_unregistered=True)
     if cfg is None:
-        raise UserError(f"timm has no model {arch!r}; `python -c 'import timm; print(timm.list_models())'` lists them")
+        raise UserError(
+            f"timm has no model {arch!r}; `python -c 'import timm; print(timm.list_models())'` lists them"
+        )
     data = timm.data.resolve_data_config(pretrained_cfg=cfg.to_dict(), use_test_size=True)
     size = arch_kwargs.get("img_size", data["input_size"][-1])
-    return Preprocess(int(size), float(data["crop_pct"]), str(data["interpolation"]),
-                      tuple(data["mean"]), tuple(data["std"]))
+    return Preprocess(
+        int(size),
+        float(data["crop_pct"]),
+        str(data["interpolation"]),
+        tuple(data["mean"]),
+        tuple(data["std"]),
+    )
 
 
 def _override(pre: Preprocess, entry: EncoderEntry) -> Preprocess:
@@ -83,7 +97,9 @@ def _override(pre: Preprocess, entry: EncoderEntry) -> Preprocess:
 
 
 def _missing_hub(entry: EncoderEntry, repo: str) -> WeightsUnavailable:
-    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub"
+    )
     return WeightsUnavailable(
         f"encoder {entry.name!r}: weights of {repo} are not in the Hugging Face cache ({cache}) and the hub "
         "cannot be reached; run once with network access, or copy the cache folder "
@@ -91,8 +107,9 @@ def _missing_hub(entry: EncoderEntry, repo: str) -> WeightsUnavailable:
     )
 
 
-def resolve(entry: EncoderEntry, weights: Path | None = None, *, strict_available: bool = True,
-            download: bool = True) -> Spec:
+def resolve(
+    entry: EncoderEntry, weights: Path | None = None, *, strict_available: bool = True, download: bool = True
+) -> Spec:
     """Find an entry's weights and preprocessing without building the model.
 
     weights: a file given by the user (`--weights`), for sources whose file cannot be downloaded here.
@@ -125,8 +142,10 @@ def resolve(entry: EncoderEntry, weights: Path | None = None, *, strict_availabl
 
             model_type = json.loads(cfg.read_text()).get("model_type")
             if model_type != src.model_type:
-                raise UserError(f"encoder {entry.name!r}: {src.repo} is a {model_type!r} model, the entry says "
-                                f"{src.model_type!r}; fix model_type")
+                raise UserError(
+                    f"encoder {entry.name!r}: {src.repo} is a {model_type!r} model, the entry says "
+                    f"{src.model_type!r}; fix model_type"
+                )
             commit = cfg.parent.name  # snapshots/<commit>/config.json: the revision actually loaded
             pre = hf_preprocess(json.loads(proc.read_text()))
             versions["transformers"] = transformers.__version__
@@ -141,8 +160,10 @@ def resolve(entry: EncoderEntry, weights: Path | None = None, *, strict_availabl
             else:
                 tag_cfg = open_clip.get_pretrained_cfg(src.model, src.pretrained)
                 if not tag_cfg:
-                    raise UserError(f"encoder {entry.name!r}: open_clip has no pretrained tag "
-                                    f"{src.pretrained!r} for {src.model!r}")
+                    raise UserError(
+                        f"encoder {entry.name!r}: open_clip has no pretrained tag "
+                        f"{src.pretrained!r} for {src.model!r}"
+                    )
                 repo = tag_cfg.get("hf_hub", "").rstrip("/")
                 path = _hf_cached(repo, _HF_WEIGHT_FILES) if repo else None
                 if path is None:
@@ -153,14 +174,19 @@ def resolve(entry: EncoderEntry, weights: Path | None = None, *, strict_availabl
             if not path.is_file():
                 if src.url is None or not download:
                     raise WeightsUnavailable(
-                        f"encoder {entry.name!r}: weights file {src.filename} not found at {path}; {src.manual} "
+                        f"encoder {entry.name!r}: weights file {src.filename} not found at {path}; "
+                        f"{src.manual} "
                         f"Put it at {torch_hub_checkpoint_dir() / src.filename} or pass --weights PATH"
                     )
                 _download(entry, src.url, path)
             digest = check_sha256(path, src.sha256, f"encoder {entry.name!r}")
             if src.sha256 is None:
-                log.warning("encoder %r: no sha256 pinned in the registry; the file has sha256 %s (recorded "
-                            "with every result). Pin it once verified.", entry.name, digest)
+                log.warning(
+                    "encoder %r: no sha256 pinned in the registry; the file has sha256 %s (recorded "
+                    "with every result). Pin it once verified.",
+                    entry.name,
+                    digest,
+                )
             pre = _timm_preprocess(src.arch, src.arch_kwargs)
             return Spec(entry, digest, str(path), _override(pre, entry), versions)
         if src.kind == "package":
@@ -175,7 +201,9 @@ def resolve(entry: EncoderEntry, weights: Path | None = None, *, strict_availabl
     except WeightsUnavailable:
         if strict_available:
             raise
-        return Spec(entry, "unavailable", None, Preprocess(224, 1.0, "bicubic", (0, 0, 0), (1, 1, 1)), versions)
+        return Spec(
+            entry, "unavailable", None, Preprocess(224, 1.0, "bicubic", (0, 0, 0), (1, 1, 1)), versions
+        )
     raise AssertionError(f"unhandled source kind {src.kind}")  # the schema admits no other kind
 
 
@@ -199,7 +227,8 @@ def _download(entry: EncoderEntry, url: str, path: Path) -> None:
         torch.hub.download_url_to_file(url, str(path), progress=True)  # writes a temp file, then renames
     except Exception as exc:  # noqa: BLE001 - urllib raises many types; all mean "could not download"
         raise WeightsUnavailable(
-            f"encoder {entry.name!r}: cannot download {url} ({type(exc).__name__}); download it elsewhere and "
+            f"encoder {entry.name!r}: cannot download {url} ({type(exc).__name__}); "
+            "download it elsewhere and "
             f"put it at {path}, or pass --weights PATH"
         ) from None
 
@@ -220,16 +249,24 @@ def build(spec: Spec) -> Encoder:
 
         from probebench.encoders.hf_models import HFViT
 
-        model = _hub_call(entry, lambda: AutoModel.from_pretrained(
-            src.repo, revision=src.revision, trust_remote_code=False, add_pooling_layer=False))
+        model = _hub_call(
+            entry,
+            lambda: AutoModel.from_pretrained(
+                src.repo, revision=src.revision, trust_remote_code=False, add_pooling_layer=False
+            ),
+        )
         return HFViT(model, spec.preprocess, name=name)
     if src.kind == "open_clip":
         import open_clip
 
         from probebench.encoders.clip_models import OpenClipViT
 
-        model = _hub_call(entry, lambda: open_clip.create_model(src.model, pretrained=src.pretrained,
-                                                               require_pretrained=True, weights_only=True))
+        model = _hub_call(
+            entry,
+            lambda: open_clip.create_model(
+                src.model, pretrained=src.pretrained, require_pretrained=True, weights_only=True
+            ),
+        )
         return OpenClipViT(model, spec.preprocess, name=name)
     return _build_timm_arch(spec)
 

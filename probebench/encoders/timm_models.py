@@ -46,8 +46,14 @@ class TimmViT(Encoder):
 
     library = "timm"
 
-    def __init__(self, model: nn.Module, preprocess: Preprocess, *, name: str = "",
-                 projection_head: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        preprocess: Preprocess,
+        *,
+        name: str = "",
+        projection_head: nn.Module | None = None,
+    ) -> None:
         super().__init__(model, preprocess, name=name)
         self.projection_head = projection_head.eval() if projection_head is not None else None
 
@@ -89,7 +95,11 @@ class TimmViT(Encoder):
             # projection needs the last block even when only earlier layers are requested.
             wanted = sorted(set(layers) | ({self.num_blocks - 1} if projection else set()))
             outs = self.model.forward_intermediates(
-                images, indices=wanted, return_prefix_tokens=True, norm=norm, output_fmt="NCHW",
+                images,
+                indices=wanted,
+                return_prefix_tokens=True,
+                norm=norm,
+                output_fmt="NCHW",
                 intermediates_only=True,
             )
         finally:
@@ -157,8 +167,9 @@ class TimmCNN(Encoder):
         return feats
 
 
-def wrap_timm(model: nn.Module, preprocess: Preprocess, *, name: str = "",
-              projection_head: nn.Module | None = None) -> Encoder:
+def wrap_timm(
+    model: nn.Module, preprocess: Preprocess, *, name: str = "", projection_head: nn.Module | None = None
+) -> Encoder:
     """Pick the adapter by what the model is: transformers have `blocks` of attention, CNNs do not."""
     if hasattr(model, "patch_embed") and hasattr(model, "blocks"):
         return TimmViT(model, preprocess, name=name, projection_head=projection_head)

