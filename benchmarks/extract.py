@@ -5,9 +5,9 @@ Phases, same model (random-weight ViT-S/16 at 224 px), same batch size, same ima
   (b) cold  - `probebench.extract` from image files into an empty feature cache (decode + resize in workers);
   (c) warm  - the same call again, finding everything cached (timed with resolving the weights and
               fingerprinting the dataset, as a re-run does; Python start-up and imports excluded).
-Targets (issue 2): b/a >= 0.9 in throughput, c at least 50x faster than b. Also reports peak resident memory of
-(b), the process plus its DataLoader workers. Each phase runs in its own subprocess so that peak memory is the
-phase's own.
+Targets (issue 2): b/a >= 0.9 in throughput, c at least 50x faster than b. Also reports peak resident memory
+of (b), the process plus its DataLoader workers. Each phase runs in its own subprocess so that peak memory is
+the phase's own.
 
     python benchmarks/extract.py [--images 256] [--batch-size 32]
 """
@@ -84,8 +84,14 @@ def phase(name: str, folder: Path, batch: int) -> dict:
         assert res.cached == (name == "warm"), f"{name}: cached={res.cached}"
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"phase": name, "images": len(ds), "seconds": seconds, "images_per_s": len(ds) / seconds,
-            "peak_rss_mb": own, "peak_rss_workers_mb": kids}
+    return {
+        "phase": name,
+        "images": len(ds),
+        "seconds": seconds,
+        "images_per_s": len(ds) / seconds,
+        "peak_rss_mb": own,
+        "peak_rss_workers_mb": kids,
+    }
 
 
 def main() -> None:
@@ -105,23 +111,28 @@ def main() -> None:
         env = {**os.environ, "PROBEBENCH_HOME": str(Path(tmp) / "home")}
         out = {}
         for name in ("raw", "cold", "warm"):
-            proc = subprocess.run([sys.executable, __file__, "--phase", name, "--folder", str(folder),
-                                   "--batch-size", str(args.batch_size)], env=env, capture_output=True, text=True,
-                                  check=True)
+            cmd = [sys.executable, __file__, "--phase", name, "--folder", str(folder)]
+            cmd += ["--batch-size", str(args.batch_size)]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
 
     import torch
 
     a, b, c = out["raw"], out["cold"], out["warm"]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()}")
-    print(f"model: ViT-S/16 random weights, 224 px, batch {args.batch_size}, {a['images']} JPEG images 320x256")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()}"
+    )
+    print(f"model: ViT-S/16 random weights, 224 px, batch {args.batch_size}, {a['images']} JPEGs 320x256")
     for p in (a, b, c):
-        print(f"  ({'abc'[['raw', 'cold', 'warm'].index(p['phase'])]}) {p['phase']:5s} {p['seconds']:8.3f} s "
-              f"{p['images_per_s']:9.1f} img/s")
+        print(
+            f"  ({'abc'[['raw', 'cold', 'warm'].index(p['phase'])]}) {p['phase']:5s} {p['seconds']:8.3f} s "
+            f"{p['images_per_s']:9.1f} img/s"
+        )
     print(f"(b)/(a) throughput: {b['images_per_s'] / a['images_per_s']:.2f}x   (target >= 0.90)")
     print(f"(c) vs (b) speed-up: {b['seconds'] / c['seconds']:.0f}x   (target >= 50)")
-    print(f"peak RSS of (b): {b['peak_rss_mb']:.0f} MB main process, {b['peak_rss_workers_mb']:.0f} MB largest worker")
+    rss, workers = b["peak_rss_mb"], b["peak_rss_workers_mb"]
+    print(f"peak RSS of (b): {rss:.0f} MB main process, {workers:.0f} MB largest worker")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -65,6 +65,12 @@ class Result:
     images_per_s: float | None
     skipped: list[str] = field(default_factory=list)
     precision: str = "fp32"
+
+
+def device_and_precision(opts: Options) -> tuple[torch.device, str, torch.dtype | None]:
+    """The device to run on, and the autocast dtype: bf16 (or fp16) on CUDA, none (fp32) on the CPU."""
+    device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return (device, *_precision(device))
 
 
 def _precision(device: torch.device) -> tuple[str, torch.dtype | None]:
@@ -146,8 +152,7 @@ def extract(
 ) -> Result:
     """Fill the cache for (spec, dataset, req); return the store. Completed shards are never recomputed."""
     t0 = time.perf_counter()
-    device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    precision, amp_dtype = _precision(device)
+    device, precision, amp_dtype = device_and_precision(opts)
     store = store_for(spec, dataset, req, opts, precision)
     missing = store.missing_shards()
     if not missing:
@@ -236,7 +241,3 @@ def extract(
         sorted(set(store.manifest.get("skipped", [])) | set(skipped_all)),
         precision,
     )
-
-
-def request_summary(req: Request, layers: list[int]) -> dict:
-    return {**asdict(req), "layers": layers}

@@ -15,7 +15,7 @@ from pathlib import Path
 from probebench.cache.store import CorruptShard
 from probebench.data.base import ImageDataset, get_dataset
 from probebench.encoders.load import Spec, resolve
-from probebench.extract import Options, _precision, extract, store_for
+from probebench.extract import Options, device_and_precision, extract, store_for
 from probebench.registry import EncoderEntry
 from probebench.results.records import finished, git_commit, record_path, versions, write_record
 from probebench.tasks import Task
@@ -59,7 +59,7 @@ def run_one(
 ) -> Outcome:
     entry = spec.entry
     req = task.request()
-    precision, _ = _precision(_device(opts))
+    _, precision, _ = device_and_precision(opts)
     store = store_for(spec, dataset, req, opts, precision)
     config = {
         "cache_key": store.manifest["key"],
@@ -132,12 +132,6 @@ def run_one(
     }
     write_record(path, record)
     return Outcome(entry.name, task.name, dataset.name, "done", path, metrics)
-
-
-def _device(opts: Options):
-    import torch
-
-    return torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def run(

@@ -20,6 +20,7 @@ import torch
 from probebench.encoders.base import Encoder, Preprocess
 from probebench.encoders.weights import (
     check_sha256,
+    dig,
     load_mapped,
     package_file,
     read_state_dict,
@@ -291,11 +292,7 @@ def _build_timm_arch(spec: Spec) -> Encoder:
         raw = read_state_dict(Path(spec.weights_path))
         load_mapped(model, select_weights(raw, src.mapping), src.mapping, what)
         if src.kind == "checkpoint" and src.projection is not None:
-            base = raw
-            if src.mapping.state_dict_key:
-                for part in src.mapping.state_dict_key.split("."):
-                    base = base[part]
-            head = build_projection_head(base, src.projection, what)
+            head = build_projection_head(dig(raw, src.mapping.state_dict_key), src.projection, what)
     return wrap_timm(model, spec.preprocess, name=entry.name, projection_head=head)
 
 

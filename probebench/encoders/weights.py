@@ -91,7 +91,8 @@ def read_state_dict(path: Path) -> dict:
         ) from None
 
 
-def _dig(obj: dict, dotted: str | None) -> dict:
+def dig(obj: dict, dotted: str | None) -> dict:
+    """The weights inside a checkpoint: `obj[a][b]` for dotted path "a.b"; the whole object for None."""
     for part in (dotted or "").split(".") if dotted else []:
         if not isinstance(obj, dict) or part not in obj:
             raise UserError(f"checkpoint has no entry {dotted!r} (top-level keys: {sorted(obj)[:8]})")
@@ -101,7 +102,7 @@ def _dig(obj: dict, dotted: str | None) -> dict:
 
 def select_weights(checkpoint: dict, mapping: KeyMapping) -> dict[str, torch.Tensor]:
     """Apply the declarative key mapping (except by_position, which needs the target architecture)."""
-    sd = _dig(checkpoint, mapping.state_dict_key)
+    sd = dig(checkpoint, mapping.state_dict_key)
     if mapping.prefix:
         sd = {k[len(mapping.prefix) :]: v for k, v in sd.items() if k.startswith(mapping.prefix)}
     for pattern, repl in mapping.rename:

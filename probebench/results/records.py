@@ -115,10 +115,9 @@ def leaderboard(root: Path | None = None) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    metric_cols = [c for c in df.columns if c.startswith("top1")]
-    return df.sort_values(
-        ["task", "dataset", *metric_cols[:1]], ascending=[True, True, False][: 2 + len(metric_cols[:1])]
-    )
+    first_metric = next((c for c in df.columns if c.startswith("top1")), None)
+    keys = ["task", "dataset"] + ([first_metric] if first_metric else [])
+    return df.sort_values(keys, ascending=[True, True, False][: len(keys)]).reset_index(drop=True)
 
 
 def write_leaderboard(root: Path | None = None) -> tuple[Path, pd.DataFrame]:
