@@ -96,9 +96,7 @@ def test_real_encoder_beats_the_random_control(registry):
 
 
 def test_extract_and_cache_verbs(registry, monkeypatch, capsys):
-    code, out, err = call(
-        monkeypatch,
-        capsys,
+    args = [
         "extract",
         "-e",
         "tiny_random",
@@ -110,24 +108,11 @@ def test_extract_and_cache_verbs(registry, monkeypatch, capsys):
         "patches",
         "--workers",
         "0",
-    )
+    ]
+    code, out, err = call(monkeypatch, capsys, *args)
     assert code == 0, err
     assert "extracted" in out
-    code, out, _ = call(
-        monkeypatch,
-        capsys,
-        "extract",
-        "-e",
-        "tiny_random",
-        "--layers",
-        "-1",
-        "--layers",
-        "4",
-        "--tokens",
-        "patches",
-        "--workers",
-        "0",
-    )
+    code, out, _ = call(monkeypatch, capsys, *args)
     assert "already cached" in out
     code, out, _ = call(monkeypatch, capsys, "cache", "ls")
     assert "tiny_random" in out and "patches.L11" in out and "patches.L4" in out

@@ -278,7 +278,8 @@ def test_timm_weights_missing_offline_is_one_actionable_line():
             )
         )
     msg = str(exc.value)
-    assert "timm/vit_base_patch16_224.mae" in msg and "Hugging Face cache" in msg and "\n" not in msg
+    assert "timm/vit_base_patch16_224.mae/model.safetensors" in msg and "Hugging Face cache" in msg
+    assert "\n" not in msg
 
 
 def test_package_source_missing_package_says_how_to_install():

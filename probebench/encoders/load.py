@@ -97,13 +97,13 @@ def _override(pre: Preprocess, entry: EncoderEntry) -> Preprocess:
     return Preprocess(**{**pre.as_dict(), **over})
 
 
-def _missing_hub(entry: EncoderEntry, repo: str) -> WeightsUnavailable:
+def _missing_hub(entry: EncoderEntry, repo: str, files: tuple[str, ...]) -> WeightsUnavailable:
     cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
         os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub"
     )
     return WeightsUnavailable(
-        f"encoder {entry.name!r}: weights of {repo} are not in the Hugging Face cache ({cache}) and the hub "
-        "cannot be reached; run once with network access, or copy the cache folder "
+        f"encoder {entry.name!r}: {repo}/{' or '.join(files)} is not in the Hugging Face cache ({cache}) and "
+        "the hub cannot be reached; run once with network access, or copy the cache folder "
         f"models--{repo.replace('/', '--')} there"
     )
 
@@ -130,7 +130,7 @@ def resolve(
             repo = timm.models.get_pretrained_cfg(src.model).hf_hub_id
             path = _hf_cached(repo, _HF_WEIGHT_FILES) if repo else None
             if path is None:
-                raise _missing_hub(entry, repo or src.model)
+                raise _missing_hub(entry, repo or src.model, _HF_WEIGHT_FILES[:2])
             return Spec(entry, _blob_id(path), str(path), _override(pre, entry), versions)
         if src.kind == "transformers":
             import transformers
@@ -138,7 +138,7 @@ def resolve(
             cfg = _hf_cached(src.repo, ("config.json",), revision=src.revision)
             proc = _hf_cached(src.repo, ("preprocessor_config.json",), revision=src.revision)
             if cfg is None or proc is None:
-                raise _missing_hub(entry, src.repo)
+                raise _missing_hub(entry, src.repo, ("config.json", "preprocessor_config.json"))
             from probebench.encoders.hf_models import hf_preprocess
 
             model_type = json.loads(cfg.read_text()).get("model_type")
@@ -168,7 +168,7 @@ def resolve(
                 repo = tag_cfg.get("hf_hub", "").rstrip("/")
                 path = _hf_cached(repo, _HF_WEIGHT_FILES) if repo else None
                 if path is None:
-                    raise _missing_hub(entry, repo or src.pretrained)
+                    raise _missing_hub(entry, repo or src.pretrained, _HF_WEIGHT_FILES[2:])
             return Spec(entry, _blob_id(path), str(path), _override(pre, entry), versions)
         if src.kind == "checkpoint":
             path = weights or torch_hub_checkpoint_dir() / src.filename
