@@ -23,6 +23,10 @@ cache_app = typer.Typer(no_args_is_help=True, help="Inspect and prune the featur
 app.add_typer(cache_app, name="cache")
 
 RegistryOpt = typer.Option(None, "--registry", help="Encoder registry file (default: encoders.yaml).")
+DatasetsOpt = typer.Option(None, "--datasets", help="Datasets config (default: ./datasets.yaml if present).")
+DataRootOpt = typer.Option(
+    None, "--data-root", help="Base folder for relative dataset roots ($PROBEBENCH_DATA)."
+)
 
 
 def _registry(path: Path | None):
@@ -43,7 +47,10 @@ def _table(rows: list[dict]) -> str:
 
 @app.command("list")
 def list_cmd(
-    what: str = typer.Argument(..., help="encoders, datasets or tasks"), registry: Path = RegistryOpt
+    what: str = typer.Argument(..., help="encoders, datasets or tasks"),
+    registry: Path = RegistryOpt,
+    datasets: Path = DatasetsOpt,
+    data_root: Path = DataRootOpt,
 ):
     """List encoders (with offline availability), datasets or tasks."""
     if what == "encoders":
@@ -64,18 +71,7 @@ def list_cmd(
             )
         typer.echo(_table(rows))
     elif what == "datasets":
-        from probebench.data.base import NAMED
-        from probebench.tasks import TASKS
-
-        rows = [
-            {
-                "name": n,
-                "tasks": ",".join(t.name for t in TASKS.values() if t.dataset == n),
-                "synthetic": "yes" if n == "embedded" else "no",
-            }
-            for n in NAMED
-        ]
-        typer.echo(_table(rows))
+        typer.echo(_table(_dataset_rows(datasets, data_root)))
     elif what == "tasks":
         from probebench.tasks import TASKS
 
@@ -88,11 +84,49 @@ def list_cmd(
         raise UserError(f"cannot list {what!r}; use `probebench list encoders|datasets|tasks`")
 
 
+def _dataset_rows(datasets: Path | None, data_root: Path | None) -> list[dict]:
+    """Built-in and user datasets: format, splits with the image counts found, tasks; never raises for one."""
+    from probebench.data.base import NAMED, get_dataset
+    from probebench.data.config import load_datasets
+    from probebench.tasks import TASKS
+
+    rows = []
+    user = load_datasets(datasets)
+    for name in [*NAMED, *user]:
+        fmt = user[name].format if name in user else "built-in"
+        try:
+            ds = get_dataset(name, datasets, data_root)
+            found = " ".join(f"{sp}={n}" for sp, n in ds.describe()["splits"].items())
+        except UserError as exc:
+            found = f"not found ({str(exc).split(';')[0]})"
+        tasks = sorted(
+            {t.name for t in TASKS.values() if t.dataset == name}
+            | set(user[name].tasks if name in user else [])
+        )
+        rows.append(
+            {
+                "name": name,
+                "format": fmt,
+                "splits": found,
+                "tasks": ",".join(tasks) or "-",
+                "synthetic": "yes" if name == "embedded" else "no",
+            }
+        )
+    return rows
+
+
 @app.command()
-def validate(path: Path = typer.Argument(None, help="Registry file (default: the active encoders.yaml).")):
-    """Check a registry file: every entry, field, type; unknown keys; duplicate names."""
+def validate(
+    path: Path = typer.Argument(None, help="Registry file (default: the active encoders.yaml)."),
+    datasets: Path = typer.Option(None, "--datasets", help="Also check this datasets config."),
+):
+    """Check a registry file (and a datasets config): fields, types, unknown keys, duplicate names."""
     entries = _registry(path)
     typer.echo(f"ok: {len(entries)} encoders")
+    if datasets is not None:
+        from probebench.data.config import load_datasets
+
+        typer.echo(f"ok: {len(load_datasets(datasets))} datasets")
 
 
 def _options(batch_size: int, workers: int | None, device: str | None, strict: bool):
@@ -119,6 +153,8 @@ def extract(
         False, "--strict", help="Fail on an unreadable image instead of skipping it."
     ),
     registry: Path = RegistryOpt,
+    datasets: Path = DatasetsOpt,
+    data_root: Path = DataRootOpt,
 ):
     """Extract frozen features into the cache (resumes; skips what is cached)."""
     from probebench.data.base import get_dataset
@@ -129,7 +165,7 @@ def extract(
 
     entry = get_entry(_registry(registry), encoder)
     spec = resolve(entry, weights)
-    ds = get_dataset(dataset)
+    ds = get_dataset(dataset, datasets, data_root)
     res = run_extract(
         spec,
         ds,
@@ -147,6 +183,7 @@ def run(
         None, "--encoder", "-e", help="Registry names (default: all available)."
     ),
     task: list[str] = typer.Option(None, "--task", "-t", help="Task names (default: all)."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="Run the tasks on this dataset instead."),
     batch_size: int = typer.Option(64, "--batch-size"),
     workers: int = typer.Option(None, "--workers"),
     device: str = typer.Option(None, "--device"),
@@ -156,6 +193,8 @@ def run(
         False, "--strict", help="Fail on an unreadable image instead of skipping it."
     ),
     registry: Path = RegistryOpt,
+    datasets: Path = DatasetsOpt,
+    data_root: Path = DataRootOpt,
 ):
     """Extract and evaluate: every encoder x task; writes results/runs/*.json and the leaderboard."""
     from probebench.pipeline import available_encoders
@@ -176,7 +215,14 @@ def run(
     tasks = [get_task(t) for t in task] if task else list(TASKS.values())
     typer.echo(f"running {len(entries)} encoder(s) x {len(tasks)} task(s): {', '.join(names)}")
     for out in run_pipeline(
-        entries, tasks, _options(batch_size, workers, device, strict), force=force, weights=weights
+        entries,
+        tasks,
+        _options(batch_size, workers, device, strict),
+        force=force,
+        weights=weights,
+        dataset=dataset,
+        datasets=datasets,
+        data_root=data_root,
     ):
         shown = ", ".join(f"{k}={v:.2f}" for k, v in out.metrics.items())
         typer.echo(f"{out.status:8s} {out.encoder} x {out.dataset} x {out.task}: {shown}")

@@ -142,16 +142,19 @@ def run(
     force: bool = False,
     weights: Path | None = None,
     results_root: Path | None = None,
+    dataset: str | None = None,
+    datasets: Path | None = None,
+    data_root: Path | None = None,
 ) -> list[Outcome]:
-    """Every encoder on every task. Finished results are skipped; a failure stops with earlier work kept."""
-    datasets: dict[str, ImageDataset] = {}
+    """Every encoder on every task (on `dataset` instead of each task's own when given). Finished results are
+    skipped; a failure stops with earlier work kept."""
+    loaded: dict[str, ImageDataset] = {}
     outcomes = []
     for entry in entries:
         spec = resolve(entry, weights)
         for task in tasks:
-            if task.dataset not in datasets:
-                datasets[task.dataset] = get_dataset(task.dataset)
-            outcomes.append(
-                run_one(spec, task, datasets[task.dataset], opts, force=force, results_root=results_root)
-            )
+            name = dataset or task.dataset
+            if name not in loaded:
+                loaded[name] = get_dataset(name, datasets, data_root)
+            outcomes.append(run_one(spec, task, loaded[name], opts, force=force, results_root=results_root))
     return outcomes

@@ -20,9 +20,14 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclass(frozen=True)
 class Sample:
+    """One image. `label` is its object class (-1 where the format has none per image); `ann` holds what the
+    format annotates, in pixels of the image as stored: `boxes` [[x0, y0, x1, y1, class], ...] (0-based, x1/y1
+    exclusive), `keypoints` [[x, y, visibility, part], ...], `mask` (a label-map file), `polygons`/`rle`."""
+
     path: str  # relative to the dataset root
     label: int
     split: str
+    ann: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass
@@ -100,10 +105,19 @@ def list_datasets() -> list[str]:
     return sorted(NAMED)
 
 
-def get_dataset(name_or_path: str) -> ImageDataset:
-    """A named dataset, or an image folder given by path (anything with a '/' or an existing folder)."""
+def get_dataset(
+    name_or_path: str, datasets: Path | None = None, data_root: Path | None = None
+) -> ImageDataset:
+    """A built-in dataset, a user dataset from the datasets config (`datasets`, else ./datasets.yaml), or an
+    image folder given by path (anything with a '/' or an existing folder)."""
     if name_or_path in NAMED:
         return NAMED[name_or_path]()
+    from probebench.data.config import build_dataset, config_path, load_datasets, resolve_root
+
+    user = load_datasets(datasets)
+    if name_or_path in user:
+        entry = user[name_or_path]
+        return build_dataset(entry, resolve_root(entry, config_path(datasets).parent, data_root))
     path = Path(name_or_path).expanduser()
     if "/" in name_or_path or path.exists():
         from probebench.paths import safe_name
@@ -111,6 +125,5 @@ def get_dataset(name_or_path: str) -> ImageDataset:
         ds = image_folder(path)
         ds.name = safe_name(ds.name.replace(" ", "_"), "dataset folder name")
         return ds
-    raise UserError(
-        f"unknown dataset {name_or_path!r}; known: {', '.join(NAMED)}, or a path to an image folder"
-    )
+    known = ", ".join([*NAMED, *user])
+    raise UserError(f"unknown dataset {name_or_path!r}; known: {known}, or a path to an image folder")

@@ -15,6 +15,8 @@ def read_rgb(path: str) -> Image.Image:
     """Any image file as RGB, with EXIF orientation applied (phones store rotated pixels)."""
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im)
+        if im.mode == "P" and "transparency" in im.info:
+            im = im.convert("RGBA")  # palette transparency is only resolved correctly through RGBA
         return im.convert("RGB")
 
 
