@@ -242,6 +242,59 @@ def leaderboard():
     typer.echo(f"written: {path}")
 
 
+@app.command()
+def doctor(datasets: Path = DatasetsOpt, data_root: Path = DataRootOpt):
+    """Check every named and user dataset: found, image counts against those expected, one image decoded."""
+    from probebench.data.catalog import CATALOG, check_counts, named_root, read_named
+    from probebench.data.config import build_dataset, config_path, load_datasets, resolve_root
+    from probebench.data.loader import read_rgb
+
+    user = load_datasets(datasets)
+    rows, failed = [], 0
+    for name in [*user, *CATALOG]:
+        named = CATALOG.get(name)
+        try:
+            if name in user:
+                root = resolve_root(user[name], config_path(datasets).parent, data_root)
+                ds = build_dataset(user[name], root)
+            else:
+                ds = read_named(named, named_root(named, data_root))
+            problems = check_counts(named, ds) if named else []
+            if not len(ds):
+                problems.append("no images found")
+            else:
+                read_rgb(str(ds.root / ds.samples[0].path))
+            found = " ".join(f"{sp}={n}" for sp, n in ds.describe()["splits"].items())
+        except (UserError, OSError, ValueError) as exc:
+            missing = named is not None and ("not found" in str(exc) or "no data root" in str(exc))
+            status, found, fix = ("missing" if missing else "error"), "-", str(exc)
+            failed += not missing or name in user
+            rows.append(
+                {
+                    "dataset": name,
+                    "source": "user" if name in user else "named",
+                    "status": status,
+                    "found": found,
+                    "fix": fix.split(": ", 1)[-1],
+                }
+            )
+            continue
+        failed += bool(problems)
+        rows.append(
+            {
+                "dataset": name,
+                "source": "user" if name in user else "named",
+                "status": "partial" if problems else "ok",
+                "found": found,
+                "fix": "; ".join(problems) + (f"; {named.how}" if named else "") if problems else "",
+            }
+        )
+    typer.echo(_table(rows))
+    if failed:
+        typer.echo(f"{failed} dataset(s) need attention (see fix)", err=True)
+        raise typer.Exit(1)
+
+
 @cache_app.command("ls")
 def cache_ls():
     """One line per cache entry: encoder, dataset, key, shards done, size."""
@@ -293,7 +346,9 @@ def cache_rm(
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns, rather than raises, the code of typer.Exit here
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)

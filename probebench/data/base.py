@@ -118,6 +118,10 @@ def get_dataset(
     if name_or_path in user:
         entry = user[name_or_path]
         return build_dataset(entry, resolve_root(entry, config_path(datasets).parent, data_root))
+    from probebench.data.catalog import CATALOG, load_named
+
+    if name_or_path in CATALOG:
+        return load_named(name_or_path, data_root)
     path = Path(name_or_path).expanduser()
     if "/" in name_or_path or path.exists():
         from probebench.paths import safe_name
@@ -125,5 +129,5 @@ def get_dataset(
         ds = image_folder(path)
         ds.name = safe_name(ds.name.replace(" ", "_"), "dataset folder name")
         return ds
-    known = ", ".join([*NAMED, *user])
+    known = ", ".join([*NAMED, *user, *CATALOG])
     raise UserError(f"unknown dataset {name_or_path!r}; known: {known}, or a path to an image folder")

@@ -1,0 +1,231 @@
+"""The papers' datasets: official layouts, expected image counts per split, and where to get each.
+
+Expected counts are the published ones; where this catalogue could not confirm a count (the part-aware study's
+own splits live on the authors' drive) it says `None`, and `probebench doctor` reports the count found without
+judging it. Every dataset here needs a manual step or a licence acceptance, so `how` says exactly what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from probebench.data.base import ImageDataset, image_folder
+from probebench.errors import UserError
+
+
+@dataclass(frozen=True)
+class Named:
+    name: str
+    format: str
+    layout: str  # the folder layout under the data root, as the reader expects it
+    counts: dict[str, int | None]  # split -> expected images (None: not confirmed here)
+    how: str  # how to get it
+    paper: str = ""
+    options: dict = field(default_factory=dict)
+
+
+CATALOG: dict[str, Named] = {
+    n.name: n
+    for n in [
+        Named(
+            "imagenet",
+            "image_folder",
+            "imagenet/{train,val}/<wnid>/*.JPEG",
+            {"train": 1281167, "val": 50000},
+            "Register at image-net.org, download ILSVRC2012 train and val, and sort val into class folders "
+            "(for example with the valprep.sh script many repositories ship).",
+            "Zhu et al. Table 1",
+        ),
+        Named(
+            "cub200",
+            "cub",
+            "cub200/CUB_200_2011/{images,images.txt,...,parts/part_locs.txt}",
+            {"train": 5994, "test": 5794},
+            "Download CUB_200_2011.tgz from the Caltech-UCSD Birds page "
+            "(data.caltech.edu, record 65de6-vp158) "
+            "and extract it under the data root as cub200/.",
+            "Zhu et al. part retrieval and classification",
+        ),
+        Named(
+            "coco_keypoints",
+            "coco",
+            "coco/{train2017,val2017,annotations/person_keypoints_*.json}",
+            {"train": 118287, "val": 5000},
+            "Download train2017.zip, val2017.zip and annotations_trainval2017.zip from cocodataset.org and "
+            "extract them under the data root as coco/.",
+            "Zhu et al. part retrieval and classification",
+            {
+                "files": {
+                    "train": "annotations/person_keypoints_train2017.json",
+                    "val": "annotations/person_keypoints_val2017.json",
+                }
+            },
+        ),
+        Named(
+            "pascal_part",
+            "mask_folder",
+            "pascal_part/{images,labels,classes.txt}",
+            {"train": None, "val": None},
+            "The 193-part split (and its 16-object counterpart) is shared by the authors of Zhu et al. on "
+            "Google "
+            "Drive (README of github.com/JiePKU/understand-ssl-part-aware); download and convert it to a "
+            "mask "
+            "folder.",
+            "Zhu et al. Table 4",
+        ),
+        Named(
+            "ade20k_part",
+            "mask_folder",
+            "ade20k_part/{images,labels,classes.txt}",
+            {"train": None, "val": None},
+            "The 209-part split (and the 59-object counterpart) is on the Zhu et al. authors' Google Drive "
+            "(README of github.com/JiePKU/understand-ssl-part-aware).",
+            "Zhu et al. Table 4",
+        ),
+        Named(
+            "lip",
+            "mask_folder",
+            "lip/{images,labels,classes.txt}",
+            {"train": 30462, "val": 10000},
+            "Register at the LIP site (sysu-hcp.net/lip) and download the single-person parsing images and "
+            "labels (19 parts plus background).",
+            "Zhu et al. Table 4",
+        ),
+        Named(
+            "partimagenet",
+            "coco",
+            "partimagenet/{train,val,test}/... + <split>.json",
+            {},
+            "Download PartImageNet from its GitHub page (TACJu/PartImageNet); the annotations are COCO json.",
+            "part segmentation",
+        ),
+        Named(
+            "voc07",
+            "voc",
+            "voc07/VOC2007/{JPEGImages,Annotations,ImageSets}",
+            {"trainval": 5011},
+            "Download VOCtrainval_06-Nov-2007.tar from the PASCAL VOC 2007 page and extract VOC2007/ under "
+            "voc07/.",
+            "LOST / TokenCut CorLoc",
+        ),
+        Named(
+            "voc12",
+            "voc",
+            "voc12/VOC2012/{JPEGImages,Annotations,ImageSets}",
+            {"trainval": 11540},
+            "Download VOCtrainval_11-May-2012.tar from the PASCAL VOC 2012 page and extract VOC2012/ under "
+            "voc12/.",
+            "LOST / TokenCut CorLoc",
+        ),
+        Named(
+            "coco20k",
+            "coco",
+            "coco20k/{train2014,instances_train2014.json,coco_20k_filenames.txt}",
+            {"train": 19817},
+            "Download train2014 images and instances_train2014.json from cocodataset.org, and the 19,817 "
+            "file "
+            "list coco_20k_filenames.txt that LOST ships (github.com/valeoai/LOST, datasets/).",
+            "LOST / TokenCut CorLoc",
+            {"files": {"train": "instances_train2014.json"}, "filelist": "coco_20k_filenames.txt"},
+        ),
+        Named(
+            "ecssd",
+            "saliency",
+            "ecssd/{images,ground_truth_mask}",
+            {"test": 1000},
+            "Download images.zip and ground_truth_mask.zip from the ECSSD page (CUHK).",
+            "saliency",
+            {"images": "images", "masks": "ground_truth_mask"},
+        ),
+        Named(
+            "duts_te",
+            "saliency",
+            "duts_te/{DUTS-TE-Image,DUTS-TE-Mask}",
+            {"test": 5019},
+            "Download DUTS-TE.zip from saliencydetection.net/duts.",
+            "saliency",
+            {"images": "DUTS-TE-Image", "masks": "DUTS-TE-Mask"},
+        ),
+        Named(
+            "duts_tr",
+            "saliency",
+            "duts_tr/{DUTS-TR-Image,DUTS-TR-Mask}",
+            {"train": 10553},
+            "Download DUTS-TR.zip from saliencydetection.net/duts.",
+            "FOUND / HEAP training",
+            {"images": "DUTS-TR-Image", "masks": "DUTS-TR-Mask", "split": "train"},
+        ),
+        Named(
+            "dut_omron",
+            "saliency",
+            "dut_omron/{DUT-OMRON-image,pixelwiseGT-new-PNG}",
+            {"test": 5168},
+            "Download DUT-OMRON-image.zip and the pixel-wise ground truth from "
+            "saliencydetection.net/dut-omron.",
+            "saliency",
+            {"images": "DUT-OMRON-image", "masks": "pixelwiseGT-new-PNG"},
+        ),
+    ]
+}
+
+
+def named_root(named: Named, data_root: Path | None = None) -> Path:
+    base = data_root or (Path(os.environ["PROBEBENCH_DATA"]) if os.environ.get("PROBEBENCH_DATA") else None)
+    if base is None:
+        raise UserError(
+            f"dataset {named.name!r}: no data root; set PROBEBENCH_DATA or pass --data-root to the "
+            f"folder that holds {named.name}/ ({named.how})"
+        )
+    root = base / named.name
+    if not root.is_dir():
+        raise UserError(f"dataset {named.name!r} not found at {root}: {named.how}")
+    return root
+
+
+def read_named(named: Named, root: Path) -> ImageDataset:
+    """The named dataset through its format's reader, in its official layout."""
+    from probebench.data.formats import coco, cub, masks, saliency, voc
+
+    opts = named.options
+    if named.format == "image_folder":
+        ds = image_folder(root, named.name)
+    elif named.format == "cub":
+        ds = cub.read_cub(root / "CUB_200_2011" if (root / "CUB_200_2011").is_dir() else root, named.name)
+    elif named.format == "coco":
+        ds = coco.read_coco(root, named.name, opts.get("files"))
+        if opts.get("filelist"):  # COCO20k: the subset of train2014 that LOST lists by file name
+            if not (root / opts["filelist"]).is_file():
+                raise UserError(f"dataset {named.name!r}: {root / opts['filelist']} is missing; {named.how}")
+            keep = set((root / opts["filelist"]).read_text().split())
+            ds.samples = [x for x in ds.samples if Path(x.path).name in keep or x.path in keep]
+    elif named.format == "voc":
+        inner = next((d for d in sorted(root.iterdir()) if (d / "Annotations").is_dir()), root)
+        ds = voc.read_voc(inner, named.name, tuple(named.counts) or ("trainval",))
+    elif named.format == "mask_folder":
+        ds = masks.read_mask_folder(root, named.name)
+    else:
+        ds = saliency.read_saliency(
+            root, named.name, opts["images"], opts["masks"], opts.get("split", "test")
+        )
+    return ds
+
+
+def check_counts(named: Named, ds: ImageDataset) -> list[str]:
+    """Problems with the image counts: a partial dataset is an error, never a silently smaller evaluation."""
+    found = ds.describe()["splits"]
+    return [
+        f"split {split!r}: found {found.get(split, 0)} images, expected {expected}"
+        for split, expected in named.counts.items()
+        if expected is not None and found.get(split, 0) != expected
+    ]
+
+
+def load_named(name: str, data_root: Path | None = None) -> ImageDataset:
+    named = CATALOG[name]
+    ds = read_named(named, named_root(named, data_root))
+    problems = check_counts(named, ds)
+    if problems:
+        raise UserError(f"dataset {name!r} is incomplete ({'; '.join(problems)}); {named.how}")
+    return ds

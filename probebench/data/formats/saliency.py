@@ -1,0 +1,45 @@
+"""Saliency sets (ECSSD, DUTS, DUT-OMRON): images plus binary ground-truth masks, paired by file stem.
+
+How a ground-truth mask becomes foreground is a protocol choice, recorded with every result:
+- "tokencut": TokenCut's metric reads the mask as greyscale 0-255 and thresholds it at > 0.5, so every nonzero
+  pixel is foreground (see reference/protocols.md, section 3.3);
+- "binary127": foreground = value > 127, the usual reading of anti-aliased binary masks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from probebench.data.base import IMAGE_SUFFIXES, ImageDataset, Sample
+from probebench.errors import UserError
+
+CONVENTIONS = ("tokencut", "binary127")
+
+
+def read_saliency(root: Path, name: str, images: str, masks: str, split: str = "test") -> ImageDataset:
+    img_dir, mask_dir = root / images, root / masks
+    if not img_dir.is_dir() or not mask_dir.is_dir():
+        raise UserError(f"{root} is not a saliency set: it needs {images}/ and {masks}/")
+    by_stem = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    samples = []
+    for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        if img.stem not in by_stem:
+            raise UserError(f"saliency set {root}: image {img.name} has no mask in {masks}/")
+        samples.append(
+            Sample(str(img.relative_to(root)), -1, split, {"mask": str(by_stem[img.stem].relative_to(root))})
+        )
+    return ImageDataset(
+        name, root, ["background", "foreground"], samples, description=f"saliency set at {root}"
+    )
+
+
+def foreground(root: Path, sample: Sample, convention: str = "tokencut") -> np.ndarray:
+    """(H, W) bool foreground mask under the named ground-truth convention."""
+    if convention not in CONVENTIONS:
+        raise UserError(f"unknown saliency convention {convention!r}; use one of {', '.join(CONVENTIONS)}")
+    with Image.open(root / sample.ann["mask"]) as im:
+        grey = np.asarray(im.convert("L"))
+    return grey > 0 if convention == "tokencut" else grey > 127
