@@ -21,6 +21,8 @@ app = typer.Typer(
 )
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect and prune the feature cache.")
 app.add_typer(cache_app, name="cache")
+data_app = typer.Typer(no_args_is_help=True, help="Get the papers' datasets.")
+app.add_typer(data_app, name="data")
 
 RegistryOpt = typer.Option(None, "--registry", help="Encoder registry file (default: encoders.yaml).")
 DatasetsOpt = typer.Option(None, "--datasets", help="Datasets config (default: ./datasets.yaml if present).")
@@ -293,6 +295,34 @@ def doctor(datasets: Path = DatasetsOpt, data_root: Path = DataRootOpt):
     if failed:
         typer.echo(f"{failed} dataset(s) need attention (see fix)", err=True)
         raise typer.Exit(1)
+
+
+@data_app.command("download")
+def data_download(
+    name: str = typer.Argument(..., help="A named dataset (see `probebench doctor`)."),
+    data_root: Path = DataRootOpt,
+):
+    """Download, verify and extract a named dataset under the data root; or say exactly what to do by hand."""
+    import os
+
+    from probebench.data.catalog import CATALOG, load_named
+    from probebench.data.download import extract as extract_archive
+    from probebench.data.download import fetch
+
+    if name not in CATALOG:
+        raise UserError(f"unknown dataset {name!r}; named datasets: {', '.join(CATALOG)}")
+    named = CATALOG[name]
+    base = data_root or (Path(os.environ["PROBEBENCH_DATA"]) if os.environ.get("PROBEBENCH_DATA") else None)
+    if named.download is None:
+        typer.echo(f"{name} needs a manual step: {named.how}")
+        raise typer.Exit(1)
+    if base is None:
+        raise UserError("no data root: set PROBEBENCH_DATA or pass --data-root to the folder datasets go in")
+    url, filename, spec = named.download
+    archive = fetch(url, base / ".downloads" / filename, spec)
+    extract_archive(archive, base / name)
+    ds = load_named(name, base)
+    typer.echo(f"{name}: {len(ds)} images in {base / name} ({archive.name} verified, {spec.split(':')[0]})")
 
 
 @cache_app.command("ls")

@@ -24,6 +24,8 @@ class Named:
     how: str  # how to get it
     paper: str = ""
     options: dict = field(default_factory=dict)
+    # A stable direct download: (url, file name, "md5:<hex>" or "sha256:<hex>"); None: needs a manual step.
+    download: tuple[str, str, str] | None = None
 
 
 CATALOG: dict[str, Named] = {
@@ -106,18 +108,28 @@ CATALOG: dict[str, Named] = {
             "voc",
             "voc07/VOC2007/{JPEGImages,Annotations,ImageSets}",
             {"trainval": 5011},
-            "Download VOCtrainval_06-Nov-2007.tar from the PASCAL VOC 2007 page and extract VOC2007/ under "
-            "voc07/.",
+            "Run `probebench data download voc07`, or download VOCtrainval_06-Nov-2007.tar from the PASCAL "
+            "VOC 2007 page and extract it under voc07/.",
             "LOST / TokenCut CorLoc",
+            download=(
+                "https://thor.robots.ox.ac.uk/pascal/VOC/voc2007/VOCtrainval_06-Nov-2007.tar",
+                "VOCtrainval_06-Nov-2007.tar",
+                "md5:c52e279531787c972589f7e41ab4ae64",
+            ),
         ),
         Named(
             "voc12",
             "voc",
             "voc12/VOC2012/{JPEGImages,Annotations,ImageSets}",
             {"trainval": 11540},
-            "Download VOCtrainval_11-May-2012.tar from the PASCAL VOC 2012 page and extract VOC2012/ under "
-            "voc12/.",
+            "Run `probebench data download voc12`, or download VOCtrainval_11-May-2012.tar from the PASCAL "
+            "VOC 2012 page and extract it under voc12/.",
             "LOST / TokenCut CorLoc",
+            download=(
+                "https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+                "VOCtrainval_11-May-2012.tar",
+                "md5:6cd6e144f989b92b3379bac3b3de84fd",
+            ),
         ),
         Named(
             "coco20k",
@@ -201,7 +213,10 @@ def read_named(named: Named, root: Path) -> ImageDataset:
             keep = set((root / opts["filelist"]).read_text().split())
             ds.samples = [x for x in ds.samples if Path(x.path).name in keep or x.path in keep]
     elif named.format == "voc":
-        inner = next((d for d in sorted(root.iterdir()) if (d / "Annotations").is_dir()), root)
+        # The official tars unpack to VOCdevkit/VOC20xx/; accept that or VOC20xx/ directly.
+        inner = next(
+            (d.parent for d in sorted([*root.glob("*/Annotations"), *root.glob("*/*/Annotations")])), root
+        )
         ds = voc.read_voc(inner, named.name, tuple(named.counts) or ("trainval",))
     elif named.format == "mask_folder":
         ds = masks.read_mask_folder(root, named.name)
