@@ -174,8 +174,11 @@ def _describe(error: dict) -> str:
     return f"field {field!r}: {error['msg']} (got {error.get('input')!r})"
 
 
-def parse_registry(text: str, origin: str = "encoders.yaml") -> dict[str, EncoderEntry]:
-    """Parse and validate registry text. Raises UserError with one line for the first bad entry."""
+def parse_entries(
+    text: str, origin: str, model: type[BaseModel], what: str = "entry"
+) -> dict[str, BaseModel]:
+    """YAML mapping of names to entries -> validated `model`s. The first problem is one line naming the entry
+    and field; duplicate names are an error (used for encoders.yaml and datasets configs alike)."""
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except UserError as exc:
@@ -185,22 +188,27 @@ def parse_registry(text: str, origin: str = "encoders.yaml") -> dict[str, Encode
         where = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"{origin}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(raw, dict) or not raw:
-        raise UserError(f"{origin}: expected a mapping of encoder names to entries")
-    entries: dict[str, EncoderEntry] = {}
+        raise UserError(f"{origin}: expected a mapping of names to entries")
+    entries = {}
     for name, body in raw.items():
         if not isinstance(name, str) or not NAME_RE.match(name):
-            raise UserError(f"{origin}: entry {name!r}: names use lowercase letters, digits and '_' only")
+            raise UserError(f"{origin}: {what} {name!r}: names use lowercase letters, digits and '_' only")
         if not isinstance(body, dict):
             raise UserError(
-                f"{origin}: entry {name!r}: expected a mapping of fields, got {type(body).__name__}"
+                f"{origin}: {what} {name!r}: expected a mapping of fields, got {type(body).__name__}"
             )
         if "name" in body:
-            raise UserError(f"{origin}: entry {name!r}: field 'name': unknown field (the key is the name)")
+            raise UserError(f"{origin}: {what} {name!r}: field 'name': unknown field (the key is the name)")
         try:
-            entries[name] = EncoderEntry(name=name, **body)
+            entries[name] = model(name=name, **body)
         except ValidationError as exc:
-            raise UserError(f"{origin}: entry {name!r}, {_describe(exc.errors()[0])}") from None
+            raise UserError(f"{origin}: {what} {name!r}, {_describe(exc.errors()[0])}") from None
     return entries
+
+
+def parse_registry(text: str, origin: str = "encoders.yaml") -> dict[str, EncoderEntry]:
+    """Parse and validate registry text. Raises UserError with one line for the first bad entry."""
+    return parse_entries(text, origin, EncoderEntry)
 
 
 def load_registry(path: Path | str | None = None) -> dict[str, EncoderEntry]:

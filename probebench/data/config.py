@@ -13,12 +13,11 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from probebench.data.base import ImageDataset, image_folder
 from probebench.errors import UserError
-from probebench.registry import NAME_RE, _describe, _UniqueKeyLoader
+from probebench.registry import NAME_RE, parse_entries
 
 FORMATS = ("image_folder", "cub", "coco", "voc", "mask_folder")
 
@@ -38,23 +37,7 @@ class DatasetEntry(BaseModel):
 
 
 def parse_datasets(text: str, origin: str) -> dict[str, DatasetEntry]:
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except UserError as exc:
-        raise UserError(f"{origin}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{origin}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{origin}: expected a mapping of dataset names to entries")
-    out = {}
-    for name, body in raw.items():
-        if not isinstance(body, dict):
-            raise UserError(f"{origin}: dataset {name!r}: expected a mapping of fields")
-        try:
-            out[name] = DatasetEntry(name=name, **body)
-        except ValidationError as exc:
-            raise UserError(f"{origin}: dataset {name!r}, {_describe(exc.errors()[0])}") from None
-    return out
+    return parse_entries(text, origin, DatasetEntry, what="dataset")
 
 
 def config_path(explicit: Path | None = None) -> Path | None:
