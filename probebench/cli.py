@@ -75,11 +75,20 @@ def list_cmd(
     elif what == "datasets":
         typer.echo(_table(_dataset_rows(datasets, data_root)))
     elif what == "tasks":
-        from probebench.tasks import TASKS
+        from probebench.tasks import SUITES, TASKS
 
         typer.echo(
             _table(
-                [{"name": t.name, "dataset": t.dataset, "description": t.description} for t in TASKS.values()]
+                [
+                    {
+                        "name": t.name,
+                        "dataset": t.dataset,
+                        "train/test": f"{t.train_split}/{t.test_split}",
+                        "suites": ",".join(k for k, v in SUITES.items() if t.name in v) or "-",
+                        "description": t.description,
+                    }
+                    for t in TASKS.values()
+                ]
             )
         )
     else:
@@ -89,13 +98,14 @@ def list_cmd(
 def _dataset_rows(datasets: Path | None, data_root: Path | None) -> list[dict]:
     """Built-in and user datasets: format, splits with the image counts found, tasks; never raises for one."""
     from probebench.data.base import NAMED, get_dataset
+    from probebench.data.catalog import CATALOG
     from probebench.data.config import load_datasets
     from probebench.tasks import TASKS
 
     rows = []
     user = load_datasets(datasets)
-    for name in [*NAMED, *user]:
-        fmt = user[name].format if name in user else "built-in"
+    for name in [*NAMED, *user, *(n for n in CATALOG if n not in user)]:
+        fmt = user[name].format if name in user else CATALOG[name].format if name in CATALOG else "built-in"
         try:
             ds = get_dataset(name, datasets, data_root)
             found = " ".join(f"{sp}={n}" for sp, n in ds.describe()["splits"].items())
@@ -186,6 +196,7 @@ def run(
     ),
     task: list[str] = typer.Option(None, "--task", "-t", help="Task names (default: all)."),
     dataset: str = typer.Option(None, "--dataset", "-d", help="Run the tasks on this dataset instead."),
+    suite: str = typer.Option(None, "--suite", help="A task suite: default (embedded data) or papers."),
     batch_size: int = typer.Option(64, "--batch-size"),
     workers: int = typer.Option(None, "--workers"),
     device: str = typer.Option(None, "--device"),
@@ -203,7 +214,7 @@ def run(
     from probebench.pipeline import run as run_pipeline
     from probebench.registry import get_entry
     from probebench.results.records import write_leaderboard
-    from probebench.tasks import TASKS, get_task
+    from probebench.tasks import get_suite, get_task
 
     reg = _registry(registry)
     names = list(encoder) if encoder else available_encoders(reg)
@@ -214,7 +225,9 @@ def run(
     if weights and len(names) != 1:
         raise UserError("--weights needs exactly one --encoder")
     entries = [get_entry(reg, n) for n in names]
-    tasks = [get_task(t) for t in task] if task else list(TASKS.values())
+    if task and suite:
+        raise UserError("give --task or --suite, not both")
+    tasks = [get_task(t) for t in task] if task else get_suite(suite or "default")
     typer.echo(f"running {len(entries)} encoder(s) x {len(tasks)} task(s): {', '.join(names)}")
     for out in run_pipeline(
         entries,

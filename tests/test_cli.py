@@ -132,8 +132,16 @@ def test_list_shows_offline_availability(registry, monkeypatch, capsys):
     assert lines["lite0"][-1] == "yes" and lines["tiny_random"][-1] == "yes" and lines["hub_only"][-1] == "no"
     _, out, _ = call(monkeypatch, capsys, "list", "tasks")
     assert "knn" in out
+    _, out, _ = call(monkeypatch, capsys, "list", "tasks")
+    rows = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert (
+        "papers" in rows["knn_imagenet"] and "train/val" in rows["knn_imagenet"] and "default" in rows["knn"]
+    )
+    monkeypatch.delenv("PROBEBENCH_DATA", raising=False)
     _, out, _ = call(monkeypatch, capsys, "list", "datasets")
-    assert "embedded" in out
+    rows = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert "train=20" in rows["embedded"] and "knn" in rows["embedded"]
+    assert "not found" in rows["imagenet"] and "knn_imagenet" in rows["imagenet"]
 
 
 @pytest.mark.parametrize(
@@ -146,6 +154,9 @@ def test_list_shows_offline_availability(registry, monkeypatch, capsys):
         (["extract", "-e", "tiny_random", "--layers", "40"], "layer 40 is out of range"),
         (["extract", "-e", "tiny_random", "--tokens", "attn"], "unknown token kind"),
         (["list", "models"], "probebench list encoders|datasets|tasks"),
+        (["run", "-e", "lite0", "--suite", "papers"], "dataset 'imagenet'"),
+        (["run", "-e", "lite0", "--suite", "nope"], "unknown suite 'nope'"),
+        (["run", "-e", "lite0", "--suite", "papers", "-t", "knn"], "give --task or --suite, not both"),
         (["extract", "-e", "lite0", "--tokens", "keys", "--workers", "0"], "has no attention keys"),
     ],
 )

@@ -60,14 +60,27 @@ class KnnTask(Task):
         )
 
 
+_KNN = {"ks": DEFAULT_KS, "temperature": TEMPERATURE, "similarity": "cosine"}
+_KNN_DESC = "weighted kNN classification (cosine, T=0.07, k in {10, 20}), DINO's protocol"
+
 TASKS: dict[str, Task] = {
-    "knn": KnnTask(
-        name="knn",
-        dataset="embedded",
-        description="weighted kNN classification (cosine, T=0.07, k in {10, 20}), DINO's protocol",
-        knobs={"ks": DEFAULT_KS, "temperature": TEMPERATURE, "similarity": "cosine"},
-    ),
+    t.name: t
+    for t in [
+        KnnTask(name="knn", dataset="embedded", description=_KNN_DESC, knobs=_KNN),
+        # The papers' datasets: Zhu et al. Table 1 is on ImageNet; CUB-200 is their part-level source.
+        KnnTask(name="knn_imagenet", dataset="imagenet", description=_KNN_DESC, test_split="val", knobs=_KNN),
+        KnnTask(name="knn_cub200", dataset="cub200", description=_KNN_DESC, knobs=_KNN),
+    ]
 }
+
+# A suite is a list of tasks run together: `probebench run --suite papers`.
+SUITES: dict[str, list[str]] = {"default": ["knn"], "papers": ["knn_imagenet", "knn_cub200"]}
+
+
+def get_suite(name: str) -> list[Task]:
+    if name not in SUITES:
+        raise UserError(f"unknown suite {name!r}; known suites: {', '.join(SUITES)}")
+    return [TASKS[t] for t in SUITES[name]]
 
 
 def get_task(name: str) -> Task:
