@@ -88,3 +88,31 @@ def test_doctor_reports_ok_partial_and_missing(tmp_path, small_ecssd, monkeypatc
     assert exc.value.code == 1
     out = capsys.readouterr()
     assert "partial" in out.out and "found 2 images, expected 3" in out.out and "need attention" in out.err
+
+
+def test_coco20k_keeps_only_the_listed_files(tmp_path, monkeypatch):
+    import json
+
+    root = tmp_path / "coco20k"
+    (root / "train2014").mkdir(parents=True)
+    images = []
+    for i in range(4):
+        name = f"COCO_train2014_{i:012d}.jpg"
+        Image.new("RGB", (8, 8)).save(root / "train2014" / name)
+        images.append({"id": i, "file_name": name, "width": 8, "height": 8})
+    cats = [{"id": 1, "name": "person"}]
+    (root / "instances_train2014.json").write_text(
+        json.dumps({"images": images, "annotations": [], "categories": cats})
+    )
+    (root / "coco_20k_filenames.txt").write_text(
+        "train2014/COCO_train2014_000000000001.jpg\ntrain2014/COCO_train2014_000000000003.jpg\n"
+    )
+    named = catalog.CATALOG["coco20k"]
+    monkeypatch.setitem(
+        catalog.CATALOG, "coco20k", catalog.Named(**{**named.__dict__, "counts": {"train": 2}})
+    )
+    ds = get_dataset("coco20k", data_root=tmp_path)
+    assert [s.path for s in ds.samples] == [
+        "train2014/COCO_train2014_000000000001.jpg",
+        "train2014/COCO_train2014_000000000003.jpg",
+    ]

@@ -87,6 +87,24 @@ CATALOG: dict[str, Named] = {
             "Zhu et al. Table 4",
         ),
         Named(
+            "pascal_object",
+            "mask_folder",
+            "pascal_object/{images,labels,classes.txt}",
+            {"train": None, "val": None},
+            "The 16-object counterpart of the 193-part Pascal-Part split, on the Zhu et al. authors' Google "
+            "Drive (README of github.com/JiePKU/understand-ssl-part-aware).",
+            "Zhu et al. Figure 6",
+        ),
+        Named(
+            "ade20k_object",
+            "mask_folder",
+            "ade20k_object/{images,labels,classes.txt}",
+            {"train": None, "val": None},
+            "The 59-object counterpart of the 209-part ADE20K-Part split, on the Zhu et al. authors' Google "
+            "Drive (README of github.com/JiePKU/understand-ssl-part-aware).",
+            "Zhu et al. Figure 6",
+        ),
+        Named(
             "lip",
             "mask_folder",
             "lip/{images,labels,classes.txt}",
@@ -210,8 +228,8 @@ def read_named(named: Named, root: Path) -> ImageDataset:
         if opts.get("filelist"):  # COCO20k: the subset of train2014 that LOST lists by file name
             if not (root / opts["filelist"]).is_file():
                 raise UserError(f"dataset {named.name!r}: {root / opts['filelist']} is missing; {named.how}")
-            keep = set((root / opts["filelist"]).read_text().split())
-            ds.samples = [x for x in ds.samples if Path(x.path).name in keep or x.path in keep]
+            keep = {Path(line).name for line in (root / opts["filelist"]).read_text().split()}
+            ds.samples = [x for x in ds.samples if Path(x.path).name in keep]
     elif named.format == "voc":
         # The official tars unpack to VOCdevkit/VOC20xx/; accept that or VOC20xx/ directly.
         inner = next(

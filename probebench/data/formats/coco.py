@@ -18,11 +18,21 @@ from probebench.data.base import ImageDataset, Sample
 from probebench.errors import UserError
 
 
-def _find_image(json_dir: Path, img: dict) -> Path:
+def _find_image(json_path: Path, img: dict) -> Path:
+    json_dir = json_path.parent
+    # The official layout pairs annotations/instances_train2014.json with a train2014/ image folder.
+    split_dir = json_path.stem.rsplit("_", 1)[-1]
+    bases = (
+        json_dir,
+        json_dir / "images",
+        json_dir / "JPEGImages",
+        json_dir / split_dir,
+        json_dir.parent / split_dir,
+    )
     candidates = [img.get("path"), img.get("file_name")]
     for cand in filter(None, candidates):
         cand = cand.replace("\\", "/")
-        for base in (json_dir, json_dir / "images", json_dir / "JPEGImages"):
+        for base in bases:
             if (base / cand).is_file():
                 return base / cand
             if (base / Path(cand).name).is_file():
@@ -63,7 +73,7 @@ def read_coco_split(json_path: Path, split: str, root: Path, categories: list[di
                 [kps[i], kps[i + 1], int(kps[i + 2]), i // 3, len(ann["boxes"]) - 1]
                 for i in range(0, len(kps), 3)
             ]
-        path = _find_image(json_path.parent, img)
+        path = _find_image(json_path, img)
         samples.append(
             Sample(str(path.relative_to(root)) if path.is_relative_to(root) else str(path), -1, split, ann)
         )
