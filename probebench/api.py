@@ -24,7 +24,7 @@ from probebench.pipeline import Outcome
 from probebench.pipeline import run as _run
 from probebench.registry import get_entry, load_registry
 from probebench.results.records import leaderboard as _leaderboard
-from probebench.tasks import get_task
+from probebench.tasks import get_tasks
 
 
 def load_encoder(
@@ -57,11 +57,22 @@ def run(
     force: bool = False,
     options: Options | None = None,
     registry: str | Path | None = None,
+    dataset: str | None = None,
+    layers: tuple[int | str, ...] | None = None,
+    feature: str | None = None,
+    seed: int = 0,
 ) -> list[Outcome]:
-    """Run tasks for encoders; finished results are skipped unless force."""
+    """Run tasks (or groups such as "object") for encoders; finished results are skipped unless force."""
     reg = load_registry(registry)
     return _run(
-        [get_entry(reg, e) for e in encoders], [get_task(t) for t in tasks], options or Options(), force=force
+        [get_entry(reg, e) for e in encoders],
+        [x for t in tasks for x in get_tasks(t)],
+        options or Options(),
+        force=force,
+        dataset=dataset,
+        layers=layers,
+        feature=feature,
+        seed=seed,
     )
 
 

@@ -75,7 +75,7 @@ def list_cmd(
     elif what == "datasets":
         typer.echo(_table(_dataset_rows(datasets, data_root)))
     elif what == "tasks":
-        from probebench.tasks import SUITES, TASKS
+        from probebench.tasks import GROUPS, SUITES, TASKS
 
         typer.echo(
             _table(
@@ -84,6 +84,7 @@ def list_cmd(
                         "name": t.name,
                         "dataset": t.dataset,
                         "train/test": f"{t.train_split}/{t.test_split}",
+                        "groups": ",".join(k for k, v in GROUPS.items() if t.name in v) or "-",
                         "suites": ",".join(k for k, v in SUITES.items() if t.name in v) or "-",
                         "description": t.description,
                     }
@@ -149,11 +150,37 @@ def _options(batch_size: int, workers: int | None, device: str | None, strict: b
     return Options(batch_size=batch_size, num_workers=workers, device=device, strict=strict)
 
 
+def _layers(values: list[str] | None) -> tuple[int | str, ...] | None:
+    """--layer values: block indices (negative from the end) or "all"; none given -> None (the last block)."""
+    if not values:
+        return None
+    out: list[int | str] = []
+    for v in values:
+        if v == "all":
+            out.append(v)
+            continue
+        try:
+            out.append(int(v))
+        except ValueError:
+            raise UserError(f"--layer {v!r}: give a block index (negative from the end) or 'all'") from None
+    return tuple(out)
+
+
+def _shown(metrics: dict) -> str:
+    """The headline numbers of a result on one line: accuracies, not intervals or counts."""
+    keys = [
+        k for k, v in metrics.items() if isinstance(v, float) and k.startswith(("top1", "mean_per_class"))
+    ]
+    return ", ".join(f"{k}={metrics[k]:.2f}" for k in keys)
+
+
 @app.command()
 def extract(
     encoder: str = typer.Option(..., "--encoder", "-e", help="Registry name."),
     dataset: str = typer.Option("embedded", "--dataset", "-d", help="Dataset name or image-folder path."),
-    layers: list[int] = typer.Option([-1], "--layers", "-l", help="Block indices; negative from the end."),
+    layers: list[str] = typer.Option(
+        ["-1"], "--layers", "-l", help="Block indices (negative from the end) or 'all'."
+    ),
     tokens: list[str] = typer.Option(
         ["cls", "pooled"], "--tokens", help="cls, patches, pooled, keys, projection"
     ),
@@ -181,7 +208,7 @@ def extract(
     res = run_extract(
         spec,
         ds,
-        Request(layers=tuple(layers), tokens=tuple(tokens)),
+        Request(layers=_layers(layers) or (-1,), tokens=tuple(tokens)),
         _options(batch_size, workers, device, strict),
     )
     state = "already cached" if res.cached else f"extracted ({res.images_per_s:.1f} img/s)"
@@ -194,7 +221,16 @@ def run(
     encoder: list[str] = typer.Option(
         None, "--encoder", "-e", help="Registry names (default: all available)."
     ),
-    task: list[str] = typer.Option(None, "--task", "-t", help="Task names (default: all)."),
+    task: list[str] = typer.Option(
+        None, "--task", "-t", help="Task or group names, e.g. knn, linear, attentive, object."
+    ),
+    layer: list[str] = typer.Option(
+        None, "--layer", "-l", help="Probe these blocks (negative from the end, or 'all'): one result each."
+    ),
+    feature: str = typer.Option(
+        None, "--feature", help="Image feature for linear/kNN: cls, pooled or both (default: per encoder)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the val split, attentive probe and bootstrap."),
     dataset: str = typer.Option(None, "--dataset", "-d", help="Run the tasks on this dataset instead."),
     suite: str = typer.Option(None, "--suite", help="A task suite: default (embedded data) or papers."),
     batch_size: int = typer.Option(64, "--batch-size"),
@@ -214,7 +250,7 @@ def run(
     from probebench.pipeline import run as run_pipeline
     from probebench.registry import get_entry
     from probebench.results.records import write_leaderboard
-    from probebench.tasks import get_suite, get_task
+    from probebench.tasks import get_suite, get_tasks
 
     reg = _registry(registry)
     names = list(encoder) if encoder else available_encoders(reg)
@@ -227,7 +263,9 @@ def run(
     entries = [get_entry(reg, n) for n in names]
     if task and suite:
         raise UserError("give --task or --suite, not both")
-    tasks = [get_task(t) for t in task] if task else get_suite(suite or "default")
+    tasks = [x for t in task for x in get_tasks(t)] if task else get_suite(suite or "default")
+    if feature is not None and feature not in ("cls", "pooled", "both"):
+        raise UserError(f"--feature {feature!r}: use cls, pooled or both")
     typer.echo(f"running {len(entries)} encoder(s) x {len(tasks)} task(s): {', '.join(names)}")
     for out in run_pipeline(
         entries,
@@ -238,9 +276,14 @@ def run(
         dataset=dataset,
         datasets=datasets,
         data_root=data_root,
+        layers=_layers(layer),
+        feature=feature,
+        seed=seed,
     ):
-        shown = ", ".join(f"{k}={v:.2f}" for k, v in out.metrics.items())
-        typer.echo(f"{out.status:8s} {out.encoder} x {out.dataset} x {out.task}: {shown}")
+        where = f" x {out.path.stem.rsplit('__', 1)[-1]}" if layer else ""
+        typer.echo(
+            f"{out.status:8s} {out.encoder} x {out.dataset} x {out.task}{where}: {_shown(out.metrics)}"
+        )
     path, _ = write_leaderboard()
     typer.echo(f"leaderboard: {path}")
 

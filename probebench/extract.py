@@ -31,14 +31,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Request:
-    """Which features to cache. `layers` may be negative here; they are stored as absolute indices."""
+    """Which features to cache. `layers` may be negative or "all" here; stored as absolute indices."""
 
-    layers: tuple[int, ...] = (-1,)
+    layers: tuple[int | str, ...] = (-1,)
     tokens: tuple[str, ...] = ("cls", "pooled")
     norm: bool = True
     patch_dtype: str = "float16"  # patch tokens and keys; cls, pooled and projection stay float32
 
     def __post_init__(self) -> None:
+        if any(isinstance(x, str) and x != "all" for x in self.layers):
+            raise UserError(f"layers {list(self.layers)}: give block indices or 'all'")
         bad = [t for t in self.tokens if t not in TOKEN_KINDS]
         if bad:
             raise UserError(f"unknown token kind(s) {bad}; choose from {', '.join(TOKEN_KINDS)}")

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from probebench import cli
+from probebench.probes.linear import C_GRID
 
 REGISTRY = """
 tiny_random:
@@ -61,29 +62,42 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
     code, out, err = call(monkeypatch, capsys, "run", "--workers", "0")
     assert code == 0, err
     assert "hub_only" not in out, "no --encoder: only encoders with weights on this machine"
-    assert out.count("done") == 2
+    assert out.count("done") == 8, "the default suite: linear, linear_bn, attentive and kNN per encoder"
     from probebench.paths import results_dir
 
-    rec = json.loads((results_dir() / "runs" / "lite0__embedded__knn.json").read_text())
+    runs = results_dir() / "runs"
+    rec = json.loads((runs / "lite0__embedded__knn.json").read_text())
     assert rec["dataset"]["synthetic"] is True and rec["dataset"]["name"] == "embedded"
     assert rec["encoder"]["weights_id"] == rec["encoder"]["source"]["sha256"]
     assert rec["knobs"]["feature"] == "pooled" and rec["knobs"]["temperature"] == 0.07
-    assert rec["knobs"]["preprocess"]["input_size"] == 96 and rec["knobs"]["ks"] == [10, 20]
+    assert rec["knobs"]["preprocess"]["input_size"] == 96 and rec["knobs"]["ks"] == [10, 20, 100, 200]
     assert {"torch", "timm", "numpy"} <= set(rec["versions"]) and "commit" in rec["git"]
-    assert rec["seed"] == 0 and rec["timings"]["extract_s"] > 0
-    assert set(rec["metrics"]) == {"top1_k10", "top1_k20"}
-    rnd = json.loads((results_dir() / "runs" / "tiny_random__embedded__knn.json").read_text())
+    assert rec["seed"] == 0 and rec["timings"]["extract_s"] >= 0
+    assert {"top1_k10", "top1_k10_ci95", "mean_per_class_k200", "n_test"} <= set(rec["metrics"])
+    lo, hi = rec["metrics"]["top1_k10_ci95"]
+    assert lo <= rec["metrics"]["top1_k10"] <= hi
+    rnd = json.loads((runs / "tiny_random__embedded__knn.json").read_text())
     assert rnd["knobs"]["feature"] == "cls" and rnd["knobs"]["final_norm"].startswith("final LayerNorm")
+    lin = json.loads((runs / "lite0__embedded__linear.json").read_text())
+    assert lin["probe"]["variant"] == "plain" and lin["probe"]["chosen_c"] in C_GRID
+    assert len(lin["probe"]["val_curve"]) >= 12 and lin["probe"]["refit_on"] == "train+val"
+    assert json.loads((runs / "lite0__embedded__linear_bn.json").read_text())["probe"]["variant"] == "bn"
+    att = json.loads((runs / "tiny_random__embedded__attentive.json").read_text())
+    assert att["knobs"]["feature"] == "tokens" and len(att["probe"]["val_curve"]) == att["probe"]["epochs"]
+    assert 1 <= att["probe"]["chosen_epoch"] <= att["probe"]["epochs"]
+    assert att["probe"]["heads"] >= 1 and att["probe"]["selected_on"] == "val carved from train"
+    first = {p.name: json.loads(p.read_text())["metrics"] for p in runs.glob("lite0__*.json")}
 
     code, out, _ = call(monkeypatch, capsys, "run", "-e", "lite0", "--workers", "0")
-    assert code == 0 and out.count("skipped") == 1
+    assert code == 0 and out.count("skipped") == 4
     code, out, _ = call(monkeypatch, capsys, "run", "-e", "lite0", "--workers", "0", "--force")
-    assert code == 0 and out.count("done") == 1
-    again = json.loads((results_dir() / "runs" / "lite0__embedded__knn.json").read_text())
-    assert again["metrics"] == rec["metrics"], "the same command twice gives the same numbers"
+    assert code == 0 and out.count("done") == 4
+    again = {p.name: json.loads(p.read_text())["metrics"] for p in runs.glob("lite0__*.json")}
+    assert again == first, "the same command twice gives the same numbers, for every probe"
 
     board = pd.read_csv(results_dir() / "leaderboard.csv")
     assert set(board.encoder) == {"lite0", "tiny_random"} and board.synthetic.all()
+    assert {"top1", "top1_lo", "top1_hi", "top1_k20_lo"} <= set(board.columns)
     code, out, _ = call(monkeypatch, capsys, "leaderboard")
     assert code == 0 and "lite0" in out
 
@@ -148,7 +162,10 @@ def test_list_shows_offline_availability(registry, monkeypatch, capsys):
     ("args", "expected"),
     [
         (["run", "-e", "lite"], "unknown encoder 'lite'; did you mean lite0"),
-        (["run", "-e", "lite0", "-t", "linear"], "unknown task 'linear'"),
+        (["run", "-e", "lite0", "-t", "lineer"], "unknown task 'lineer'"),
+        (["run", "-e", "lite0", "-t", "knn", "--layer", "x"], "--layer 'x': give a block index"),
+        (["run", "-e", "lite0", "-t", "knn", "--feature", "mean"], "--feature 'mean': use cls"),
+        (["run", "-e", "lite0", "-t", "knn", "--feature", "cls", "--workers", "0"], "no class token"),
         (["run", "-e", "hub_only"], "timm/vit_base_patch16_224.mae"),
         (["extract", "-e", "lite0", "-d", "/no/such/folder"], "/no/such/folder does not exist"),
         (["extract", "-e", "tiny_random", "--layers", "40"], "layer 40 is out of range"),

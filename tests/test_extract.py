@@ -125,13 +125,13 @@ def test_pipeline_recomputes_corrupt_shard(tiny_embedded):
     from probebench.tasks import get_task
 
     s = spec()
-    out = run_one(s, get_task("knn"), tiny_embedded, OPTS)
+    (out,) = run_one(s, get_task("knn"), tiny_embedded, OPTS)
     (store,) = list_stores()
     path = store.root / "cls.L11.00000.npy"
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    again = run_one(s, get_task("knn"), tiny_embedded, OPTS, force=True)
+    (again,) = run_one(s, get_task("knn"), tiny_embedded, OPTS, force=True)
     assert again.metrics == out.metrics
 
 

@@ -45,9 +45,8 @@ CATALOG: dict[str, Named] = {
             "cub",
             "cub200/CUB_200_2011/{images,images.txt,...,parts/part_locs.txt}",
             {"train": 5994, "test": 5794},
-            "Download CUB_200_2011.tgz from the Caltech-UCSD Birds page "
-            "(data.caltech.edu, record 65de6-vp158) "
-            "and extract it under the data root as cub200/.",
+            "Download CUB_200_2011.tgz from the Caltech-UCSD Birds page (data.caltech.edu, record "
+            "65de6-vp158) and extract it under the data root as cub200/.",
             "Zhu et al. part retrieval and classification",
         ),
         Named(
@@ -71,10 +70,8 @@ CATALOG: dict[str, Named] = {
             "pascal_part/{images,labels,classes.txt}",
             {"train": None, "val": None},
             "The 193-part split (and its 16-object counterpart) is shared by the authors of Zhu et al. on "
-            "Google "
-            "Drive (README of github.com/JiePKU/understand-ssl-part-aware); download and convert it to a "
-            "mask "
-            "folder.",
+            "Google Drive (README of github.com/JiePKU/understand-ssl-part-aware); download and convert it "
+            "to a mask folder.",
             "Zhu et al. Table 4",
         ),
         Named(
@@ -117,8 +114,11 @@ CATALOG: dict[str, Named] = {
             "partimagenet",
             "coco",
             "partimagenet/{train,val,test}/... + <split>.json",
-            {},
-            "Download PartImageNet from its GitHub page (TACJu/PartImageNet); the annotations are COCO json.",
+            # The OOD release (splits hold disjoint classes: 109/19/30), per the TACJu/PartImageNet README.
+            {"train": 16540, "val": 2957, "test": 4598},
+            "Download PartImageNet_OOD from the Google Drive folder linked in the README of "
+            "github.com/TACJu/PartImageNet (there is no stable direct URL or published checksum); the "
+            "annotations are COCO json, one per split.",
             "part segmentation",
         ),
         Named(
@@ -155,8 +155,7 @@ CATALOG: dict[str, Named] = {
             "coco20k/{train2014,instances_train2014.json,coco_20k_filenames.txt}",
             {"train": 19817},
             "Download train2014 images and instances_train2014.json from cocodataset.org, and the 19,817 "
-            "file "
-            "list coco_20k_filenames.txt that LOST ships (github.com/valeoai/LOST, datasets/).",
+            "file list coco_20k_filenames.txt that LOST ships (github.com/valeoai/LOST, datasets/).",
             "LOST / TokenCut CorLoc",
             {"files": {"train": "instances_train2014.json"}, "filelist": "coco_20k_filenames.txt"},
         ),

@@ -131,8 +131,10 @@ class Encoder(ABC):
         }
 
     # -- features ----------------------------------------------------------------------------------------
-    def resolve_layers(self, layers: list[int] | tuple[int, ...]) -> list[int]:
-        """Negative indices count from the end; out-of-range indices are a user error."""
+    def resolve_layers(self, layers: list[int | str] | tuple[int | str, ...]) -> list[int]:
+        """Negative indices count from the end, "all" is every block; out of range is a user error."""
+        if "all" in layers:
+            return list(range(self.num_blocks))
         out = []
         for layer in layers:
             absolute = layer + self.num_blocks if layer < 0 else layer

@@ -64,8 +64,12 @@ def git_commit() -> dict[str, str | bool | None]:
         return {"commit": None, "dirty": None}
 
 
-def record_path(encoder: str, dataset: str, task: str, root: Path | None = None) -> Path:
+def record_path(
+    encoder: str, dataset: str, task: str, root: Path | None = None, suffix: str | None = None
+) -> Path:
+    """results/runs/<encoder>__<dataset>__<task>[__<suffix>].json; the suffix names a layer (layer6)."""
     parts = [safe_name(encoder, "encoder"), safe_name(dataset, "dataset"), safe_name(task, "task")]
+    parts += [safe_name(suffix, "suffix")] if suffix else []
     return (root or results_dir()) / "runs" / ("__".join(parts) + ".json")
 
 
@@ -109,7 +113,11 @@ def leaderboard(root: Path | None = None) -> pd.DataFrame:
             "layer": r["knobs"]["layer"],
             "weights": r["encoder"]["weights_id"],
         }
-        row.update(r["metrics"])
+        for key, value in r["metrics"].items():
+            if isinstance(value, list | tuple):  # a confidence interval: two columns
+                row[key.removesuffix("_ci95") + "_lo"], row[key.removesuffix("_ci95") + "_hi"] = value
+            else:
+                row[key] = value
         row["commit"] = (r.get("git") or {}).get("commit")
         rows.append(row)
     df = pd.DataFrame(rows)

@@ -1,19 +1,23 @@
-"""Tasks are data: which dataset and splits, which cached features, which evaluation and its knobs.
+"""Tasks are data: which dataset and splits, which cached features, which probe and its knobs.
 
 A task reads features only from the cache (never from a model), so every probe works for every encoder.
+Task names are what `--task` takes; a group name (`object`) stands for several tasks, and a suite is a group
+that also fixes the datasets (`--suite papers`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
+import torch
 
 from probebench.cache.store import FeatureStore
 from probebench.data.base import ImageDataset
 from probebench.errors import UserError
-from probebench.extract import Request
-from probebench.tasks.knn import DEFAULT_KS, TEMPERATURE, knn_classify
+from probebench.probes.attentive import attentive_probe
+from probebench.probes.knn import DEFAULT_KS, TEMPERATURE, knn_classify
+from probebench.probes.linear import linear_probe
+from probebench.tasks.features import check_feature, feature_blocks, image_features, split_rows, token_reader
 
 
 @dataclass(frozen=True)
@@ -24,57 +28,117 @@ class Task:
     train_split: str = "train"
     test_split: str = "test"
     knobs: dict = field(default_factory=dict)
+    tokens: tuple[str, ...] = ("cls", "pooled")  # what the task reads from the cache
 
-    def request(self, layer: int = -1) -> Request:
-        return Request(layers=(layer,), tokens=("cls", "pooled"))
-
-    def evaluate(self, store: FeatureStore, dataset: ImageDataset, feature: str) -> dict:
+    def evaluate(
+        self,
+        store: FeatureStore,
+        dataset: ImageDataset,
+        layer: int,
+        feature: str,
+        *,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> tuple[dict, dict]:
+        """(metrics, details) of this task's probe on the cached features of `layer`."""
         raise NotImplementedError
-
-
-def feature_rows(
-    store: FeatureStore, dataset: ImageDataset, split: str, feature: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Image features (N, C) and labels (N,) of one split, without rows whose image could not be read."""
-    rows = np.array(dataset.split_indices(split))
-    if len(rows) == 0:
-        raise UserError(f"dataset {dataset.name!r} has no {split!r} split (splits: {dataset.splits})")
-    valid = store.load("valid", rows)
-    rows = rows[valid]
-    layer = store.manifest["layers"][-1]
-    feats = store.load(f"{'cls' if feature == 'cls' else 'pooled'}.L{layer}", rows)
-    if feature == "cls":
-        feats = feats[:, 0]  # the class token; other prefix tokens (registers) are not image features
-    labels = np.array([dataset.samples[r].label for r in rows])
-    return feats.astype(np.float32), labels
 
 
 @dataclass(frozen=True)
 class KnnTask(Task):
-    def evaluate(self, store: FeatureStore, dataset: ImageDataset, feature: str) -> dict:
-        xtr, ytr = feature_rows(store, dataset, self.train_split, feature)
-        xte, yte = feature_rows(store, dataset, self.test_split, feature)
-        blocks = np.array_split(xtr, max(1, len(xtr) // 8192))
-        return knn_classify(
-            blocks, ytr, xte, yte, len(dataset.classes), self.knobs["ks"], self.knobs["temperature"]
+    def evaluate(self, store, dataset, layer, feature, *, seed=0, device="cpu"):
+        check_feature(store, feature)
+        tr, ytr = split_rows(store, dataset, self.train_split)
+        te, yte = split_rows(store, dataset, self.test_split)
+        metrics = knn_classify(
+            feature_blocks(store, tr, layer, feature),
+            ytr,
+            image_features(store, te, layer, feature),
+            yte,
+            len(dataset.classes),
+            self.knobs["ks"],
+            self.knobs["temperature"],
+            seed=seed,
         )
+        return metrics, {"probe": "knn", "n_train": len(tr)}
+
+
+@dataclass(frozen=True)
+class LinearTask(Task):
+    def evaluate(self, store, dataset, layer, feature, *, seed=0, device="cpu"):
+        check_feature(store, feature)
+        tr, ytr = split_rows(store, dataset, self.train_split)
+        te, yte = split_rows(store, dataset, self.test_split)
+        metrics, details = linear_probe(
+            image_features(store, tr, layer, feature),
+            ytr,
+            image_features(store, te, layer, feature),
+            yte,
+            len(dataset.classes),
+            variant=self.knobs["variant"],
+            seed=seed,
+            device=device,
+        )
+        return metrics, {**details, "n_train": len(tr)}
+
+
+@dataclass(frozen=True)
+class AttentiveTask(Task):
+    tokens: tuple[str, ...] = ("cls", "patches")
+
+    def evaluate(self, store, dataset, layer, feature, *, seed=0, device="cpu"):
+        tr, ytr = split_rows(store, dataset, self.train_split)
+        te, yte = split_rows(store, dataset, self.test_split)
+        dim = int(store.manifest["encoder"]["feature_dim"])
+        metrics, details = attentive_probe(
+            token_reader(store, tr, layer),
+            ytr,
+            token_reader(store, te, layer),
+            yte,
+            len(dataset.classes),
+            dim,
+            seed=seed,
+            device=device,
+        )
+        return metrics, {**details, "n_train": len(tr), "tokens": "all (prefix + patches)"}
 
 
 _KNN = {"ks": DEFAULT_KS, "temperature": TEMPERATURE, "similarity": "cosine"}
-_KNN_DESC = "weighted kNN classification (cosine, T=0.07, k in {10, 20}), DINO's protocol"
+_PROBES = {
+    "knn": lambda **kw: KnnTask(
+        description="weighted kNN (cosine, T = 0.07, k in {10, 20, 100, 200}), DINO's protocol",
+        knobs=_KNN,
+        **kw,
+    ),
+    "linear": lambda **kw: LinearTask(
+        description="logistic regression, C from 10^linspace(-6, 5, 45) chosen on val, refit on train+val",
+        knobs={"variant": "plain"},
+        **kw,
+    ),
+    "linear_bn": lambda **kw: LinearTask(
+        description="MAE-style linear probe: BatchNorm without affine, then the same logistic regression",
+        knobs={"variant": "bn"},
+        **kw,
+    ),
+    "attentive": lambda **kw: AttentiveTask(
+        description="CAE's attentive probe: cross-attention block, BatchNorm, linear; epoch chosen on val",
+        knobs={"variant": "cae"},
+        **kw,
+    ),
+}
+# Zhu et al. Table 1 is on ImageNet (tested on val); CUB-200 is their part-level source.
+_DATASETS = {"": ("embedded", "test"), "_imagenet": ("imagenet", "val"), "_cub200": ("cub200", "test")}
 
 TASKS: dict[str, Task] = {
-    t.name: t
-    for t in [
-        KnnTask(name="knn", dataset="embedded", description=_KNN_DESC, knobs=_KNN),
-        # The papers' datasets: Zhu et al. Table 1 is on ImageNet; CUB-200 is their part-level source.
-        KnnTask(name="knn_imagenet", dataset="imagenet", description=_KNN_DESC, test_split="val", knobs=_KNN),
-        KnnTask(name="knn_cub200", dataset="cub200", description=_KNN_DESC, knobs=_KNN),
-    ]
+    probe + suffix: make(name=probe + suffix, dataset=ds, test_split=test)
+    for suffix, (ds, test) in _DATASETS.items()
+    for probe, make in _PROBES.items()
 }
-
-# A suite is a list of tasks run together: `probebench run --suite papers`.
-SUITES: dict[str, list[str]] = {"default": ["knn"], "papers": ["knn_imagenet", "knn_cub200"]}
+GROUPS: dict[str, list[str]] = {"object": ["linear", "linear_bn", "attentive", "knn"]}
+SUITES: dict[str, list[str]] = {
+    "default": GROUPS["object"],
+    "papers": [p + s for s in ("_imagenet", "_cub200") for p in GROUPS["object"]],
+}
 
 
 def get_suite(name: str) -> list[Task]:
@@ -83,7 +147,17 @@ def get_suite(name: str) -> list[Task]:
     return [TASKS[t] for t in SUITES[name]]
 
 
-def get_task(name: str) -> Task:
+def get_tasks(name: str) -> list[Task]:
+    """A task by name, or every task of a group (`object`)."""
+    if name in GROUPS:
+        return [TASKS[t] for t in GROUPS[name]]
     if name not in TASKS:
-        raise UserError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
-    return TASKS[name]
+        raise UserError(f"unknown task {name!r}; known tasks: {', '.join([*GROUPS, *TASKS])}")
+    return [TASKS[name]]
+
+
+def get_task(name: str) -> Task:
+    """One task by name (not a group)."""
+    if name in GROUPS:
+        raise UserError(f"{name!r} is a group of tasks; name one of {', '.join(GROUPS[name])}")
+    return get_tasks(name)[0]

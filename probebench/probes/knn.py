@@ -1,9 +1,9 @@
 """Weighted k-nearest-neighbour classification on frozen features, as DINO defines it.
 
 Cosine similarity between L2-normalised features; each of the k nearest training images votes for its class
-with weight exp(similarity / T), T = 0.07. Test rows are processed in chunks and training features are
-streamed in blocks, so neither the full similarity matrix nor all training features need to sit in device
-memory at once.
+with weight exp(similarity / T), T = 0.07, k in {10, 20, 100, 200}. Training features arrive as a stream of
+blocks (memory-mapped cache shards) and test rows are processed in chunks, so neither all training features
+nor the full similarity matrix ever sit in memory: the peak is one block plus one (chunk x block) matrix.
 """
 
 from __future__ import annotations
@@ -14,25 +14,35 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DEFAULT_KS = (10, 20)
+from probebench.probes.metrics import classification_metrics
+
+DEFAULT_KS = (10, 20, 100, 200)
 TEMPERATURE = 0.07
 
 
 def knn_topk(
     train: Iterable[np.ndarray], test: np.ndarray, k: int, *, chunk: int = 1024, device: str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k cosine neighbours. train: blocks of (Ni, C) in order; test (M, C) -> sims, indices (M, k)."""
+    """Top-k cosine neighbours. train: blocks of (Ni, C) in order; test (M, C) -> sims, indices (M, k').
+
+    k' = min(k, number of training rows). Rows of equal similarity keep the earlier training row first.
+    """
     q = F.normalize(torch.as_tensor(np.asarray(test), dtype=torch.float32, device=device), dim=1)
     best_s = torch.full((len(q), 0), -float("inf"), device=device)
     best_i = torch.zeros((len(q), 0), dtype=torch.long, device=device)
     offset = 0
     for block in train:
-        t = F.normalize(torch.as_tensor(np.asarray(block), dtype=torch.float32, device=device), dim=1)
-        sims = torch.cat([q[lo : lo + chunk] @ t.T for lo in range(0, len(q), chunk)])
-        ids = torch.arange(offset, offset + len(t), device=device).expand(len(q), -1)
-        s, j = torch.cat([best_s, sims], 1).topk(min(k, best_s.shape[1] + len(t)), dim=1)
-        best_i = torch.cat([best_i, ids], 1).gather(1, j)
-        best_s = s
+        t = F.normalize(torch.as_tensor(np.asarray(block, dtype=np.float32), device=device), dim=1)
+        width = min(k, best_s.shape[1] + len(t))
+        new_s = torch.empty((len(q), width), device=device)
+        new_i = torch.empty((len(q), width), dtype=torch.long, device=device)
+        ids = torch.arange(offset, offset + len(t), device=device)
+        for lo in range(0, len(q), chunk):
+            sims = torch.cat([best_s[lo : lo + chunk], q[lo : lo + chunk] @ t.T], 1)
+            cand = torch.cat([best_i[lo : lo + chunk], ids.expand(len(sims), -1)], 1)
+            s, j = sims.topk(width, dim=1, sorted=True)
+            new_s[lo : lo + chunk], new_i[lo : lo + chunk] = s, cand.gather(1, j)
+        best_s, best_i = new_s, new_i
         offset += len(t)
     return best_s, best_i
 
@@ -52,11 +62,6 @@ def weighted_vote(
     return scores.scatter_add_(1, labels, weights)
 
 
-def topk_accuracy(scores: torch.Tensor, labels: np.ndarray, k: int) -> float:
-    pred = scores.topk(min(k, scores.shape[1]), dim=1).indices.cpu()
-    return float((pred == torch.as_tensor(labels)[:, None]).any(1).float().mean() * 100)
-
-
 def knn_classify(
     train: Iterable[np.ndarray],
     train_labels: np.ndarray,
@@ -65,13 +70,16 @@ def knn_classify(
     num_classes: int,
     ks: tuple[int, ...] = DEFAULT_KS,
     temperature: float = TEMPERATURE,
+    *,
+    seed: int = 0,
 ) -> dict:
-    """Top-1 (and top-5 when there are more than 5 classes) accuracy in % for every k."""
+    """Metrics (see `classification_metrics`) for every k, with the suffix `_k{k}`: top1_k10, ...
+
+    A k larger than the training set uses every training row (and is recorded as asked).
+    """
     sims, idx = knn_topk(train, test, max(ks))
-    metrics = {}
+    metrics: dict = {}
     for k in ks:
         scores = weighted_vote(sims, idx, train_labels, k, num_classes, temperature)
-        metrics[f"top1_k{k}"] = topk_accuracy(scores, test_labels, 1)
-        if num_classes > 5:
-            metrics[f"top5_k{k}"] = topk_accuracy(scores, test_labels, 5)
+        metrics.update(classification_metrics(scores, test_labels, suffix=f"_k{k}", seed=seed))
     return metrics

@@ -1,0 +1,72 @@
+"""What a task reads from the feature cache: image features, token sequences and labels of one split.
+
+Reads go through the store's memory-mapped shards; rows whose image could not be read are left out (and
+counted in the record), so a probe never trains or tests on the zeros written for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from probebench.cache.store import FeatureStore
+from probebench.data.base import ImageDataset
+from probebench.errors import UserError
+
+FEATURE_KINDS = ("cls", "pooled", "both")
+
+
+def split_rows(store: FeatureStore, dataset: ImageDataset, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Dataset rows (N,) of `split` whose images were read, in dataset order, and their labels (N,)."""
+    rows = np.array(dataset.split_indices(split), dtype=np.int64)
+    if len(rows) == 0:
+        raise UserError(f"dataset {dataset.name!r} has no {split!r} split (splits: {dataset.splits})")
+    rows = rows[store.load("valid", rows)]
+    labels = np.array([dataset.samples[r].label for r in rows], dtype=np.int64)
+    if (labels < 0).any():
+        raise UserError(
+            f"dataset {dataset.name!r} split {split!r} has unlabelled images; a probe needs labels"
+        )
+    return rows, labels
+
+
+def check_feature(store: FeatureStore, feature: str) -> None:
+    if feature not in FEATURE_KINDS:
+        raise UserError(f"unknown feature {feature!r}; choose from {', '.join(FEATURE_KINDS)}")
+    if feature != "pooled" and store.manifest["encoder"]["num_prefix_tokens"] == 0:
+        raise UserError(
+            f"this encoder has no class token, so feature {feature!r} does not exist; use --feature pooled"
+        )
+
+
+def image_features(store: FeatureStore, rows: np.ndarray, layer: int, feature: str) -> np.ndarray:
+    """One vector per image (N, C) (or (N, 2C) for "both": class token then pooled patches), float32."""
+    parts = []
+    if feature in ("cls", "both"):
+        parts.append(store.load(f"cls.L{layer}", rows)[:, 0])  # the class token; registers are not features
+    if feature in ("pooled", "both"):
+        parts.append(store.load(f"pooled.L{layer}", rows))
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def feature_blocks(store: FeatureStore, rows: np.ndarray, layer: int, feature: str) -> Iterator[np.ndarray]:
+    """`image_features` of sorted `rows`, one cache shard at a time (for streaming probes such as kNN)."""
+    shard_of = rows // store.shard_size
+    for shard in np.unique(shard_of):
+        yield image_features(store, rows[shard_of == shard], layer, feature)
+
+
+def token_reader(store: FeatureStore, rows: np.ndarray, layer: int):
+    """A reader: positions into `rows` (n,) -> all tokens (n, P + h*w, C), prefix tokens first, float32."""
+    prefix = store.manifest["encoder"]["num_prefix_tokens"]
+
+    def read(positions: np.ndarray) -> np.ndarray:
+        picked = rows[np.asarray(positions)]
+        patches = store.load(f"patches.L{layer}", picked)
+        tokens = patches.reshape(len(picked), -1, patches.shape[-1]).astype(np.float32)
+        if prefix:
+            tokens = np.concatenate([store.load(f"cls.L{layer}", picked).astype(np.float32), tokens], axis=1)
+        return tokens
+
+    return read
