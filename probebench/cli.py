@@ -168,9 +168,7 @@ def _layers(values: list[str] | None) -> tuple[int | str, ...] | None:
 
 def _shown(metrics: dict) -> str:
     """The headline numbers of a result on one line: accuracies, not intervals or counts."""
-    keys = [
-        k for k, v in metrics.items() if isinstance(v, float) and k.startswith(("top1", "mean_per_class"))
-    ]
+    keys = [k for k, v in metrics.items() if isinstance(v, float) and k.startswith("top1")]
     return ", ".join(f"{k}={metrics[k]:.2f}" for k in keys)
 
 

@@ -91,8 +91,10 @@ def standardise(fit_x: torch.Tensor, *xs: torch.Tensor) -> list[torch.Tensor]:
     return [(t - mean) * scale for t in (fit_x, *xs)]
 
 
-def _accuracy(fit: Fit, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float(((x @ fit.weight + fit.bias).argmax(1) == y).float().mean() * 100)
+def _score(fit: Fit, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Validation top-1 (%) and mean cross-entropy."""
+    logits = x @ fit.weight + fit.bias
+    return float((logits.argmax(1) == y).double().mean() * 100), float(F.cross_entropy(logits, y))
 
 
 def search_c(
@@ -109,20 +111,21 @@ def search_c(
 ) -> tuple[int, dict[int, tuple[float, Fit]]]:
     """Fit each searched grid point on x_fit and score it on x_val.
 
-    Returns the chosen grid index (best validation top-1; ties go to the smaller C, the stronger
-    regularisation) and {grid index: (val top-1 %, Fit)} for every point fitted.
+    Returns the chosen grid index and {grid index: (val top-1 %, val loss, Fit)} for every point fitted.
+    The choice is the best validation top-1; ties (common on small validation splits) go to the lower
+    validation cross-entropy, then to the smaller C.
     """
-    done: dict[int, tuple[float, Fit]] = {}
+    done: dict[int, tuple[float, float, Fit]] = {}
 
     def visit(indices: list[int]) -> None:
         for i in indices:  # increasing C; warm start from the nearest fitted point below
             below = [j for j in done if j < i]
-            init = done[max(below)][1] if below else None
+            init = done[max(below)][2] if below else None
             fit = fit_logreg(x_fit, y_fit, num_classes, float(grid[i]), init, max_iter=max_iter)
-            done[i] = (_accuracy(fit, x_val, y_val), fit)
+            done[i] = (*_score(fit, x_val, y_val), fit)
 
     def best() -> int:
-        return max(sorted(done), key=lambda i: done[i][0])  # max() keeps the first of equals: smaller C
+        return min(sorted(done), key=lambda i: (-done[i][0], done[i][1]))  # min() keeps the smaller C
 
     if search == "full":
         visit(list(range(len(grid))))
@@ -169,7 +172,7 @@ def linear_probe(
     t_sweep = time.perf_counter() - t0
 
     x_all, xt = standardise(x, xt) if variant == "bn" else (x, xt)
-    final = fit_logreg(x_all, y, num_classes, float(C_GRID[best]), done[best][1], max_iter=max_iter)
+    final = fit_logreg(x_all, y, num_classes, float(C_GRID[best]), done[best][2], max_iter=max_iter)
     scores = (xt @ final.weight + final.bias).cpu()
     metrics = classification_metrics(scores, np.asarray(y_test), seed=seed)
     details = {
@@ -178,6 +181,7 @@ def linear_probe(
         "objective": "mean cross-entropy + ||W||^2 / (2 C N), full-batch L-BFGS",
         "c_grid": "10^linspace(-6, 5, 45)",
         "search": search,
+        "selection": "best val top-1, ties to the lower val cross-entropy, then the smaller C",
         "chosen_c": float(C_GRID[best]),
         "chosen_index": best,
         "val_curve": [
@@ -185,8 +189,9 @@ def linear_probe(
                 "index": i,
                 "c": float(C_GRID[i]),
                 "val_top1": done[i][0],
-                "iterations": done[i][1].iterations,
-                "converged": done[i][1].converged,
+                "val_loss": done[i][1],
+                "iterations": done[i][2].iterations,
+                "converged": done[i][2].converged,
             }
             for i in sorted(done)
         ],
@@ -195,7 +200,7 @@ def linear_probe(
         "n_val": len(val_rows),
         "refit_on": "train+val",
         "refit_iterations": final.iterations,
-        "all_converged": all(d[1].converged for d in done.values()) and final.converged,
+        "all_converged": all(d[2].converged for d in done.values()) and final.converged,
         "max_iter": max_iter,
         "tol": TOL,
         "dtype": "float64",
