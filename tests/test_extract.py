@@ -228,3 +228,17 @@ def test_oom_backoff_halves_until_it_fits():
 
     with pytest.raises(UserError, match="batch size 1"):
         ex.Backoff(never, micro=4)(torch.arange(4.0))
+
+
+def test_layer_sweep_gives_one_record_per_layer_and_skips_when_finished(tiny_embedded, counting_build):
+    from probebench.pipeline import run_one
+    from probebench.tasks import get_task
+
+    out = run_one(spec(), get_task("knn"), tiny_embedded, OPTS, layers=("all",))
+    assert [o.path.name for o in out] == [f"tiny__embedded__knn__layer{i}.json" for i in range(12)]
+    assert len({o.metrics["top1_k10"] for o in out}) > 1, "different layers give different features"
+    builds = counting_build["builds"]
+    again = run_one(spec(), get_task("knn"), tiny_embedded, OPTS, layers=("all",))
+    assert {o.status for o in again} == {"skipped"} and counting_build["builds"] == builds
+    (one,) = run_one(spec(), get_task("knn"), tiny_embedded, OPTS, layers=(-9,))
+    assert one.path.name == "tiny__embedded__knn__layer3.json" and one.metrics == out[3].metrics

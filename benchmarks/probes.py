@@ -1,0 +1,211 @@
+"""Probe speed and memory, side by side in one run.
+
+linear: on the same cached features (the real EfficientNet-Lite0 pooled features of cub100, 100 species, when
+        ../shared/data and the weights are present; otherwise synthetic features of the same shape, and the
+        output says so), the full C sweep plus refit with
+          (a) probebench's linear probe (torch L-BFGS, coarse-to-fine, warm starts) and
+          (b) scikit-learn LogisticRegression(solver="lbfgs") fit at every one of the 45 grid points,
+        both choosing C on the same validation split by the same rule, then refit on train + val.
+        Targets (issue 4): test top-1 within 0.5 points, (a) at least 10x faster than (b).
+knn:    weighted kNN (k up to 200) through the kNN task on 100,000 x 768 random train features in the feature
+        cache against 10,000 test features; peak resident memory of the process, with a 10,000-row train set
+        alongside for scale. Target: under 2 GB. Each measurement runs in its own subprocess.
+
+    python benchmarks/probes.py [linear|knn|all]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CUB = ROOT.parent / "shared" / "data" / "cub100"
+
+
+def cub_features() -> tuple[dict, str]:
+    """Train/test pooled features of cub100 from the real EfficientNet-Lite0, via the cache."""
+    import numpy as np
+
+    from probebench.data.formats.cub import read_cub
+    from probebench.encoders.load import resolve
+    from probebench.extract import Options, Request, extract
+    from probebench.registry import load_registry
+    from probebench.tasks.features import image_features, split_rows
+
+    ds = read_cub(CUB, "cub100")
+    spec = resolve(load_registry()["efficientnet_lite0"])
+    res = extract(spec, ds, Request(tokens=("cls", "pooled", "patches")), Options(progress=False))
+    layer = res.layers[-1]
+    out = {}
+    for split in ("train", "test"):
+        rows, y = split_rows(res.store, ds, split)
+        out[split] = (image_features(res.store, rows, layer, "pooled"), y)
+    desc = f"real: cub100 ({len(out['train'][1])} train / {len(out['test'][1])} test, 100 classes), "
+    desc += f"EfficientNet-Lite0 pooled features, dim {out['train'][0].shape[1]}"
+    assert np.isfinite(out["train"][0]).all()
+    return out, desc
+
+
+def synthetic_features() -> tuple[dict, str]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(100, 1280))
+    out = {}
+    for split, n in (("train", 2903), ("test", 2999)):
+        y = rng.integers(0, 100, n)
+        out[split] = (np.abs(centres[y] + 2.5 * rng.normal(size=(n, 1280))).astype("float32"), y)
+    return out, "SYNTHETIC: Gaussian class clusters shaped like cub100 (2903/2999 x 1280, 100 classes)"
+
+
+def sklearn_sweep(x, y, xt, yt, num_classes: int, seed: int) -> dict:
+    """(b): the same protocol with scikit-learn, one LogisticRegression per grid point (no warm start)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    from probebench.probes.linear import C_GRID
+    from probebench.probes.split import carve_val
+
+    fit, val = carve_val(y, seed=seed)
+    scores = []
+    for c in C_GRID:
+        model = LogisticRegression(C=c, solver="lbfgs", max_iter=1000).fit(x[fit], y[fit])
+        proba = model.predict_proba(x[val])
+        acc = float((model.classes_[proba.argmax(1)] == y[val]).mean() * 100)
+        scores.append((acc, log_loss(y[val], proba, labels=model.classes_)))
+    best = min(range(len(C_GRID)), key=lambda i: (-scores[i][0], scores[i][1]))
+    final = LogisticRegression(C=C_GRID[best], solver="lbfgs", max_iter=1000).fit(x, y)
+    return {"top1": float((final.predict(xt) == yt).mean() * 100), "chosen_c": float(C_GRID[best])}
+
+
+def linear_bench() -> None:
+    import numpy as np
+    import torch
+
+    from probebench.probes.linear import linear_probe
+
+    feats, desc = cub_features() if CUB.is_dir() else synthetic_features()
+    (x, y), (xt, yt) = feats["train"], feats["test"]
+    k = int(max(y.max(), yt.max()) + 1)
+    print(f"data: {desc}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads "
+        f"{torch.get_num_threads()}"
+    )
+    t0 = time.perf_counter()
+    ours, details = linear_probe(x, y, xt, yt, k)
+    t_ours = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    full, full_details = linear_probe(x, y, xt, yt, k, search="full")
+    t_full = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref = sklearn_sweep(x.astype(np.float64), y, xt.astype(np.float64), yt, k, seed=0)
+    t_ref = time.perf_counter() - t0
+    print(
+        f"  (a) probebench coarse-to-fine {t_ours:8.1f} s  test top-1 {ours['top1']:.2f}  "
+        f"C={details['chosen_c']:.3g}  ({len(details['val_curve'])} grid points fitted, "
+        f"all converged: {details['all_converged']})"
+    )
+    print(
+        f"  (a') probebench full grid     {t_full:8.1f} s  test top-1 {full['top1']:.2f}  "
+        f"C={full_details['chosen_c']:.3g}"
+    )
+    print(
+        f"  (b) scikit-learn lbfgs grid   {t_ref:8.1f} s  test top-1 {ref['top1']:.2f}  "
+        f"C={ref['chosen_c']:.3g}"
+    )
+    print(f"top-1 difference (a) - (b): {ours['top1'] - ref['top1']:+.2f} points   (target within 0.5)")
+    print(
+        f"speed-up (b)/(a): {t_ref / t_ours:.1f}x   (target >= 10);  "
+        f"full grid (b)/(a'): {t_ref / t_full:.1f}x"
+    )
+    print(f"coarse-to-fine chose the full grid's C: {details['chosen_c'] == full_details['chosen_c']}")
+
+
+def knn_dataset(n_train: int, n_test: int, home: str):
+    from probebench.data.base import ImageDataset, Sample
+
+    n = n_train + n_test
+    samples = [Sample(f"{i}.jpg", int(i % 1000), "train" if i < n_train else "test") for i in range(n)]
+    return ImageDataset("bench", Path(home), [str(c) for c in range(1000)], samples)
+
+
+def knn_write(n_train: int, n_test: int, dim: int, home: str) -> None:
+    """Random features into a feature store, as extraction would leave them (4,096-row shards)."""
+    import numpy as np
+
+    from probebench.cache.store import FeatureStore
+
+    rng = np.random.default_rng(0)
+    n = n_train + n_test
+    store = FeatureStore.open("bench", "bench", f"{n_train:016d}", {}, n, 4096)
+    for shard in store.missing_shards():
+        rows = store.shard_rows(shard)
+        arrays = {"valid": np.ones(len(rows), bool), "pooled.L0": rng.normal(size=(len(rows), dim))}
+        store.write_shard(shard, {**arrays, "pooled.L0": arrays["pooled.L0"].astype("float32")})
+    store.set_meta(layers=[0], encoder={"num_prefix_tokens": 0, "feature_dim": dim})
+
+
+def knn_run(n_train: int, n_test: int, home: str) -> None:
+    """The kNN task on the store written by knn_write, in a fresh process; prints peak RSS as JSON."""
+    from probebench.cache.store import FeatureStore
+    from probebench.tasks import get_task
+
+    ds = knn_dataset(n_train, n_test, home)
+    store = FeatureStore.open("bench", "bench", f"{n_train:016d}", {}, len(ds), 4096)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    metrics, _ = get_task("knn").evaluate(store, ds, 0, "pooled")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {"seconds": time.perf_counter() - t0, "peak_mb": peak, "before_mb": before}
+    print(json.dumps({**result, "top1_k20": metrics["top1_k20"]}))
+
+
+def knn_bench() -> None:
+    results = {}
+    for n_train in (10_000, 100_000):
+        with tempfile.TemporaryDirectory() as home:
+            env = {**os.environ, "PROBEBENCH_HOME": home}
+            for mode in ("knn-write", "knn-run"):
+                out = subprocess.run(
+                    [sys.executable, __file__, mode, str(n_train), home],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    env=env,
+                ).stdout
+            results[n_train] = json.loads(out.strip().splitlines()[-1])
+    for n_train, r in results.items():
+        print(
+            f"  kNN {n_train:>7,} x 768 train vs 10,000 test: {r['seconds']:6.1f} s, "
+            f"peak RSS {r['peak_mb']:6.0f} MB ({r['before_mb']:.0f} MB before the task: Python + torch), "
+            f"top-1 {r['top1_k20']:.2f} (random features: chance is 0.1)"
+        )
+    peak = results[100_000]["peak_mb"]
+    print(
+        f"100k peak RSS: {peak / 1024:.2f} GB   (target < 2 GB); "
+        f"100k/10k ratio {peak / results[10_000]['peak_mb']:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "knn-write":
+        sys.exit(knn_write(int(sys.argv[2]), 10_000, 768, sys.argv[3]))
+    if len(sys.argv) > 1 and sys.argv[1] == "knn-run":
+        sys.exit(knn_run(int(sys.argv[2]), 10_000, sys.argv[3]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", nargs="?", default="all", choices=["linear", "knn", "all"])
+    args = parser.parse_args()
+    if args.what in ("knn", "all"):
+        knn_bench()
+    if args.what in ("linear", "all"):
+        linear_bench()
