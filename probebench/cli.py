@@ -287,11 +287,13 @@ def run(
 
 
 @app.command()
-def leaderboard():
-    """Merge results/runs/*.json into results/leaderboard.csv and print it."""
+def leaderboard(
+    long: bool = typer.Option(False, "--long", help="One row per number (each k, each probe) instead."),
+):
+    """Merge results/runs/*.json into results/leaderboard.csv (or leaderboard_long.csv) and print it."""
     from probebench.results.records import write_leaderboard
 
-    path, df = write_leaderboard()
+    path, df = write_leaderboard(long=long)
     typer.echo(
         df.to_string(index=False, float_format=lambda v: f"{v:.2f}") if not df.empty else "(no results)"
     )

@@ -80,6 +80,7 @@ def run_one(
     `feature` (cls, pooled, both) overrides the entry's default image feature for linear and kNN probes.
     """
     tasks = [tasks] if isinstance(tasks, Task) else tasks
+    git_commit()  # pin the commit now: the code that runs is the code imported when the run starts
     entry = spec.entry
     req = Request(
         layers=tuple(layers) if layers else (-1,), tokens=tuple(sorted({t for x in tasks for t in x.tokens}))

@@ -7,6 +7,7 @@ whose config hash matches the current inputs is a finished result and is skipped
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import subprocess
@@ -43,8 +44,13 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+@functools.cache
 def git_commit() -> dict[str, str | bool | None]:
-    """The commit of the probebench checkout that produced a result, and whether it had local changes."""
+    """The commit of the probebench checkout that produced a result, and whether it had local changes.
+
+    Read once per process, when a run starts: the code that runs is the code imported then, even if the
+    checkout moves on while a long run is going.
+    """
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
@@ -128,9 +134,51 @@ def leaderboard(root: Path | None = None) -> pd.DataFrame:
     return df.sort_values(keys, ascending=[True, True, False][: len(keys)]).reset_index(drop=True)
 
 
-def write_leaderboard(root: Path | None = None) -> tuple[Path, pd.DataFrame]:
-    df = leaderboard(root)
-    path = (root or results_dir()) / "leaderboard.csv"
+def _setting(record: dict, suffix: str) -> str:
+    """The hyper-parameter behind a number: k for kNN, the chosen C or epoch for the trained probes."""
+    probe = record.get("probe") or {}
+    if suffix:
+        return suffix.lstrip("_").replace("k", "k=", 1)
+    if "chosen_c" in probe:
+        return f"C={probe['chosen_c']:.3g}"
+    if "chosen_epoch" in probe:
+        return f"epoch={probe['chosen_epoch']}/{probe['epochs']}"
+    return ""
+
+
+def long_table(root: Path | None = None) -> pd.DataFrame:
+    """One row per number: (encoder, task, setting) with top-1, its interval, top-5 and mean per-class."""
+    rows = []
+    for r in read_records(root):
+        m = r["metrics"]
+        suffixes = sorted({k[len("top1") :] for k in m if k.startswith("top1") and not k.endswith("_ci95")})
+        for sfx in sorted(suffixes, key=lambda x: int(x[2:]) if x else 0):
+            rows.append(
+                {
+                    "encoder": r["encoder"]["name"],
+                    "task": r["task"]["name"],
+                    "setting": _setting(r, sfx),
+                    "dataset": r["dataset"]["name"],
+                    "synthetic": r["dataset"]["synthetic"],
+                    "feature": r["knobs"]["feature"],
+                    "layer": r["knobs"]["layer"],
+                    "top1": m[f"top1{sfx}"],
+                    "top1_lo": m[f"top1{sfx}_ci95"][0],
+                    "top1_hi": m[f"top1{sfx}_ci95"][1],
+                    "top5": m.get(f"top5{sfx}"),
+                    "mean_per_class": m[f"mean_per_class{sfx}"],
+                    "n_test": m.get("n_test"),
+                    "weights": r["encoder"]["weights_id"],
+                    "commit": (r.get("git") or {}).get("commit"),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def write_leaderboard(root: Path | None = None, long: bool = False) -> tuple[Path, pd.DataFrame]:
+    """results/leaderboard.csv (one row per record), or with `long` leaderboard_long.csv (one per number)."""
+    df = long_table(root) if long else leaderboard(root)
+    path = (root or results_dir()) / ("leaderboard_long.csv" if long else "leaderboard.csv")
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write_bytes(path, df.to_csv(index=False, float_format="%.2f").encode())
     return path, df

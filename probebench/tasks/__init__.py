@@ -43,13 +43,16 @@ class Task:
         """(metrics, details) of this task's probe on the cached features of `layer`."""
         raise NotImplementedError
 
+    def splits(self, store: FeatureStore, dataset: ImageDataset):
+        """Readable rows and labels of the train and test splits: (train_rows, y_train, test_rows, y_test)."""
+        return (*split_rows(store, dataset, self.train_split), *split_rows(store, dataset, self.test_split))
+
 
 @dataclass(frozen=True)
 class KnnTask(Task):
     def evaluate(self, store, dataset, layer, feature, *, seed=0, device="cpu"):
         check_feature(store, feature)
-        tr, ytr = split_rows(store, dataset, self.train_split)
-        te, yte = split_rows(store, dataset, self.test_split)
+        tr, ytr, te, yte = self.splits(store, dataset)
         metrics = knn_classify(
             feature_blocks(store, tr, layer, feature),
             ytr,
@@ -67,8 +70,7 @@ class KnnTask(Task):
 class LinearTask(Task):
     def evaluate(self, store, dataset, layer, feature, *, seed=0, device="cpu"):
         check_feature(store, feature)
-        tr, ytr = split_rows(store, dataset, self.train_split)
-        te, yte = split_rows(store, dataset, self.test_split)
+        tr, ytr, te, yte = self.splits(store, dataset)
         metrics, details = linear_probe(
             image_features(store, tr, layer, feature),
             ytr,
@@ -87,8 +89,7 @@ class AttentiveTask(Task):
     tokens: tuple[str, ...] = ("cls", "patches")
 
     def evaluate(self, store, dataset, layer, feature, *, seed=0, device="cpu"):
-        tr, ytr = split_rows(store, dataset, self.train_split)
-        te, yte = split_rows(store, dataset, self.test_split)
+        tr, ytr, te, yte = self.splits(store, dataset)
         dim = int(store.manifest["encoder"]["feature_dim"])
         metrics, details = attentive_probe(
             token_reader(store, tr, layer),
