@@ -100,6 +100,12 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
     assert {"top1", "top1_lo", "top1_hi", "top1_k20_lo"} <= set(board.columns)
     code, out, _ = call(monkeypatch, capsys, "leaderboard")
     assert code == 0 and "lite0" in out
+    code, out, _ = call(monkeypatch, capsys, "leaderboard", "--long")
+    long = pd.read_csv(results_dir() / "leaderboard_long.csv")
+    knn = long[(long.encoder == "lite0") & (long.task == "knn")]
+    assert code == 0 and list(knn.setting) == ["k=10", "k=20", "k=100", "k=200"]
+    assert (long.top1_lo <= long.top1).all() and (long.top1 <= long.top1_hi).all()
+    assert long[long.task == "linear"].setting.str.startswith("C=").all()
 
 
 def test_real_encoder_beats_the_random_control(registry):

@@ -5,10 +5,10 @@ The objective is scikit-learn's, scaled by 1/N so one tolerance fits every datas
 minimised full-batch with L-BFGS (strong Wolfe line search) in torch, so it runs on the CPU or a GPU.
 
 C is chosen on the validation split from the established grid C = 10^linspace(-6, 5, 45) (OpenAI CLIP's
-logistic-regression probe). The default search is coarse-to-fine: every 4th grid point, then every grid
-point around the coarse points within one validation image of the best (validation accuracy is noisy).
-Each fit is warm-started from the nearest fitted smaller C, which is where most of the speed comes from.
-The model is then refit on train + val at the chosen C.
+logistic-regression probe). Every grid point is fitted, in increasing C, each warm-started from the
+previous solution: that is where the speed comes from (a coarse-to-fine search was tried and dropped: on
+cub100 it fitted 33 of the 45 points, because validation accuracy is flat and noisy near the optimum, saved
+nothing, and missed the full grid's choice). The model is then refit on train + val at the chosen C.
 
 Variants: "plain", and "bn", MAE's linear probe head `BatchNorm1d(affine=False)` + `Linear`. With full-batch
 optimisation a BatchNorm without affine is exactly a standardisation by the fitting set's mean and (biased)
@@ -106,46 +106,21 @@ def search_c(
     num_classes: int,
     *,
     grid: np.ndarray = C_GRID,
-    search: str = "coarse-to-fine",
-    stride: int = 4,
     max_iter: int = MAX_ITER,
-) -> tuple[int, dict[int, tuple[float, Fit]]]:
-    """Fit each searched grid point on x_fit and score it on x_val.
+) -> tuple[int, dict[int, tuple[float, float, Fit]]]:
+    """Fit every grid point on x_fit (increasing C, warm-started) and score it on x_val.
 
-    Returns the chosen grid index and {grid index: (val top-1 %, val loss, Fit)} for every point fitted.
-    The choice is the best validation top-1; ties (common on small validation splits) go to the lower
-    validation cross-entropy, then to the smaller C.
+    Returns the chosen grid index and {grid index: (val top-1 %, val loss, Fit)}. The choice is the best
+    validation top-1; ties (common on small validation splits) go to the lower validation cross-entropy,
+    then to the smaller C.
     """
     done: dict[int, tuple[float, float, Fit]] = {}
-
-    def visit(indices: list[int]) -> None:
-        for i in indices:  # increasing C; warm start from the nearest fitted point below
-            below = [j for j in done if j < i]
-            init = done[max(below)][2] if below else None
-            fit = fit_logreg(x_fit, y_fit, num_classes, float(grid[i]), init, max_iter=max_iter)
-            done[i] = (*_score(fit, x_val, y_val), fit)
-
-    def best() -> int:
-        return min(sorted(done), key=lambda i: (-done[i][0], done[i][1]))  # min() keeps the smaller C
-
-    if search == "full":
-        visit(list(range(len(grid))))
-    elif search == "coarse-to-fine":
-        coarse = sorted(set(range(0, len(grid), stride)) | {len(grid) - 1})
-        visit(coarse)
-        # Validation accuracy is noisy on small splits: refine around every coarse point within one
-        # validation image of the best, not only around the best.
-        top = done[best()][0] - 100.0 / max(1, len(y_val)) - 1e-9
-        near = [i for i in coarse if done[i][0] >= top]
-        visit(
-            sorted(
-                {j for i in near for j in range(i - stride + 1, i + stride)} - set(done)
-                & set(range(len(grid)))
-            )
-        )
-    else:
-        raise ValueError(f"unknown search {search!r}: use 'coarse-to-fine' or 'full'")
-    return best(), done
+    previous = None
+    for i, c in enumerate(grid):
+        previous = fit_logreg(x_fit, y_fit, num_classes, float(c), previous, max_iter=max_iter)
+        done[i] = (*_score(previous, x_val, y_val), previous)
+    best = min(done, key=lambda i: (-done[i][0], done[i][1], i))
+    return best, done
 
 
 def linear_probe(
@@ -156,7 +131,6 @@ def linear_probe(
     num_classes: int,
     *,
     variant: str = "plain",
-    search: str = "coarse-to-fine",
     seed: int = 0,
     device: str | torch.device = "cpu",
     max_iter: int = MAX_ITER,
@@ -177,7 +151,7 @@ def linear_probe(
     xt = torch.as_tensor(np.asarray(x_test, dtype=np.float64), device=device)
     f, v = torch.as_tensor(fit_rows, device=device), torch.as_tensor(val_rows, device=device)
     x_fit, x_val = standardise(x[f], x[v]) if variant == "bn" else (x[f], x[v])
-    best, done = search_c(x_fit, y[f], x_val, y[v], num_classes, search=search, max_iter=max_iter)
+    best, done = search_c(x_fit, y[f], x_val, y[v], num_classes, max_iter=max_iter)
     t_sweep = time.perf_counter() - t0
 
     x_all, xt = standardise(x, xt) if variant == "bn" else (x, xt)
@@ -189,7 +163,7 @@ def linear_probe(
         "variant": variant,
         "objective": "mean cross-entropy + ||W||^2 / (2 C N), full-batch L-BFGS",
         "c_grid": "10^linspace(-6, 5, 45)",
-        "search": search,
+        "search": "every grid point, increasing C, warm-started",
         "selection": "best val top-1, ties to the lower val cross-entropy, then the smaller C",
         "chosen_c": float(C_GRID[best]),
         "chosen_index": best,
