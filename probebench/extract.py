@@ -9,6 +9,7 @@ and writes each shard as soon as its rows are done.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from probebench.cache.store import FeatureStore, cache_key
+from probebench.cache.store import FeatureStore, cache_key, list_stores
 from probebench.data.base import ImageDataset
 from probebench.data.loader import ImageRows, worker_init
 from probebench.encoders.base import TOKEN_KINDS, Encoder, Features
@@ -142,7 +143,27 @@ def store_for(spec: Spec, dataset: ImageDataset, req: Request, opts: Options, pr
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "n": len(dataset)},
     }
     key = cache_key(parts)
+    exact = [st for st in list_stores(spec.entry.name, dataset.name) if st.manifest["key"] == key]
+    if not exact or not exact[0].manifest["shards"]:
+        # Nothing extracted under this exact key yet: a complete store that holds more tokens with every
+        # other input equal serves the request (`--task linear` after `--task object` re-extracts nothing).
+        wider = _superset_store(spec.entry.name, dataset.name, parts)
+        if wider is not None:
+            return wider
     return FeatureStore.open(spec.entry.name, dataset.name, key, parts, len(dataset), opts.shard_size)
+
+
+def _superset_store(encoder: str, dataset: str, parts: dict) -> FeatureStore | None:
+    want = {k: v for k, v in parts.items() if k != "tokens"}
+    for store in list_stores(encoder, dataset):
+        try:
+            other = json.loads((store.root / "key.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        same = {k: other.get(k) for k in want} == json.loads(json.dumps(want, default=str))
+        if same and set(parts["tokens"]) <= set(other.get("tokens", [])) and store.complete:
+            return store
+    return None
 
 
 def extract(

@@ -146,7 +146,9 @@ def test_any_changed_input_changes_the_key(tiny_embedded, tmp_path):
             OPTS,
         ),  # preprocessing
         ex.extract(spec(), tiny_embedded, ex.Request(layers=(3,)), OPTS),  # layers
-        ex.extract(spec(), tiny_embedded, ex.Request(tokens=("cls",)), OPTS),  # token kinds
+        ex.extract(
+            spec(), tiny_embedded, ex.Request(tokens=("cls", "keys")), OPTS
+        ),  # token kinds (not a subset)
         ex.extract(spec(), tiny_embedded, ex.Request(patch_dtype="float32", tokens=("patches",)), OPTS),
     ]
     roots = {base} | {c.store.root for c in changed}
@@ -242,3 +244,13 @@ def test_layer_sweep_gives_one_record_per_layer_and_skips_when_finished(tiny_emb
     assert {o.status for o in again} == {"skipped"} and counting_build["builds"] == builds
     (one,) = run_one(spec(), get_task("knn"), tiny_embedded, OPTS, layers=(-9,))
     assert one.path.name == "tiny__embedded__knn__layer3.json" and one.metrics == out[3].metrics
+
+
+def test_a_complete_store_with_more_tokens_serves_a_narrower_request(tiny_embedded, counting_build):
+    wide = ex.extract(spec(), tiny_embedded, ex.Request(tokens=("cls", "pooled", "patches")), OPTS).store
+    images = counting_build["images"]
+    narrow = ex.extract(spec(), tiny_embedded, ex.Request(tokens=("pooled",)), OPTS)
+    assert narrow.cached and narrow.store.root == wide.root and counting_build["images"] == images
+    assert len(list_stores()) == 1, "no empty store left behind for the narrower key"
+    other_layer = ex.extract(spec(), tiny_embedded, ex.Request(layers=(3,), tokens=("pooled",)), OPTS)
+    assert other_layer.store.root != wide.root, "a different layer is not a subset here"
