@@ -87,7 +87,7 @@ def run_one(
     )
     device, precision, _ = device_and_precision(opts)
     store = store_for(spec, dataset, req, opts, precision)
-    asked_feature = feature or "default"
+    key, asked_feature = store.manifest["key"], feature or "default"
 
     def targets(absolute: list[int] | None) -> list[tuple[Task, int | None, Path, str]]:
         out = []
@@ -95,15 +95,8 @@ def run_one(
             for layer in [None] if layers is None else absolute or []:
                 suffix = None if layer is None else f"layer{layer}"
                 path = record_path(entry.name, dataset.name, task.name, results_root, suffix)
-                key = store.manifest["key"]
-                out.append(
-                    (
-                        task,
-                        layer,
-                        path,
-                        _config_hash(key, task, layer if layer is not None else "last", asked_feature, seed),
-                    )
-                )
+                at = "last" if layer is None else layer
+                out.append((task, layer, path, _config_hash(key, task, at, asked_feature, seed)))
         return out
 
     def skipped(task: Task, path: Path) -> Outcome:
