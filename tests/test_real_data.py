@@ -94,8 +94,7 @@ def test_coco_keypoints_inside_images(load):
     assert n > 20
 
 
-@pytest.mark.slow
-def test_every_real_image_decodes(load):
+def test_every_real_image_decodes(load):  # about 40 s: kept in `make test`, it guards the real data
     from probebench.data.loader import read_rgb
 
     for name in ("cub100", "carparts", "ccp", "fruit"):
