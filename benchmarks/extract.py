@@ -9,7 +9,13 @@ Targets (issue 2): b/a >= 0.9 in throughput, c at least 50x faster than b. Also 
 of (b), the process plus its DataLoader workers. Each phase runs in its own subprocess so that peak memory is
 the phase's own.
 
+--geometry: cold extraction of the same real photos (../shared/data/carparts test: 100 car photos of mixed
+sizes, 194 to 1600 px) in `resize` geometry (224 px centre crop) and in `native` geometry (each photo at its
+own size, longer side capped at --max-side, padded to the patch size; equal sizes batched together), same
+model and batch size: images and tokens per second, and the native/resize ratio (issue 8).
+
     python benchmarks/extract.py [--images 256] [--batch-size 32]
+    python benchmarks/extract.py --geometry [--max-side 512]
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ def phase(name: str, folder: Path, batch: int) -> dict:
     import timm  # noqa: F401 - imported before timing: (c) excludes imports, and resolve() imports timm lazily
     import torch
 
-    from probebench.data.base import image_folder
+    from probebench.data.formats.folder import read_image_folder as image_folder
     from probebench.encoders.load import build, resolve
     from probebench.extract import Options, Request, extract
     from probebench.registry import parse_registry
@@ -94,13 +100,82 @@ def phase(name: str, folder: Path, batch: int) -> dict:
     }
 
 
+CARPARTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "carparts"
+
+
+def geometry_phase(mode: str, batch: int, max_side: int) -> dict:
+    import numpy as np
+    import timm  # noqa: F401 - imported before timing
+
+    from probebench.data.formats.coco import read_coco
+    from probebench.encoders.load import build, resolve
+    from probebench.extract import Options, Request, extract
+    from probebench.registry import parse_registry
+
+    entry = parse_registry(ENTRY)["bench_vits16"]
+    ds = read_coco(CARPARTS, "carparts")
+    ds.samples = [s for s in ds.samples if s.split == "test"]
+    enc = build(resolve(entry))
+    req = Request(tokens=("cls", "patches"), geometry=mode, max_side=max_side if mode == "native" else None)
+    t = time.perf_counter()
+    res = extract(resolve(entry), ds, req, Options(batch_size=batch, progress=False), encoder=enc)
+    seconds = time.perf_counter() - t
+    grids = res.store.load_grids("patches.L11", np.arange(len(ds)))
+    tokens = sum(g.shape[0] * g.shape[1] for g in grids)
+    return {"mode": mode, "images": len(ds), "seconds": seconds, "tokens": tokens}
+
+
+def compare_geometry(batch: int, max_side: int) -> None:
+    import torch
+
+    if not CARPARTS.is_dir():
+        print(f"skipped: {CARPARTS} is absent (the real photos this comparison needs)")
+        return
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "PROBEBENCH_HOME": str(Path(tmp) / "home")}
+        for mode in ("resize", "native"):
+            cmd = [sys.executable, __file__, "--geometry-phase", mode, "--batch-size", str(batch)]
+            cmd += ["--max-side", str(max_side)]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()}"
+    )
+    print(
+        f"model: ViT-S/16 random weights, batch {batch}; "
+        f"data: carparts test, {out['resize']['images']} real photos"
+    )
+    for mode, what in (("resize", "224 px centre crop"), ("native", f"own size, longer side <= {max_side}")):
+        r = out[mode]
+        print(
+            f"  {mode:6s} ({what:32s}) {r['seconds']:7.2f} s  {r['images'] / r['seconds']:6.2f} img/s  "
+            f"{r['tokens'] / r['images']:7.1f} tokens/img  {r['tokens'] / r['seconds']:8.0f} tokens/s"
+        )
+    a, b = out["resize"], out["native"]
+    print(
+        f"native/resize: {b['images'] / b['seconds'] / (a['images'] / a['seconds']):.2f}x images/s, "
+        f"{b['tokens'] / b['seconds'] / (a['tokens'] / a['seconds']):.2f}x tokens/s"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--geometry", action="store_true", help="compare native and resize geometry")
+    ap.add_argument("--max-side", type=int, default=512)
     ap.add_argument("--phase", choices=["raw", "cold", "warm"], help=argparse.SUPPRESS)
+    ap.add_argument("--geometry-phase", choices=["resize", "native"], help=argparse.SUPPRESS)
     ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.geometry_phase:
+        print(json.dumps(geometry_phase(args.geometry_phase, args.batch_size, args.max_side)))
+        return
+    if args.geometry:
+        compare_geometry(args.batch_size, args.max_side)
+        return
     if args.phase:
         print(json.dumps(phase(args.phase, args.folder, args.batch_size)))
         return

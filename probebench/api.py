@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from probebench.cache.store import FeatureStore
-from probebench.data.base import ImageDataset, get_dataset
+from probebench.data.base import ImageDataset
+from probebench.data.lookup import get_dataset
 from probebench.encoders.base import Encoder
 from probebench.encoders.load import build, resolve
 from probebench.extract import Options, Request

@@ -26,6 +26,7 @@ app.add_typer(data_app, name="data")
 
 RegistryOpt = typer.Option(None, "--registry", help="Encoder registry file (default: encoders.yaml).")
 DatasetsOpt = typer.Option(None, "--datasets", help="Datasets config (default: ./datasets.yaml if present).")
+TasksOpt = typer.Option(None, "--tasks", help="Tasks file (default: ./tasks.yaml if present).")
 DataRootOpt = typer.Option(
     None, "--data-root", help="Base folder for relative dataset roots ($PROBEBENCH_DATA)."
 )
@@ -53,6 +54,7 @@ def list_cmd(
     registry: Path = RegistryOpt,
     datasets: Path = DatasetsOpt,
     data_root: Path = DataRootOpt,
+    tasks: Path = TasksOpt,
 ):
     """List encoders (with offline availability), datasets or tasks."""
     if what == "encoders":
@@ -73,39 +75,40 @@ def list_cmd(
             )
         typer.echo(_table(rows))
     elif what == "datasets":
-        typer.echo(_table(_dataset_rows(datasets, data_root)))
+        typer.echo(_table(_dataset_rows(datasets, data_root, tasks)))
     elif what == "tasks":
-        from probebench.tasks import GROUPS, SUITES, TASKS
+        from probebench.tasks import load_tasks
 
-        typer.echo(
-            _table(
-                [
-                    {
-                        "name": t.name,
-                        "dataset": t.dataset,
-                        "train/test": f"{t.train_split}/{t.test_split}",
-                        "groups": ",".join(k for k, v in GROUPS.items() if t.name in v) or "-",
-                        "suites": ",".join(k for k, v in SUITES.items() if t.name in v) or "-",
-                        "description": t.description,
-                    }
-                    for t in TASKS.values()
-                ]
-            )
-        )
+        rows = [
+            {
+                "name": t.name,
+                "probe": t.probe.name,
+                "level": t.level,
+                "data": " ".join(f"{r}={d}:{sp}" for r, (d, sp) in t.bindings.items()),
+                "primary": t.primary.name,
+                "knobs": ",".join(f"{k}={v}" for k, v in t.overrides.items()) or "-",
+                "groups": ",".join(t.groups) or "-",
+                "suites": ",".join(t.suites) or "-",
+                "from": t.source,
+            }
+            for t in load_tasks(tasks).values()
+        ]
+        typer.echo(_table(rows))
     else:
         raise UserError(f"cannot list {what!r}; use `probebench list encoders|datasets|tasks`")
 
 
-def _dataset_rows(datasets: Path | None, data_root: Path | None) -> list[dict]:
+def _dataset_rows(datasets: Path | None, data_root: Path | None, tasks_file: Path | None) -> list[dict]:
     """Built-in and user datasets: format, splits with the image counts found, tasks; never raises for one."""
-    from probebench.data.base import NAMED, get_dataset
     from probebench.data.catalog import CATALOG
     from probebench.data.config import load_datasets
-    from probebench.tasks import TASKS
+    from probebench.data.lookup import BUILTIN, get_dataset
+    from probebench.tasks import load_tasks
 
     rows = []
+    known_tasks = load_tasks(tasks_file)
     user = load_datasets(datasets)
-    for name in [*NAMED, *user, *(n for n in CATALOG if n not in user)]:
+    for name in [*BUILTIN, *user, *(n for n in CATALOG if n not in user)]:
         fmt = user[name].format if name in user else CATALOG[name].format if name in CATALOG else "built-in"
         try:
             ds = get_dataset(name, datasets, data_root)
@@ -113,7 +116,7 @@ def _dataset_rows(datasets: Path | None, data_root: Path | None) -> list[dict]:
         except UserError as exc:
             found = f"not found ({str(exc).split(';')[0]})"
         tasks = sorted(
-            {t.name for t in TASKS.values() if t.dataset == name}
+            {t.name for t in known_tasks.values() if name in {d for d, _ in t.bindings.values()}}
             | set(user[name].tasks if name in user else [])
         )
         rows.append(
@@ -132,14 +135,20 @@ def _dataset_rows(datasets: Path | None, data_root: Path | None) -> list[dict]:
 def validate(
     path: Path = typer.Argument(None, help="Registry file (default: the active encoders.yaml)."),
     datasets: Path = typer.Option(None, "--datasets", help="Also check this datasets config."),
+    tasks: Path = typer.Option(None, "--tasks", help="Also check this tasks file."),
 ):
-    """Check a registry file (and a datasets config): fields, types, unknown keys, duplicate names."""
+    """Check a registry file (and a datasets config, a tasks file): fields, types, unknown keys, names."""
     entries = _registry(path)
     typer.echo(f"ok: {len(entries)} encoders")
     if datasets is not None:
         from probebench.data.config import load_datasets
 
         typer.echo(f"ok: {len(load_datasets(datasets))} datasets")
+    if tasks is not None:
+        from probebench.tasks.spec import parse_tasks, user_tasks_path
+
+        path_ = user_tasks_path(tasks)
+        typer.echo(f"ok: {len(parse_tasks(path_.read_text(), str(path_)))} tasks")
 
 
 def _options(batch_size: int, workers: int | None, device: str | None, strict: bool):
@@ -166,10 +175,14 @@ def _layers(values: list[str] | None) -> tuple[int | str, ...] | None:
     return tuple(out)
 
 
-def _shown(metrics: dict) -> str:
-    """The headline numbers of a result on one line: accuracies, not intervals or counts."""
-    keys = [k for k, v in metrics.items() if isinstance(v, float) and k.startswith("top1")]
-    return ", ".join(f"{k}={metrics[k]:.2f}" for k in keys)
+def _shown(metrics: dict, primary: str) -> str:
+    """The headline number of a result on one line: its task's primary metric and interval."""
+    value = metrics.get(primary)
+    if not isinstance(value, int | float):
+        return f"{primary}=(missing)"
+    ci = metrics.get(f"{primary}_ci95")
+    interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if isinstance(ci, list | tuple) and len(ci) == 2 else ""
+    return f"{primary}={value:.2f}{interval}"
 
 
 @app.command()
@@ -194,7 +207,7 @@ def extract(
     data_root: Path = DataRootOpt,
 ):
     """Extract frozen features into the cache (resumes; skips what is cached)."""
-    from probebench.data.base import get_dataset
+    from probebench.data.lookup import get_dataset
     from probebench.encoders.load import resolve
     from probebench.extract import Request
     from probebench.extract import extract as run_extract
@@ -242,15 +255,17 @@ def run(
     registry: Path = RegistryOpt,
     datasets: Path = DatasetsOpt,
     data_root: Path = DataRootOpt,
+    tasks_file: Path = TasksOpt,
 ):
     """Extract and evaluate: every encoder x task; writes results/runs/*.json and the leaderboard."""
     from probebench.pipeline import available_encoders
     from probebench.pipeline import run as run_pipeline
     from probebench.registry import get_entry
     from probebench.results.records import write_leaderboard
-    from probebench.tasks import get_suite, get_tasks
+    from probebench.tasks import get_suite, get_tasks, load_tasks
 
     reg = _registry(registry)
+    catalog = load_tasks(tasks_file)
     names = list(encoder) if encoder else available_encoders(reg)
     if not names:
         raise UserError(
@@ -261,7 +276,9 @@ def run(
     entries = [get_entry(reg, n) for n in names]
     if task and suite:
         raise UserError("give --task or --suite, not both")
-    tasks = [x for t in task for x in get_tasks(t)] if task else get_suite(suite or "default")
+    tasks = (
+        [x for t in task for x in get_tasks(t, catalog)] if task else get_suite(suite or "default", catalog)
+    )
     if feature is not None and feature not in ("cls", "pooled", "both"):
         raise UserError(f"--feature {feature!r}: use cls, pooled or both")
     typer.echo(f"running {len(entries)} encoder(s) x {len(tasks)} task(s): {', '.join(names)}")
@@ -278,12 +295,23 @@ def run(
         feature=feature,
         seed=seed,
     ):
-        where = f" x {out.path.stem.rsplit('__', 1)[-1]}" if layer else ""
+        where = f" x {out.layer}" if out.layer else ""
         typer.echo(
-            f"{out.status:8s} {out.encoder} x {out.dataset} x {out.task}{where}: {_shown(out.metrics)}"
+            f"{out.status:8s} {out.encoder} x {out.dataset} x {out.task}{where}: "
+            f"{_shown(out.metrics, out.primary)}"
         )
-    path, _ = write_leaderboard()
+    path, df = write_leaderboard()
+    _left_out(df)
     typer.echo(f"leaderboard: {path}")
+
+
+def _left_out(df) -> None:
+    """Name every record the leaderboard could not read, and say how many."""
+    problems = df.attrs.get("left_out", [])
+    for line in problems:
+        typer.echo(f"left out {line}", err=True)
+    if problems:
+        typer.echo(f"leaderboard: {len(problems)} record file(s) left out (see above)", err=True)
 
 
 @app.command()
@@ -297,6 +325,7 @@ def leaderboard(
     typer.echo(
         df.to_string(index=False, float_format=lambda v: f"{v:.2f}") if not df.empty else "(no results)"
     )
+    _left_out(df)
     typer.echo(f"written: {path}")
 
 
@@ -359,16 +388,15 @@ def data_download(
     data_root: Path = DataRootOpt,
 ):
     """Download, verify and extract a named dataset under the data root; or say exactly what to do by hand."""
-    import os
-
     from probebench.data.catalog import CATALOG, load_named
     from probebench.data.download import extract as extract_archive
     from probebench.data.download import fetch
+    from probebench.paths import data_root as find_data_root
 
     if name not in CATALOG:
         raise UserError(f"unknown dataset {name!r}; named datasets: {', '.join(CATALOG)}")
     named = CATALOG[name]
-    base = data_root or (Path(os.environ["PROBEBENCH_DATA"]) if os.environ.get("PROBEBENCH_DATA") else None)
+    base = find_data_root(data_root)
     if named.download is None:
         typer.echo(f"{name} needs a manual step: {named.how}")
         raise typer.Exit(1)

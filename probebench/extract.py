@@ -20,24 +20,31 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from probebench.cache.store import FeatureStore, cache_key, list_stores
+from probebench.cache.store import FeatureStore, cache_key, is_token_array, list_stores
 from probebench.data.base import ImageDataset
-from probebench.data.loader import ImageRows, worker_init
+from probebench.data.loader import ImageRows, collate_rows, worker_init
 from probebench.encoders.base import TOKEN_KINDS, Encoder, Features
 from probebench.encoders.load import Spec, build
 from probebench.errors import UserError
+from probebench.geometry import GEOMETRY_MODES
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Request:
-    """Which features to cache. `layers` may be negative or "all" here; stored as absolute indices."""
+    """Which features to cache. `layers` may be negative or "all" here; stored as absolute indices.
+
+    geometry: `resize` (the encoder's own preprocessing) or `native` (each image at its own size, longer side
+    capped at `max_side` when given, zero-padded to a multiple of the patch size); see `probebench.geometry`.
+    """
 
     layers: tuple[int | str, ...] = (-1,)
     tokens: tuple[str, ...] = ("cls", "pooled")
     norm: bool = True
     patch_dtype: str = "float16"  # patch tokens and keys; cls, pooled and projection stay float32
+    geometry: str = "resize"
+    max_side: int | None = None
 
     def __post_init__(self) -> None:
         if any(isinstance(x, str) and x != "all" for x in self.layers):
@@ -47,6 +54,10 @@ class Request:
             raise UserError(f"unknown token kind(s) {bad}; choose from {', '.join(TOKEN_KINDS)}")
         if self.patch_dtype not in {"float16", "float32", "bfloat16"}:
             raise UserError(f"patch dtype {self.patch_dtype!r}: use float16 or float32")
+        if self.geometry not in GEOMETRY_MODES:
+            raise UserError(f"geometry {self.geometry!r}: use {' or '.join(GEOMETRY_MODES)}")
+        if self.max_side is not None and (self.geometry != "native" or self.max_side < 1):
+            raise UserError("max_side caps the longer side in native geometry: give a positive size with it")
 
 
 @dataclass
@@ -140,13 +151,14 @@ def store_for(spec: Spec, dataset: ImageDataset, req: Request, opts: Options, pr
         "norm": req.norm,
         "patch_dtype": req.patch_dtype,
         "precision": precision,
+        "geometry": {"mode": req.geometry, "max_side": req.max_side},
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "n": len(dataset)},
     }
     key = cache_key(parts)
     exact = [st for st in list_stores(spec.entry.name, dataset.name) if st.manifest["key"] == key]
     if not exact or not exact[0].manifest["shards"]:
-        # Nothing extracted under this exact key yet: a complete store that holds more tokens with every
-        # other input equal serves the request (`--task linear` after `--task object` re-extracts nothing).
+        # Nothing extracted under this exact key yet: a complete store that holds more tokens and layers with
+        # every other input equal serves the request (`--task linear` after `--task object` extracts nothing).
         wider = _superset_store(spec.entry.name, dataset.name, parts)
         if wider is not None:
             return wider
@@ -154,14 +166,18 @@ def store_for(spec: Spec, dataset: ImageDataset, req: Request, opts: Options, pr
 
 
 def _superset_store(encoder: str, dataset: str, parts: dict) -> FeatureStore | None:
-    want = {k: v for k, v in parts.items() if k != "tokens"}
+    want = {k: v for k, v in parts.items() if k not in ("tokens", "layers")}
     for store in list_stores(encoder, dataset):
         try:
             other = json.loads((store.root / "key.json").read_text())
         except (OSError, json.JSONDecodeError):
             continue
         same = {k: other.get(k) for k in want} == json.loads(json.dumps(want, default=str))
-        if same and set(parts["tokens"]) <= set(other.get("tokens", [])) and store.complete:
+        layers = set(other.get("layers", []))
+        wider = set(parts["tokens"]) <= set(other.get("tokens", [])) and (
+            set(parts["layers"]) <= layers or "all" in layers
+        )
+        if same and wider and store.complete:
             return store
     return None
 
@@ -179,19 +195,44 @@ def extract(
     store = store_for(spec, dataset, req, opts, precision)
     missing = store.missing_shards()
     if not missing:
+        skipped = store.manifest.get("skipped", [])
         return Result(
-            store,
-            store.manifest["layers"],
-            True,
-            time.perf_counter() - t0,
-            None,
-            store.manifest.get("skipped", []),
-            precision,
+            store, store.manifest["layers"], True, time.perf_counter() - t0, None, skipped, precision
         )
 
     encoder = encoder if encoder is not None else build(spec)
     layers = encoder.resolve_layers(list(req.layers))
-    store.set_meta(layers=layers, encoder=encoder.describe())
+    token_arrays = [f"patches.L{layer}" for layer in layers if "patches" in req.tokens]
+    token_arrays += ["keys"] if "keys" in req.tokens else []
+    store.set_meta(layers=layers, encoder=encoder.describe(), token_arrays=token_arrays)
+    run = Backoff(_forward_fn(encoder, layers, req, device, amp_dtype), opts.batch_size)
+    rows = [r for s in missing for r in store.shard_rows(s)]
+    shards = _ShardWriter(store, dataset, opts.strict)
+    bar = tqdm(
+        total=len(rows),
+        unit="img",
+        desc=f"{spec.entry.name} | {dataset.name}",
+        disable=(None if opts.progress is None else not opts.progress),
+        dynamic_ncols=True,
+    )
+    t_forward = time.perf_counter()
+    for images, index, ok, geometry in _loader(encoder, dataset, rows, req, opts, device):
+        arrays = _run_by_size(run, images)
+        for pos, row in enumerate(index.tolist()):
+            shards.add(row, {k: v[pos] for k, v in arrays.items()}, bool(ok[pos]), geometry[pos])
+        bar.update(len(index))
+    bar.close()
+    seconds = time.perf_counter() - t_forward
+    skipped = sorted(set(store.manifest.get("skipped", [])) | set(shards.skipped))
+    return Result(
+        store, layers, False, time.perf_counter() - t0, len(rows) / max(seconds, 1e-9), skipped, precision
+    )
+
+
+def _forward_fn(
+    encoder: Encoder, layers: list[int], req: Request, device: torch.device, amp_dtype: torch.dtype | None
+) -> Callable[[torch.Tensor], dict[str, np.ndarray]]:
+    """The encoder on one batch of equal-size inputs (B, 3, H, W) -> named arrays with the batch first."""
     encoder.model.to(device)
     if getattr(encoder, "projection_head", None) is not None:
         encoder.projection_head.to(device)
@@ -210,57 +251,85 @@ def extract(
             )
         return _arrays(feats, layers, req)
 
-    rows = [r for s in missing for r in store.shard_rows(s)]
+    return forward
+
+
+def _loader(
+    encoder: Encoder,
+    dataset: ImageDataset,
+    rows: list[int],
+    req: Request,
+    opts: Options,
+    device: torch.device,
+) -> torch.utils.data.DataLoader:
+    """Decode and frame `rows` in worker processes, in order."""
+    framing = encoder.preprocess.framing(req.geometry, encoder.patch_size, req.max_side)
     workers = opts.num_workers if opts.num_workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
-    loader = torch.utils.data.DataLoader(
-        ImageRows(dataset, rows, encoder.preprocess.transform(), encoder.preprocess.input_size),
+    return torch.utils.data.DataLoader(
+        ImageRows(dataset, rows, framing),
         batch_size=opts.batch_size,
         num_workers=workers,
         worker_init_fn=worker_init,
+        collate_fn=collate_rows,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
-    run = Backoff(forward, opts.batch_size)
-    buffers: dict[int, dict] = {}
-    skipped_all: list[str] = []
-    bar = tqdm(
-        total=len(rows),
-        unit="img",
-        desc=f"{spec.entry.name} | {dataset.name}",
-        disable=(None if opts.progress is None else not opts.progress),
-        dynamic_ncols=True,
-    )
-    t_forward = time.perf_counter()
-    for images, index, ok in loader:
-        arrays = run(images)
-        arrays["valid"] = ok.numpy().astype(bool)
-        for row_pos, (row, good) in enumerate(zip(index.tolist(), ok.tolist(), strict=True)):
-            buf = buffers.setdefault(row // store.shard_size, {"rows": {}, "skipped": []})
-            buf["rows"][row] = {k: v[row_pos] for k, v in arrays.items()}
-            if not good:
-                path = dataset.samples[row].path
-                if opts.strict:
-                    raise UserError(
-                        f"cannot read image {dataset.root / path} (--strict); fix or remove the file"
-                    )
-                log.warning("skipped unreadable image %s", dataset.root / path)
-                buf["skipped"].append(path)
-                skipped_all.append(path)
-        for shard in [s for s, b in buffers.items() if len(b["rows"]) == len(store.shard_rows(s))]:
-            buf = buffers.pop(shard)
-            ordered = [buf["rows"][r] for r in store.shard_rows(shard)]
-            store.write_shard(
-                shard, {k: np.stack([o[k] for o in ordered]) for k in ordered[0]}, buf["skipped"]
+
+
+def _run_by_size(run: Backoff, images: list[torch.Tensor]) -> dict[str, list[np.ndarray]]:
+    """Run inputs of possibly different sizes: one forward per size, results back in input order."""
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        by_size.setdefault(tuple(image.shape), []).append(i)
+    out: dict[str, list] = {}
+    for positions in by_size.values():
+        arrays = run(torch.stack([images[i] for i in positions]))
+        for name, values in arrays.items():
+            slots = out.setdefault(name, [None] * len(images))
+            for j, i in enumerate(positions):
+                slots[i] = values[j]
+    return out
+
+
+class _ShardWriter:
+    """Collects per-image arrays and writes each shard as soon as all its rows are in.
+
+    Per-image arrays are stacked; token arrays (h, w, C) per image are flattened and concatenated (ragged),
+    with each image's grid in `grids` and its framing in `geometry`.
+    """
+
+    def __init__(self, store: FeatureStore, dataset: ImageDataset, strict: bool) -> None:
+        self.store, self.dataset, self.strict = store, dataset, strict
+        self.token_arrays = store.manifest["token_arrays"]
+        self.pending: dict[int, dict] = {}
+        self.skipped: list[str] = []
+
+    def add(self, row: int, arrays: dict[str, np.ndarray], ok: bool, geometry: np.ndarray) -> None:
+        shard = row // self.store.shard_size
+        buf = self.pending.setdefault(shard, {"rows": {}, "skipped": []})
+        buf["rows"][row] = {**arrays, "valid": np.bool_(ok), "geometry": geometry}
+        if not ok:
+            path = self.dataset.samples[row].path
+            if self.strict:
+                raise UserError(
+                    f"cannot read image {self.dataset.root / path} (--strict); fix or remove the file"
+                )
+            log.warning("skipped unreadable image %s", self.dataset.root / path)
+            buf["skipped"].append(path)
+            self.skipped.append(path)
+        if len(buf["rows"]) == len(self.store.shard_rows(shard)):
+            self._write(shard, self.pending.pop(shard))
+
+    def _write(self, shard: int, buf: dict) -> None:
+        ordered = [buf["rows"][r] for r in self.store.shard_rows(shard)]
+        arrays = {}
+        for name in ordered[0]:
+            if is_token_array(name):
+                arrays[name] = np.concatenate([o[name].reshape(-1, o[name].shape[-1]) for o in ordered])
+            else:
+                arrays[name] = np.stack([o[name] for o in ordered])
+        if self.token_arrays:
+            arrays["grids"] = np.array(
+                [[o[name].shape[:2] for name in self.token_arrays] for o in ordered], dtype=np.int64
             )
-        bar.update(len(index))
-    bar.close()
-    seconds = time.perf_counter() - t_forward
-    return Result(
-        store,
-        layers,
-        False,
-        time.perf_counter() - t0,
-        len(rows) / max(seconds, 1e-9),
-        sorted(set(store.manifest.get("skipped", [])) | set(skipped_all)),
-        precision,
-    )
+        self.store.write_shard(shard, arrays, buf["skipped"])

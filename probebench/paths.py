@@ -26,6 +26,14 @@ def data_cache_dir() -> Path:
     return home() / "data"
 
 
+def data_root(explicit: Path | None = None) -> Path | None:
+    """The base folder of datasets: `--data-root`, else `$PROBEBENCH_DATA`, else None (asked only here)."""
+    if explicit is not None:
+        return Path(explicit)
+    env = os.environ.get("PROBEBENCH_DATA")
+    return Path(env) if env else None
+
+
 def results_dir() -> Path:
     """`$PROBEBENCH_RESULTS`, else `./results` (records under runs/, the leaderboard beside them)."""
     return Path(os.environ.get("PROBEBENCH_RESULTS", "results"))

@@ -1,6 +1,8 @@
-"""A run is encoder x task (each task names its dataset): extract into the cache, evaluate, write a record.
+"""A run is encoder x task: plan, make sure the features exist, evaluate, write the record.
 
-This is the one place that sequences the pieces; the CLI and the Python API both call it.
+This is the one place that sequences the pieces; the CLI and the Python API both call it. `run_one` is a
+short loop over those named steps for one encoder and a list of tasks, so that tasks reading the same
+dataset in the same geometry share one extraction (one cache entry holding the union of what they read).
 """
 
 from __future__ import annotations
@@ -9,16 +11,21 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from probebench.cache.store import CorruptShard
-from probebench.data.base import ImageDataset, get_dataset
+from probebench.data.base import ImageDataset
+from probebench.data.lookup import get_dataset
 from probebench.encoders.load import Spec, resolve
-from probebench.extract import Options, Request, device_and_precision, extract, store_for
+from probebench.errors import UserError
+from probebench.extract import Options, Request, Result, device_and_precision, extract, store_for
 from probebench.registry import EncoderEntry
 from probebench.results.records import finished, git_commit, record_path, versions, write_record
-from probebench.tasks import Task
+from probebench.results.schema import Primary, ResultRecord, RoleInfo, TaskInfo
+from probebench.tasks.base import Context, Evaluation, RoleData
+from probebench.tasks.features import split_rows
+from probebench.tasks.spec import Task
 
 log = logging.getLogger(__name__)
 SEED = 0  # seeds the validation carve, the attentive probe and the bootstrap; recorded in every record
@@ -32,6 +39,8 @@ class Outcome:
     status: str  # "done", "skipped"
     path: Path
     metrics: dict
+    primary: str = ""
+    layer: str = ""
 
 
 def available_encoders(registry: dict[str, EncoderEntry]) -> list[str]:
@@ -48,23 +57,252 @@ def default_feature(entry: EncoderEntry, num_prefix_tokens: int) -> str:
     return entry.feature or ("cls" if num_prefix_tokens > 0 else "pooled")
 
 
-def _config_hash(store_key: str, task: Task, layer: int | str, feature: str, seed: int) -> str:
+# -- step 1: plan ---------------------------------------------------------------------------------------
+@dataclass
+class Target:
+    """One record to produce: a task at a layer (or its fixed layers)."""
+
+    task: Task
+    layers: list[int | str]  # as requested: block indices (negative from the end), "all" or "last"
+    sweep: bool  # one record per layer (`--layer`), named ...__layer<N>.json
+    path: Path  # the record (for a sweep: the name its per-layer records derive from)
+    feeds: dict[str, tuple[str, str]]  # role -> (dataset name, feature-group key)
+
+
+@dataclass
+class Plan:
+    """The feature requests (one per dataset and geometry) and the records they feed."""
+
+    requests: dict[tuple[str, str], Request] = field(default_factory=dict)
+    targets: list[Target] = field(default_factory=list)
+
+
+def _group_key(req: Request) -> str:
+    return f"{req.geometry}:{req.max_side}"
+
+
+def plan_run(
+    entry: EncoderEntry,
+    tasks: list[Task],
+    layers: tuple[int | str, ...] | None,
+    results_root: Path | None,
+) -> Plan:
+    """Which features each dataset must provide, and which records come out. `layers` (from `--layer`)
+    applies to single-layer probes: None is the last block (no suffix), else one record per layer."""
+    plan = Plan()
+    for task in tasks:
+        needs = task.needs
+        if needs.layers is not None and layers is not None:
+            raise UserError(
+                f"task {task.name!r} reads fixed layers {list(needs.layers)} (its knob); drop --layer for it"
+            )
+        if needs.layers is not None:
+            asked: list[int | str] = list(needs.layers)
+        else:
+            asked = list(layers) if layers is not None else ["last"]
+        req = Request(tokens=needs.tokens, geometry=needs.geometry, max_side=needs.max_side)
+        feeds = {}
+        for role, (dataset, _) in task.bindings.items():
+            key = (dataset, _group_key(req))
+            merged = plan.requests.get(key, Request(layers=(), tokens=(), geometry=req.geometry))
+            plan.requests[key] = Request(
+                layers=tuple(dict.fromkeys([*merged.layers, *(-1 if x == "last" else x for x in asked)])),
+                tokens=tuple(sorted(set(merged.tokens) | set(needs.tokens))),
+                geometry=req.geometry,
+                max_side=req.max_side,
+            )
+            feeds[role] = key
+        sweep = layers is not None and needs.layers is None
+        path = record_path(entry.name, task.dataset, task.name, results_root)
+        plan.targets.append(Target(task, asked, sweep, path, feeds))
+    return plan
+
+
+def _absolute(layers: list[int | str], num_blocks: int) -> list[int]:
+    """Requested layers -> absolute block indices ("all" is every block, "last" the last)."""
+    if "all" in layers:
+        return list(range(num_blocks))
+    return sorted({num_blocks - 1 if x == "last" else (x + num_blocks if x < 0 else x) for x in layers})
+
+
+def _expand(target: Target, num_blocks: int) -> list[Target]:
+    """A sweep becomes one target per distinct absolute block, its record named `...__layer<N>.json`."""
+    if not target.sweep:
+        return [target]
+    return [
+        Target(
+            target.task,
+            [layer],
+            True,
+            target.path.with_name(f"{target.path.stem}__layer{layer}.json"),
+            target.feeds,
+        )
+        for layer in _absolute(target.layers, num_blocks)
+    ]
+
+
+def config_hash(target: Target, layers: list[int], feature: str, seed: int, keys: dict[str, str]) -> str:
+    """Everything that changes a record's numbers: the cache entries read (which cover the encoder, weights,
+    preprocessing, geometry and data), the task's probe, protocol version and every knob, the splits, the
+    layers, the image feature and the seed."""
+    task = target.task
     config = {
-        "cache_key": store_key,
         "task": task.name,
+        "probe": task.probe.name,
+        "protocol_version": task.probe.protocol_version,
         "knobs": task.knobs,
-        "splits": [task.train_split, task.test_split],
-        "layer": layer,
-        "feature": feature,
+        "bindings": {r: [d, s, keys[r]] for r, (d, s) in task.bindings.items()},
+        "layers": "last" if target.layers == ["last"] else layers,
+        "feature": feature if task.probe.reads_feature else None,
         "seed": seed,
     }
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
+# -- step 2: features -----------------------------------------------------------------------------------
+def ensure_features(
+    spec: Spec, plan: Plan, datasets: dict[str, ImageDataset], opts: Options
+) -> dict[tuple[str, str], Result]:
+    """Extract (or find in the cache) every planned request; complete entries build no model."""
+    return {key: extract(spec, datasets[key[0]], req, opts) for key, req in plan.requests.items()}
+
+
+# -- step 3: evaluate -----------------------------------------------------------------------------------
+def _context(
+    target: Target,
+    layers: list[int],
+    results: dict[tuple[str, str], Result],
+    datasets: dict[str, ImageDataset],
+    feature: str,
+    seed: int,
+    device,
+) -> Context:
+    roles = {}
+    needs_labels = target.task.needs.labels
+    for role, (_, split) in target.task.bindings.items():
+        store = results[target.feeds[role]].store
+        rows, labels = split_rows(store, datasets[target.feeds[role][0]], split, needs_labels)
+        roles[role] = RoleData(datasets[target.feeds[role][0]], split, store, rows, labels)
+    encoder = next(iter(results.values())).store.manifest["encoder"]
+    return Context(roles, layers, feature, dict(target.task.knobs), seed, device, encoder)
+
+
+def evaluate_with_retry(
+    spec: Spec,
+    plan: Plan,
+    target: Target,
+    make_context,
+    results: dict[tuple[str, str], Result],
+    datasets: dict[str, ImageDataset],
+    opts: Options,
+) -> Evaluation:
+    """Evaluate once; a shard that fails its checksum is forgotten, recomputed, and the evaluation re-run."""
+    for attempt in range(2):
+        try:
+            return target.task.probe.evaluate(make_context())
+        except CorruptShard as exc:
+            if attempt:
+                raise
+            log.warning("%s; recomputing it", exc)
+            for key, res in results.items():
+                if res.store.root == exc.store_root:
+                    res.store.invalidate(exc.shard)
+                    results[key] = extract(spec, datasets[key[0]], plan.requests[key], opts)
+    raise AssertionError("unreachable")
+
+
+# -- step 4: record -------------------------------------------------------------------------------------
+_TOKEN_TEXT = {
+    "cls": "class token",
+    "pooled": "mean of patch tokens",
+    "both": "class token and mean of patch tokens, concatenated",
+    "tokens": "all tokens (prefix tokens and patch tokens)",
+}
+
+
+def build_record(
+    spec: Spec,
+    target: Target,
+    layers: list[int],
+    feature: str,
+    seed: int,
+    evaluation: Evaluation,
+    results: dict[tuple[str, str], Result],
+    ctx: Context,
+    chash: str,
+    timings: dict,
+    device,
+) -> ResultRecord:
+    task, entry = target.task, spec.entry
+    any_result = results[next(iter(target.feeds.values()))]
+    info = any_result.store.manifest["encoder"]
+    reads = "feature" if task.probe.reads_feature else "tokens"
+    primary = task.primary
+    roles = {}
+    for role, (_, split) in task.bindings.items():
+        res = results[target.feeds[role]]
+        roles[role] = RoleInfo(
+            dataset=ctx.roles[role].dataset.describe(),
+            split=split,
+            n_images=len(ctx.roles[role].rows),
+            skipped_images=len(res.skipped),
+            skipped_files=res.skipped[:100],
+            cache_key=res.store.manifest["key"],
+            cache_path=str(res.store.root),
+        )
+    geometry = json.loads((any_result.store.root / "key.json").read_text()).get("geometry", {})
+    value = evaluation.metrics.get(primary.name)
+    return ResultRecord(
+        encoder={
+            **entry.model_dump(mode="json"),
+            "weights_id": spec.weights_id,
+            "weights_path": spec.weights_path,
+            **{k: info[k] for k in info if k != "preprocess"},
+        },
+        task=TaskInfo(
+            name=task.name,
+            probe=task.probe.name,
+            level=task.level,
+            protocol_version=task.probe.protocol_version,
+            description=task.description,
+            source=task.source,
+        ),
+        dataset=roles[list(roles)[-1] if "test" not in roles else "test"].dataset,
+        roles=roles,
+        metrics=evaluation.metrics,
+        primary=Primary(
+            name=primary.name,
+            value=float(value) if value is not None else None,
+            higher_is_better=primary.higher_is_better,
+        ),
+        probe=evaluation.details,
+        knobs={
+            **task.knobs,  # first: what the run resolved (layers, geometry) is written over the raw knobs
+            "feature": feature if reads == "feature" else "tokens",
+            "layer": layers[0] if len(layers) == 1 else layers,
+            "layers_cached": any_result.layers,
+            "norm": True,
+            "token": _TOKEN_TEXT[feature if reads == "feature" else "tokens"],
+            "final_norm": info["final_norm"],
+            "preprocess": spec.preprocess.as_dict(),
+            "geometry": geometry,
+            "precision": any_result.precision,
+            "probe_device": str(device),
+        },
+        seed=seed,
+        timings=timings,
+        outputs=sorted(evaluation.outputs),
+        config_hash=chash,
+        versions=versions(),
+        git=git_commit(),
+    )
+
+
+# -- the loop -------------------------------------------------------------------------------------------
 def run_one(
     spec: Spec,
     tasks: Task | list[Task],
-    dataset: ImageDataset,
+    dataset: ImageDataset | None,
     opts: Options,
     *,
     layers: tuple[int | str, ...] | None = None,
@@ -72,119 +310,107 @@ def run_one(
     seed: int = SEED,
     force: bool = False,
     results_root: Path | None = None,
+    datasets: Path | None = None,
+    data_root: Path | None = None,
+    preloaded: dict[str, ImageDataset] | None = None,
 ) -> list[Outcome]:
-    """Tasks on one encoder and dataset, from one extraction that caches what all of them read.
+    """Tasks on one encoder: plan, features, evaluate, record. `dataset` (when given) replaces every role's
+    dataset (`--dataset`); otherwise each task's datasets are looked up by name.
 
     `layers=None` evaluates the last block (record `<encoder>__<dataset>__<task>.json`); given layers (block
     indices, negative from the end, or "all") give one record per layer, `...__<task>__layer<n>.json`.
-    `feature` (cls, pooled, both) overrides the entry's default image feature for linear and kNN probes.
+    `feature` (cls, pooled, both) overrides the entry's default image feature for probes that read one.
     """
-    tasks = [tasks] if isinstance(tasks, Task) else tasks
+    tasks = [tasks] if isinstance(tasks, Task) else list(tasks)
+    if dataset is not None:
+        tasks = [t.on_dataset(dataset.name) for t in tasks]
     git_commit()  # pin the commit now: the code that runs is the code imported when the run starts
-    entry = spec.entry
-    req = Request(
-        layers=tuple(layers) if layers else (-1,), tokens=tuple(sorted({t for x in tasks for t in x.tokens}))
-    )
+    loaded = preloaded or _load_datasets(tasks, dataset, datasets, data_root)
+    plan = plan_run(spec.entry, tasks, layers, results_root)
     device, precision, _ = device_and_precision(opts)
-    store = store_for(spec, dataset, req, opts, precision)
-    key, asked_feature = store.manifest["key"], feature or "default"
+    asked_feature = feature or "default"
 
-    def targets(absolute: list[int] | None) -> list[tuple[Task, int | None, Path, str]]:
-        out = []
-        for task in tasks:
-            for layer in [None] if layers is None else absolute or []:
-                suffix = None if layer is None else f"layer{layer}"
-                path = record_path(entry.name, dataset.name, task.name, results_root, suffix)
-                at = "last" if layer is None else layer
-                out.append((task, layer, path, _config_hash(key, task, at, asked_feature, seed)))
-        return out
-
-    def skipped(task: Task, path: Path) -> Outcome:
-        metrics = json.loads(path.read_text())["metrics"]
-        return Outcome(entry.name, task.name, dataset.name, "skipped", path, metrics)
-
-    known = store.manifest.get("layers")
-    if not force and (layers is None or known):
-        planned = targets(known)
-        if planned and all(finished(p, h) for _, _, p, h in planned):
-            return [skipped(t, p) for t, _, p, _ in planned]
+    # Step 1b: every record already finished? Then nothing is extracted (needs the block count: known once
+    # any planned cache entry has been started, or not needed when no layer is negative or a sweep).
+    stores = {k: store_for(spec, loaded[k[0]], r, opts, precision) for k, r in plan.requests.items()}
+    num_blocks = next(
+        (s.manifest["encoder"]["num_blocks"] for s in stores.values() if "encoder" in s.manifest), None
+    )
+    if not force and num_blocks is not None:
+        keys = {k: s.manifest["key"] for k, s in stores.items()}
+        checks = [
+            (t, config_hash(t, _absolute(t.layers, num_blocks), asked_feature, seed, _role_keys(t, keys)))
+            for target in plan.targets
+            for t in _expand(target, num_blocks)
+        ]
+        if all(finished(t.path, h) for t, h in checks):
+            return [_skipped(spec, t) for t, _ in checks]
 
     t0 = time.perf_counter()
-    result = extract(spec, dataset, req, opts)
+    results = ensure_features(spec, plan, loaded, opts)
     t_extract = time.perf_counter() - t0
-    info = result.store.manifest["encoder"]
-    chosen = feature or default_feature(entry, info["num_prefix_tokens"])
+    info = next(iter(results.values())).store.manifest["encoder"]
+    chosen = feature or default_feature(spec.entry, info["num_prefix_tokens"])
+    keys = {k: r.store.manifest["key"] for k, r in results.items()}
     outcomes = []
-    for task, layer, path, config_hash in targets(result.layers):
-        if not force and finished(path, config_hash):
-            outcomes.append(skipped(task, path))
+    for target in [t for x in plan.targets for t in _expand(x, info["num_blocks"])]:
+        at = _absolute(target.layers, info["num_blocks"])
+        chash = config_hash(target, at, asked_feature, seed, _role_keys(target, keys))
+        if not force and finished(target.path, chash):
+            outcomes.append(_skipped(spec, target))
             continue
-        at = result.layers[-1] if layer is None else layer
         t1 = time.perf_counter()
-        for attempt in range(2):
-            try:
-                metrics, details = task.evaluate(result.store, dataset, at, chosen, seed=seed, device=device)
-                break
-            except CorruptShard as exc:
-                if attempt:
-                    raise
-                log.warning("%s; recomputing it", exc)
-                result.store.invalidate(exc.shard)
-                result = extract(spec, dataset, req, opts)
-        t_eval = time.perf_counter() - t1
-        reads_tokens = "patches" in task.tokens
-        record = {
-            "encoder": {
-                **entry.model_dump(mode="json"),
-                "weights_id": spec.weights_id,
-                "weights_path": spec.weights_path,
-                **{k: info[k] for k in info if k != "preprocess"},
-            },
-            "task": {"name": task.name, "description": task.description},
-            "dataset": {
-                **dataset.describe(),
-                "train_split": task.train_split,
-                "test_split": task.test_split,
-                "skipped_images": len(result.skipped),
-                "skipped_files": result.skipped[:100],
-            },
-            "metrics": metrics,
-            "probe": details,
-            "knobs": {
-                "feature": "tokens" if reads_tokens else chosen,
-                "layer": at,
-                "layers_cached": result.layers,
-                "norm": req.norm,
-                "token": _TOKEN_TEXT["tokens" if reads_tokens else chosen],
-                "final_norm": info["final_norm"],
-                "preprocess": spec.preprocess.as_dict(),
-                "precision": result.precision,
-                "probe_device": str(device),
-                **task.knobs,
-            },
-            "seed": seed,
-            "timings": {
-                "extract_s": round(t_extract, 3),
-                "evaluate_s": round(t_eval, 3),
-                "features_cached": result.cached,
-                "images_per_s": result.images_per_s,
-            },
-            "cache": {"key": result.store.manifest["key"], "path": str(result.store.root)},
-            "config_hash": config_hash,
-            "versions": versions(),
-            "git": git_commit(),
+        ctx_holder: dict = {}
+
+        def make_context(target=target, at=at, holder=ctx_holder) -> Context:
+            holder["ctx"] = _context(target, at, results, loaded, chosen, seed, device)
+            return holder["ctx"]
+
+        evaluation = evaluate_with_retry(spec, plan, target, make_context, results, loaded, opts)
+        timings = {
+            "extract_s": round(t_extract, 3),
+            "evaluate_s": round(time.perf_counter() - t1, 3),
+            "features_cached": all(r.cached for r in results.values()),
+            "images_per_s": next((r.images_per_s for r in results.values() if r.images_per_s), None),
         }
-        write_record(path, record)
-        outcomes.append(Outcome(entry.name, task.name, dataset.name, "done", path, metrics))
+        record = build_record(
+            spec, target, at, chosen, seed, evaluation, results, ctx_holder["ctx"], chash, timings, device
+        )
+        write_record(target.path, record, evaluation.outputs)
+        outcomes.append(_outcome(spec, target, "done", record.metrics))
     return outcomes
 
 
-_TOKEN_TEXT = {
-    "cls": "class token",
-    "pooled": "mean of patch tokens",
-    "both": "class token and mean of patch tokens, concatenated",
-    "tokens": "all tokens (prefix tokens and patch tokens)",
-}
+def _role_keys(target: Target, keys: dict[tuple[str, str], str]) -> dict[str, str]:
+    return {role: keys[feed] for role, feed in target.feeds.items()}
+
+
+def _outcome(spec: Spec, target: Target, status: str, metrics: dict) -> Outcome:
+    layer = f"layer{target.layers[0]}" if target.sweep else ""
+    return Outcome(
+        spec.entry.name,
+        target.task.name,
+        target.task.dataset,
+        status,
+        target.path,
+        metrics,
+        target.task.primary.name,
+        layer,
+    )
+
+
+def _skipped(spec: Spec, target: Target) -> Outcome:
+    metrics = json.loads(target.path.read_text())["metrics"]
+    return _outcome(spec, target, "skipped", metrics)
+
+
+def _load_datasets(
+    tasks: list[Task], given: ImageDataset | None, datasets: Path | None, data_root: Path | None
+) -> dict[str, ImageDataset]:
+    if given is not None:
+        return {given.name: given}
+    names = dict.fromkeys(d for t in tasks for d, _ in t.bindings.values())  # in task order
+    return {n: get_dataset(n, datasets, data_root) for n in names}
 
 
 def run(
@@ -204,23 +430,24 @@ def run(
 ) -> list[Outcome]:
     """Every encoder on every task (on `dataset` instead of each task's own when given). Finished results are
     skipped; a failure stops with earlier work kept."""
-    by_dataset: dict[str, list[Task]] = {}
-    for task in tasks:
-        by_dataset.setdefault(dataset or task.dataset, []).append(task)
-    loaded = {name: get_dataset(name, datasets, data_root) for name in by_dataset}
+    if dataset is not None:
+        tasks = [t.on_dataset(dataset) for t in tasks]
+    loaded = _load_datasets(tasks, None, datasets, data_root)
     outcomes = []
     for entry in entries:
         spec = resolve(entry, weights)
-        for name, group in by_dataset.items():
-            outcomes += run_one(
-                spec,
-                group,
-                loaded[name],
-                opts,
-                layers=layers,
-                feature=feature,
-                seed=seed,
-                force=force,
-                results_root=results_root,
-            )
+        outcomes += run_one(
+            spec,
+            tasks,
+            None,
+            opts,
+            layers=layers,
+            feature=feature,
+            seed=seed,
+            force=force,
+            results_root=results_root,
+            datasets=datasets,
+            data_root=data_root,
+            preloaded=loaded,
+        )
     return outcomes

@@ -11,8 +11,8 @@ from PIL import Image
 
 from probebench import cli
 from probebench.data import catalog
-from probebench.data.base import get_dataset
 from probebench.data.formats.saliency import foreground
+from probebench.data.lookup import get_dataset
 from probebench.errors import UserError
 
 

@@ -97,15 +97,20 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
 
     board = pd.read_csv(results_dir() / "leaderboard.csv")
     assert set(board.encoder) == {"lite0", "tiny_random"} and board.synthetic.all()
-    assert {"top1", "top1_lo", "top1_hi", "top1_k20_lo"} <= set(board.columns)
+    assert {"metric", "value", "lo", "hi", "higher_is_better", "level", "protocol"} <= set(board.columns)
+    primary = dict(zip(board.task + ":" + board.encoder, board.metric, strict=True))
+    assert primary["knn:lite0"] == "top1_k20" and primary["linear:lite0"] == "top1"
+    assert (board.lo <= board.value).all() and (board.value <= board.hi).all()
     code, out, _ = call(monkeypatch, capsys, "leaderboard")
     assert code == 0 and "lite0" in out
     code, out, _ = call(monkeypatch, capsys, "leaderboard", "--long")
     long = pd.read_csv(results_dir() / "leaderboard_long.csv")
-    knn = long[(long.encoder == "lite0") & (long.task == "knn")]
+    knn = long[(long.encoder == "lite0") & (long.task == "knn") & (long.metric == "top1")]
     assert code == 0 and list(knn.setting) == ["k=10", "k=20", "k=100", "k=200"]
-    assert (long.top1_lo <= long.top1).all() and (long.top1 <= long.top1_hi).all()
+    top1 = long[long.metric == "top1"]
+    assert (top1.lo <= top1.value).all() and (top1.value <= top1.hi).all()
     assert long[long.task == "linear"].setting.str.startswith("C=").all()
+    assert long.primary.sum() == len(board), "one primary number per record"
 
 
 def test_real_encoder_beats_the_random_control(registry):
@@ -155,7 +160,9 @@ def test_list_shows_offline_availability(registry, monkeypatch, capsys):
     _, out, _ = call(monkeypatch, capsys, "list", "tasks")
     rows = {line.split()[0]: line for line in out.splitlines()[2:]}
     assert (
-        "papers" in rows["knn_imagenet"] and "train/val" in rows["knn_imagenet"] and "default" in rows["knn"]
+        "papers" in rows["knn_imagenet"]
+        and "test=imagenet:val" in rows["knn_imagenet"]
+        and "default" in rows["knn"]
     )
     monkeypatch.delenv("PROBEBENCH_DATA", raising=False)
     _, out, _ = call(monkeypatch, capsys, "list", "datasets")

@@ -13,7 +13,7 @@ from PIL import Image
 
 import probebench.extract as ex
 from probebench.cache.store import CorruptShard, list_stores
-from probebench.data.base import image_folder
+from probebench.data.formats.folder import read_image_folder as image_folder
 from probebench.encoders.load import resolve
 from probebench.errors import UserError
 from probebench.registry import parse_registry
@@ -60,9 +60,14 @@ def test_extract_cache_hit_needs_no_model(tiny_embedded, counting_build):
     assert not first.cached and first.layers == [2, 11]
     assert counting_build == {"builds": 1, "images": 30}
     store = first.store
-    assert store.load("patches.L11").shape == (30, 4, 4, 192)
-    assert store.load("patches.L11").dtype == np.float16 and store.load("cls.L11").dtype == np.float32
-    assert store.load("keys").shape == (30, 4, 4, 192)
+    rows = np.arange(30)
+    assert store.load_tokens("patches.L11", rows).shape == (30, 16, 192)
+    assert store.load_grids("patches.L11", rows)[3].shape == (4, 4, 192)
+    assert (
+        store.load_tokens("patches.L11", rows).dtype == np.float16
+        and store.load("cls.L11").dtype == np.float32
+    )
+    assert store.load_tokens("keys", rows).shape == (30, 16, 192)
     assert isinstance(next(store.iter_shards("patches.L2")), np.memmap)  # probes read by memory-mapping
     assert store.load("cls.L2", rows=[9, 0, 17]).shape == (3, 1, 192)
     np.testing.assert_array_equal(store.load("cls.L11", rows=[9, 0]), store.load("cls.L11")[[9, 0]])

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from conftest import SHARED_DATA
 
-from probebench.data.base import get_dataset
 from probebench.data.formats.cub import read_cub
+from probebench.data.lookup import get_dataset
 from probebench.encoders.load import resolve
 from probebench.extract import Options
 from probebench.pipeline import run_one

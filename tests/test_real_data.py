@@ -10,9 +10,9 @@ import pytest
 from conftest import SHARED_DATA
 from PIL import Image
 
-from probebench.data.base import get_dataset
 from probebench.data.formats.coco import instance_masks
 from probebench.data.formats.masks import load_label_map
+from probebench.data.lookup import get_dataset
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "datasets.yaml"
 pytestmark = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data folder {SHARED_DATA} is absent")

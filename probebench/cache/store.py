@@ -4,6 +4,12 @@ Layout: `features/<encoder>/<dataset>/<key16>/` with `key.json` (everything the 
 `manifest.json` (shards done, with each file's size and sha256) and one `.npy` file per array per shard,
 e.g. `cls.L11.00003.npy`. Shards are rows [i * shard_size, (i + 1) * shard_size) of the dataset.
 
+Per-image arrays (`cls.L*` (n, P, C), `pooled.L*` (n, C), `projection`) have one row per image. Token arrays
+(`patches.L*`, `keys`) are ragged: grids differ from image to image in `native` geometry, so a shard stores
+every image's tokens one after another, (sum of h_i * w_i, C), never padded to the largest grid;
+`grids.<shard>.npy` (n, A, 2) holds each image's (h, w) per token array (in the manifest's `token_arrays`
+order) and `geometry.<shard>.npy` (n, 10) how each image became the input (`probebench.geometry.Geometry`).
+
 Why this shape:
 - every write is a temporary file then `os.replace`, and the manifest is rewritten only after a shard's
   files are in place, so a killed extraction leaves complete shards and resumes at the first missing one;
@@ -27,7 +33,12 @@ import numpy as np
 from probebench.paths import features_dir, safe_name
 
 # Bump when extraction changes what a cached array holds (an adapter's layer meaning, pooling, dtypes).
-EXTRACTOR_VERSION = "1"
+EXTRACTOR_VERSION = "2"  # 2: ragged token arrays with per-image geometry
+
+
+def is_token_array(name: str) -> bool:
+    """Arrays stored ragged, one grid of tokens per image."""
+    return name.startswith("patches.") or name == "keys"
 
 
 class CorruptShard(Exception):
@@ -36,6 +47,7 @@ class CorruptShard(Exception):
     def __init__(self, store: FeatureStore, shard: int, reason: str) -> None:
         super().__init__(f"shard {shard} of {store.root} is corrupt ({reason})")
         self.shard = shard
+        self.store_root = store.root
 
 
 def cache_key(parts: dict) -> str:
@@ -190,6 +202,76 @@ class FeatureStore:
         for where, values in parts:
             out[where] = values
         return out
+
+    # -- token grids ---------------------------------------------------------------------------------------
+    def _grid_slices(self, name: str, shard: int) -> tuple[np.ndarray, np.ndarray]:
+        """(h, w) per row (n, 2) of token array `name` in `shard`, and each row's first token (n + 1,)."""
+        order = self.manifest.get("token_arrays", [])
+        if name not in order:
+            raise KeyError(f"{self.root} has no token array {name!r} (has {order})")
+        hw = np.asarray(self._shard_array("grids", shard, True)[:, order.index(name)], dtype=np.int64)
+        return hw, np.concatenate([[0], np.cumsum(hw[:, 0] * hw[:, 1])])
+
+    def load_grids(self, name: str, rows: np.ndarray | list[int]) -> list[np.ndarray]:
+        """Token array `name` of `rows` as one (h, w, C) grid per row (memory-mapped views)."""
+        out, cached = [], {}
+        for row in np.asarray(rows, dtype=np.int64):
+            shard, local = divmod(int(row), self.shard_size)
+            if shard not in cached:
+                cached[shard] = (*self._grid_slices(name, shard), self._shard_array(name, shard, True))
+            hw, start, arr = cached[shard]
+            out.append(arr[start[local] : start[local + 1]].reshape(hw[local, 0], hw[local, 1], -1))
+        return out
+
+    def load_tokens(self, name: str, rows: np.ndarray | list[int]) -> np.ndarray:
+        """Token array `name` of `rows` stacked (n, h * w, C); every row's grid must be the same size (as in
+        `resize` geometry). Reads whole shards' rows in one gather when their grids are equal."""
+        rows = np.asarray(rows, dtype=np.int64)
+        shard_of = rows // self.shard_size
+        parts = []
+        for shard in np.unique(shard_of):
+            hw, start = self._grid_slices(name, int(shard))
+            if (hw != hw[0]).any():
+                raise ValueError(
+                    f"{name} has grids of different sizes in {self.root}; read it with load_grids"
+                )
+            arr = self._shard_array(name, int(shard), True)
+            local = rows[shard_of == shard] - shard * self.shard_size
+            parts.append((np.nonzero(shard_of == shard)[0], arr.reshape(len(hw), -1, arr.shape[-1])[local]))
+        sizes = {p[1].shape[1:] for p in parts}
+        if len(sizes) > 1:
+            raise ValueError(f"{name} has grids of different sizes in {self.root}; read it with load_grids")
+        out = np.empty((len(rows), *parts[0][1].shape[1:]), dtype=parts[0][1].dtype)
+        for where, values in parts:
+            out[where] = values
+        return out
+
+    def width(self, name: str) -> int:
+        """Channels C of array `name` (the last axis), from the manifest: no file is read."""
+        info = self.manifest["shards"].get("0", {}).get("files", {}).get(f"{name}.00000.npy")
+        if info is None:
+            raise KeyError(f"{self.root} has no array {name!r} (has {self.arrays()})")
+        return int(info["shape"][-1])
+
+    def load_geometry(self, rows: np.ndarray | list[int], name: str | None = None) -> list:
+        """How each of `rows` became the encoder's input (`Geometry`), with the grid of token array `name`
+        (default: the framing's own grid, at the encoder's patch size or total stride)."""
+        from probebench.geometry import Geometry
+
+        rows = np.asarray(rows, dtype=np.int64)
+        geo = self.load("geometry", rows)
+        out = [Geometry.from_row(g) for g in geo]
+        if name is not None:
+            out = [
+                g.with_grid(int(h), int(w)) for g, (h, w) in zip(out, self._grids_of(name, rows), strict=True)
+            ]
+        return out
+
+    def _grids_of(self, name: str, rows: np.ndarray) -> np.ndarray:
+        order = self.manifest.get("token_arrays", [])
+        if name not in order:
+            raise KeyError(f"{self.root} has no token array {name!r} (has {order})")
+        return self.load("grids", rows)[:, order.index(name)]
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.root.iterdir() if f.is_file())

@@ -1,5 +1,6 @@
-"""Datasets: a list of labelled image files with splits, plus the loader that decodes them in workers."""
+"""Datasets: labelled, annotated image files with splits (`base`), their readers (`formats`), the named
+catalogue and user configs, and `lookup.get_dataset`, which finds any of them by name."""
 
-from probebench.data.base import ImageDataset, Sample, get_dataset, list_datasets
+from probebench.data.base import ImageDataset, Sample
 
-__all__ = ["ImageDataset", "Sample", "get_dataset", "list_datasets"]
+__all__ = ["ImageDataset", "Sample"]

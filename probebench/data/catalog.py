@@ -7,12 +7,13 @@ judging it. Every dataset here needs a manual step or a licence acceptance, so `
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probebench.data.base import ImageDataset, image_folder
+from probebench.data.base import ImageDataset
+from probebench.data.formats import read_dataset
 from probebench.errors import UserError
+from probebench.paths import data_root as find_data_root
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ CATALOG: dict[str, Named] = {
             "extract them under the data root as coco/.",
             "Zhu et al. part retrieval and classification",
             {
-                "files": {
+                "splits": {
                     "train": "annotations/person_keypoints_train2017.json",
                     "val": "annotations/person_keypoints_val2017.json",
                 }
@@ -129,6 +130,7 @@ CATALOG: dict[str, Named] = {
             "Run `probebench data download voc07`, or download VOCtrainval_06-Nov-2007.tar from the PASCAL "
             "VOC 2007 page and extract it under voc07/.",
             "LOST / TokenCut CorLoc",
+            {"splits": ["trainval"]},
             download=(
                 "https://thor.robots.ox.ac.uk/pascal/VOC/voc2007/VOCtrainval_06-Nov-2007.tar",
                 "VOCtrainval_06-Nov-2007.tar",
@@ -143,6 +145,7 @@ CATALOG: dict[str, Named] = {
             "Run `probebench data download voc12`, or download VOCtrainval_11-May-2012.tar from the PASCAL "
             "VOC 2012 page and extract it under voc12/.",
             "LOST / TokenCut CorLoc",
+            {"splits": ["trainval"]},
             download=(
                 "https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
                 "VOCtrainval_11-May-2012.tar",
@@ -157,7 +160,7 @@ CATALOG: dict[str, Named] = {
             "Download train2014 images and instances_train2014.json from cocodataset.org, and the 19,817 "
             "file list coco_20k_filenames.txt that LOST ships (github.com/valeoai/LOST, datasets/).",
             "LOST / TokenCut CorLoc",
-            {"files": {"train": "instances_train2014.json"}, "filelist": "coco_20k_filenames.txt"},
+            {"splits": {"train": "instances_train2014.json"}, "filelist": "coco_20k_filenames.txt"},
         ),
         Named(
             "ecssd",
@@ -201,7 +204,7 @@ CATALOG: dict[str, Named] = {
 
 
 def named_root(named: Named, data_root: Path | None = None) -> Path:
-    base = data_root or (Path(os.environ["PROBEBENCH_DATA"]) if os.environ.get("PROBEBENCH_DATA") else None)
+    base = find_data_root(data_root)
     if base is None:
         raise UserError(
             f"dataset {named.name!r}: no data root; set PROBEBENCH_DATA or pass --data-root to the "
@@ -214,34 +217,8 @@ def named_root(named: Named, data_root: Path | None = None) -> Path:
 
 
 def read_named(named: Named, root: Path) -> ImageDataset:
-    """The named dataset through its format's reader, in its official layout."""
-    from probebench.data.formats import coco, cub, masks, saliency, voc
-
-    opts = named.options
-    if named.format == "image_folder":
-        ds = image_folder(root, named.name)
-    elif named.format == "cub":
-        ds = cub.read_cub(root / "CUB_200_2011" if (root / "CUB_200_2011").is_dir() else root, named.name)
-    elif named.format == "coco":
-        ds = coco.read_coco(root, named.name, opts.get("files"))
-        if opts.get("filelist"):  # COCO20k: the subset of train2014 that LOST lists by file name
-            if not (root / opts["filelist"]).is_file():
-                raise UserError(f"dataset {named.name!r}: {root / opts['filelist']} is missing; {named.how}")
-            keep = {Path(line).name for line in (root / opts["filelist"]).read_text().split()}
-            ds.samples = [x for x in ds.samples if Path(x.path).name in keep]
-    elif named.format == "voc":
-        # The official tars unpack to VOCdevkit/VOC20xx/; accept that or VOC20xx/ directly.
-        inner = next(
-            (d.parent for d in sorted([*root.glob("*/Annotations"), *root.glob("*/*/Annotations")])), root
-        )
-        ds = voc.read_voc(inner, named.name, tuple(named.counts) or ("trainval",))
-    elif named.format == "mask_folder":
-        ds = masks.read_mask_folder(root, named.name)
-    else:
-        ds = saliency.read_saliency(
-            root, named.name, opts["images"], opts["masks"], opts.get("split", "test")
-        )
-    return ds
+    """The named dataset through its format's reader (the same table user entries use)."""
+    return read_dataset(named.format, root, named.name, named.options)
 
 
 def check_counts(named: Named, ds: ImageDataset) -> list[str]:

@@ -2,8 +2,8 @@
 
 The CLI reads `--datasets PATH`, else `./datasets.yaml` when present. Roots come from the entry, `--data-root`
 or `$PROBEBENCH_DATA`, in that order: an absolute root (after `${VAR}` expansion) is used as is; a relative
-root (or none, meaning the entry's name) is joined to `--data-root`, else to `$PROBEBENCH_DATA`, else to the
-config file's folder.
+root (or none, meaning the entry's name) is joined to the data root (`paths.data_root`), else to the config
+file's folder. Formats and the fields each reads come from the one table in `formats/`.
 """
 
 from __future__ import annotations
@@ -13,27 +13,48 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from probebench.data.base import ImageDataset, image_folder
+from probebench.data.base import ImageDataset
+from probebench.data.formats import FORMATS, read_dataset
 from probebench.errors import UserError
+from probebench.paths import data_root as find_data_root
 from probebench.registry import NAME_RE, parse_entries
 
-FORMATS = ("image_folder", "cub", "coco", "voc", "mask_folder")
+_OPTIONS = sorted({o for f in FORMATS.values() for o in f.options})
 
 
 class DatasetEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=NAME_RE.pattern)
-    format: Literal[FORMATS]  # type: ignore[valid-type]
+    format: Literal[tuple(FORMATS)]  # type: ignore[valid-type]
     root: str | None = None
-    splits: dict[str, str] | list[str] | None = None  # coco: split -> json file; voc/folders: split names
+    splits: dict[str, str] | list[str] | None = None  # coco: split -> json file; voc and folders: names
     classes: list[str] | None = None  # overrides the format's class list (mask folders)
     merge: dict[int, int] | None = None  # mask folders: fine label -> coarse label
     ignore_index: int = 255
+    images: str | None = None  # mask folders and saliency sets: the image sub-folder
+    labels: str | None = None  # mask folders: the label-map sub-folder
+    masks: str | None = None  # saliency sets: the ground-truth sub-folder
+    split: str | None = None  # mask folders and saliency sets: the split their images belong to
+    filelist: str | None = None  # coco: keep only the images named in this file
     tasks: list[str] = []
     description: str | None = None
+
+    @model_validator(mode="after")
+    def _options_fit_format(self) -> DatasetEntry:
+        given = set(self.model_fields_set) & set(_OPTIONS)
+        unused = sorted(given - set(FORMATS[self.format].options))
+        if unused:
+            raise ValueError(
+                f"{', '.join(unused)} do(es) not apply to format {self.format!r} (it reads: "
+                f"{', '.join(FORMATS[self.format].options) or 'no options'})"
+            )
+        return self
+
+    def options(self) -> dict:
+        return {o: getattr(self, o) for o in FORMATS[self.format].options}
 
 
 def parse_datasets(text: str, origin: str) -> dict[str, DatasetEntry]:
@@ -64,10 +85,7 @@ def resolve_root(entry: DatasetEntry, config_dir: Path, data_root: Path | None =
         )
     root = Path(os.path.expandvars(raw)).expanduser()
     if not root.is_absolute():
-        base = data_root or (
-            Path(os.environ["PROBEBENCH_DATA"]) if os.environ.get("PROBEBENCH_DATA") else None
-        )
-        root = (base or config_dir) / root
+        root = (find_data_root(data_root) or config_dir) / root
     if not root.exists():
         raise UserError(
             f"dataset {entry.name!r}: root {root} does not exist; set the entry's root, --data-root "
@@ -78,25 +96,11 @@ def resolve_root(entry: DatasetEntry, config_dir: Path, data_root: Path | None =
 
 def build_dataset(entry: DatasetEntry, root: Path) -> ImageDataset:
     """An entry's dataset through its format's reader."""
-    from probebench.data.formats import coco, cub, masks, voc
-
-    if entry.format == "image_folder":
-        ds = image_folder(root, entry.name)
-    elif entry.format == "cub":
-        ds = cub.read_cub(root, entry.name)
-    elif entry.format == "coco":
-        ds = coco.read_coco(root, entry.name, entry.splits if isinstance(entry.splits, dict) else None)
-    elif entry.format == "voc":
-        ds = voc.read_voc(
-            root,
-            entry.name,
-            tuple(entry.splits) if isinstance(entry.splits, list) else ("train", "test", "trainval", "val"),
-        )
-    else:
-        ds = masks.read_mask_folder(root, entry.name)
-        ds.extra.update({"merge": entry.merge, "ignore_index": entry.ignore_index})
+    ds = read_dataset(entry.format, root, entry.name, entry.options())
     if entry.classes:
         ds.classes = list(entry.classes)
+        if "mask_classes" in ds.extra:
+            ds.extra["mask_classes"] = list(entry.classes)
     ds.description = entry.description or ds.description
     ds.extra["tasks"] = list(entry.tasks)
     return ds

@@ -22,7 +22,23 @@ def embedded_dataset(**overrides: int) -> ImageDataset:
     root = data_cache_dir() / f"embedded-v{synthetic.GENERATOR_VERSION}-{tag}"
     synthetic.generate(root, **params)
     ann = json.loads((root / "annotations.json").read_text())
-    samples = [Sample(s["file"], int(s["label"]), s["split"]) for s in ann["samples"]]
+    size = int(ann["image_size"])
+    # Annotations in the fields every format uses: `mask` is the part label map (values index
+    # extra["mask_classes"]: 0 background, then the parts), `object_mask` the object's, `boxes` its box.
+    samples = [
+        Sample(
+            s["file"],
+            int(s["label"]),
+            s["split"],
+            {
+                "mask": s["parts"],
+                "object_mask": s["objects"],
+                "boxes": [[*s["box"], int(s["label"])]],
+                "size": [size, size],
+            },
+        )
+        for s in ann["samples"]
+    ]
     name = "embedded" if params == DEFAULTS else f"embedded_{tag.replace('-', '_')}"
     return ImageDataset(
         name=name,
@@ -31,5 +47,5 @@ def embedded_dataset(**overrides: int) -> ImageDataset:
         samples=samples,
         synthetic=True,
         description=f"procedural objects with parts (generator v{synthetic.GENERATOR_VERSION}, {params})",
-        extra={"annotations": ann},
+        extra={"mask_classes": ["background", *ann["parts"]], "part_of": ann["part_of"]},
     )

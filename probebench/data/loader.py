@@ -1,14 +1,16 @@
-"""Decoding and resizing in DataLoader workers. An unreadable file yields a zero image and ok=False; the
+"""Decoding and framing in DataLoader workers. An unreadable file yields a zero image and ok=False; the
 extractor counts it (or stops, with --strict) and marks the row invalid, so one bad file never loses a run."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps
 
 from probebench.data.base import ImageDataset
+from probebench.geometry import Framing, Geometry
 
 
 def read_rgb(path: str) -> Image.Image:
@@ -21,22 +23,37 @@ def read_rgb(path: str) -> Image.Image:
 
 
 class ImageRows(torch.utils.data.Dataset):
-    """Rows `indices` of a dataset -> (image (3, S, S), row index, ok)."""
+    """Rows `indices` of a dataset -> (input (3, H, W), row index, ok, geometry (10,) int64).
 
-    def __init__(self, dataset: ImageDataset, indices: Sequence[int], transform: Callable, size: int) -> None:
+    In `resize` framing every input has the same size; in `native` framing sizes differ, so batches are lists
+    (see `collate_rows`) and the extractor groups equal sizes.
+    """
+
+    def __init__(self, dataset: ImageDataset, indices: Sequence[int], framing: Framing) -> None:
         self.paths = [str(dataset.root / dataset.samples[i].path) for i in indices]
         self.indices = list(indices)
-        self.transform = transform
-        self.size = size
+        self.framing = framing
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool, np.ndarray]:
         try:
-            return self.transform(read_rgb(self.paths[i])), self.indices[i], True
+            image, geometry = self.framing(read_rgb(self.paths[i]))
+            return image, self.indices[i], True, geometry.to_row()
         except (OSError, ValueError, SyntaxError):  # PIL's errors for truncated, missing and non-image files
-            return torch.zeros(3, self.size, self.size), self.indices[i], False
+            f = self.framing
+            side = f.input_size if f.mode == "resize" else f.multiple
+            placeholder = Geometry(
+                side, side, side, side, 0, 0, side, side, side // f.multiple, side // f.multiple
+            )
+            return torch.zeros(3, side, side), self.indices[i], False, placeholder.to_row()
+
+
+def collate_rows(batch: list) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, np.ndarray]:
+    """Inputs as a list (sizes may differ), rows (B,), ok (B,) bool, geometries (B, 10)."""
+    images, rows, ok, geometry = zip(*batch, strict=True)
+    return list(images), torch.tensor(rows), torch.tensor(ok), np.stack(geometry)
 
 
 def worker_init(_: int) -> None:

@@ -8,14 +8,15 @@ the end, as in Python, and are resolved to absolute indices before anything is c
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
+from PIL import Image
 from torch import nn
-from torchvision.transforms import v2 as T
-from torchvision.transforms.functional import InterpolationMode
 
 from probebench.errors import UserError
+from probebench.geometry import Framing
 
 TOKEN_KINDS = ("cls", "patches", "pooled", "keys", "projection")
 
@@ -38,17 +39,15 @@ class Preprocess:
     def resize(self) -> int:
         return int(round(self.input_size / self.crop_pct))
 
-    def transform(self) -> T.Compose:
-        """PIL RGB image -> float tensor (3, input_size, input_size)."""
-        return T.Compose(
-            [
-                T.PILToTensor(),
-                T.Resize(self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True),
-                T.CenterCrop(self.input_size),
-                T.ToDtype(torch.float32, scale=True),
-                T.Normalize(self.mean, self.std),
-            ]
-        )
+    def framing(self, mode: str = "resize", multiple: int = 1, max_side: int | None = None) -> Framing:
+        """How images become inputs: `resize` (this preprocessing) or `native` (own size, normalised, padded
+        to a multiple of the patch size); see `probebench.geometry`."""
+        return Framing(mode, **asdict(self), multiple=multiple, max_side=max_side)
+
+    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        """PIL RGB image -> float tensor (3, input_size, input_size), the `resize` framing."""
+        framing = self.framing("resize")
+        return lambda image: framing(image)[0]
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -6,6 +6,8 @@ recomputed from the last residual block's `nn.MultiheadAttention` input projecti
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -17,6 +19,26 @@ class OpenClipViT(Encoder):
 
     def __init__(self, model, preprocess: Preprocess, *, name: str = "") -> None:
         super().__init__(model.visual, preprocess, name=name)  # the text tower is dropped here
+
+    @contextlib.contextmanager
+    def _position_embedding_for(self, size: tuple[int, int]):
+        """open_clip adds a fixed-size position embedding: for another input size (native geometry), swap
+        in one resampled to that grid (timm's resampling), and put the original back afterwards."""
+        grid = (size[0] // self.patch_size, size[1] // self.patch_size)
+        if tuple(self.model.grid_size) == grid:
+            yield
+            return
+        from timm.layers import resample_abs_pos_embed
+
+        original = self.model.positional_embedding
+        resized = resample_abs_pos_embed(
+            original[None], new_size=grid, old_size=self.model.grid_size, num_prefix_tokens=1
+        )[0]
+        self.model.positional_embedding = torch.nn.Parameter(resized, requires_grad=False)
+        try:
+            yield
+        finally:
+            self.model.positional_embedding = original
 
     @property
     def _blocks(self):
@@ -57,14 +79,15 @@ class OpenClipViT(Encoder):
             block.attn.register_forward_pre_hook(lambda m, args: captured.append(args[0])) if keys else None
         )
         try:
-            out = self.model.forward_intermediates(
-                images,
-                indices=layers,
-                normalize_intermediates=norm,
-                intermediates_only=not projection,
-                output_fmt="NCHW",
-                output_extra_tokens=True,
-            )
+            with self._position_embedding_for(images.shape[-2:]):
+                out = self.model.forward_intermediates(
+                    images,
+                    indices=layers,
+                    normalize_intermediates=norm,
+                    intermediates_only=not projection,
+                    output_fmt="NCHW",
+                    output_extra_tokens=True,
+                )
         finally:
             if handle is not None:
                 handle.remove()

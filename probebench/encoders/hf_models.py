@@ -7,6 +7,7 @@ the record then says. Keys come from the last layer's `key` projection, by a for
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import torch
@@ -53,6 +54,7 @@ class HFViT(Encoder):
         self._norm = getattr(model, "layernorm", None)
         keys = [(int(m.group(1)), mod) for n, mod in model.named_modules() if (m := self._KEY_RE.search(n))]
         self._key_module = max(keys, key=lambda t: t[0])[1] if keys else None
+        self._interpolates = "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
 
     @property
     def num_blocks(self) -> int:
@@ -86,12 +88,17 @@ class HFViT(Encoder):
         handle = (
             self._key_module.register_forward_hook(lambda m, a, out: captured.append(out)) if keys else None
         )
+        b, _, height, width = images.shape
+        size = getattr(self.model.config, "image_size", None)
+        # Inputs at another size than the trained one (native geometry) resample the position embedding;
+        # at the trained size nothing is passed, so the numbers are the model's own.
+        other_size = isinstance(size, int) and (height, width) != (size, size)
+        extra = {"interpolate_pos_encoding": True} if other_size and self._interpolates else {}
         try:
-            out = self.model(pixel_values=images, output_hidden_states=True, return_dict=True)
+            out = self.model(pixel_values=images, output_hidden_states=True, return_dict=True, **extra)
         finally:
             if handle is not None:
                 handle.remove()
-        b, _, height, width = images.shape
         h, w = height // self._patch, width // self._patch
         p = self.num_prefix_tokens
         feats = Features()

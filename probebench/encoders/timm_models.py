@@ -41,8 +41,23 @@ def attention_keys(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return k
 
 
+def allow_any_size(model: nn.Module) -> nn.Module:
+    """Let a timm ViT take inputs of any size that is a multiple of its patch: the position embedding is
+    resampled to the input's grid on each call (timm's own `dynamic_img_size`; a no-op at the trained size,
+    where timm returns the embedding untouched)."""
+    from timm.layers import Format
+
+    if hasattr(model, "dynamic_img_size") and hasattr(model, "patch_embed"):
+        model.dynamic_img_size = True
+        model.patch_embed.strict_img_size = False
+        model.patch_embed.flatten = False
+        model.patch_embed.output_fmt = Format.NHWC
+    return model
+
+
 class TimmViT(Encoder):
-    """A timm vision transformer (ViT, DeiT, BEiT-style, DINOv2, EVA)."""
+    """A timm vision transformer (ViT, DeiT, BEiT-style, DINOv2, EVA). Inputs may have any size that is a
+    multiple of the patch size (`native` geometry)."""
 
     library = "timm"
 
@@ -54,7 +69,7 @@ class TimmViT(Encoder):
         name: str = "",
         projection_head: nn.Module | None = None,
     ) -> None:
-        super().__init__(model, preprocess, name=name)
+        super().__init__(allow_any_size(model), preprocess, name=name)
         self.projection_head = projection_head.eval() if projection_head is not None else None
 
     @property

@@ -37,9 +37,9 @@ BATCH_SIZE = 256
 HEAD_DIM = 64
 
 
-def num_heads(dim: int) -> int:
-    """ViT-B's 12 heads of 64 channels, generalised: dim // 64 when it divides, else one head."""
-    return dim // HEAD_DIM if dim % HEAD_DIM == 0 else 1
+def num_heads(dim: int, head_dim: int = HEAD_DIM) -> int:
+    """ViT-B's 12 heads of 64 channels, generalised: dim // head_dim when it divides, else one head."""
+    return dim // head_dim if dim % head_dim == 0 else 1
 
 
 class AttentivePooler(nn.Module):
@@ -72,9 +72,9 @@ class AttentivePooler(nn.Module):
 class AttentiveHead(nn.Module):
     """AttentivePooler -> BatchNorm1d(affine=False) -> Linear: tokens (B, T, C) -> logits (B, K)."""
 
-    def __init__(self, dim: int, num_classes: int) -> None:
+    def __init__(self, dim: int, num_classes: int, heads: int | None = None) -> None:
         super().__init__()
-        self.pool = AttentivePooler(dim)
+        self.pool = AttentivePooler(dim, heads)
         self.bn = nn.BatchNorm1d(dim, affine=False, eps=1e-6)
         self.fc = nn.Linear(dim, num_classes)
         nn.init.trunc_normal_(self.fc.weight, std=0.01)
@@ -115,6 +115,8 @@ def attentive_probe(
     warmup_epochs: int = WARMUP_EPOCHS,
     batch_size: int = BATCH_SIZE,
     base_lr: float = BASE_LR,
+    head_dim: int = HEAD_DIM,
+    val_fraction: float = VAL_FRACTION,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> tuple[dict, dict]:
@@ -128,8 +130,8 @@ def attentive_probe(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     y_train = np.asarray(y_train)
-    fit_rows, val_rows = carve_val(y_train, VAL_FRACTION, seed)
-    head = AttentiveHead(dim, num_classes).to(device)
+    fit_rows, val_rows = carve_val(y_train, val_fraction, seed)
+    head = AttentiveHead(dim, num_classes, num_heads(dim, head_dim)).to(device)
     lr = base_lr * batch_size / 256
     opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
     per_epoch = math.ceil(len(fit_rows) / batch_size)
@@ -173,7 +175,7 @@ def attentive_probe(
         "optimizer": "SGD momentum 0.9, weight decay 0, linear warm-up + cosine",
         "chosen_epoch": best[1] + 1,
         "val_curve": curve,
-        "val_fraction": VAL_FRACTION,
+        "val_fraction": val_fraction,
         "n_fit": len(fit_rows),
         "n_val": len(val_rows),
         "selected_on": "val carved from train",

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from probebench.probes.metrics import classification_metrics
 from probebench.probes.split import VAL_FRACTION, carve_val
 
-C_GRID = np.logspace(-6, 5, 45)
+C_GRID_SPEC = (-6.0, 5.0, 45)  # log10 of the first and last C, and the number of grid points
+C_GRID = np.logspace(*C_GRID_SPEC)
 VARIANTS = ("plain", "bn")
 BN_EPS = 1e-6
 MAX_ITER = 1000
@@ -87,10 +88,10 @@ def fit_logreg(
     return Fit(w.detach(), b.detach(), iterations, grad <= tol, grad)
 
 
-def standardise(fit_x: torch.Tensor, *xs: torch.Tensor) -> list[torch.Tensor]:
+def standardise(fit_x: torch.Tensor, *xs: torch.Tensor, eps: float = BN_EPS) -> list[torch.Tensor]:
     """BatchNorm1d(affine=False) with the statistics of `fit_x`, applied to fit_x and every other x."""
     mean, var = fit_x.double().mean(0), fit_x.double().var(0, unbiased=False)
-    scale = (var + BN_EPS).rsqrt()
+    scale = (var + eps).rsqrt()
     return [((t.double() - mean) * scale).to(fit_x.dtype) for t in (fit_x, *xs)]
 
 
@@ -109,6 +110,7 @@ def search_c(
     *,
     grid: np.ndarray = C_GRID,
     max_iter: int = MAX_ITER,
+    tol: float = TOL,
 ) -> tuple[int, dict[int, tuple[float, float, Fit]]]:
     """Fit every grid point on x_fit (increasing C, warm-started) and score it on x_val.
 
@@ -119,7 +121,7 @@ def search_c(
     done: dict[int, tuple[float, float, Fit]] = {}
     previous = None
     for i, c in enumerate(grid):
-        previous = fit_logreg(x_fit, y_fit, num_classes, float(c), previous, max_iter=max_iter)
+        previous = fit_logreg(x_fit, y_fit, num_classes, float(c), previous, max_iter=max_iter, tol=tol)
         done[i] = (*_score(previous, x_val, y_val), previous)
     best = min(done, key=lambda i: (-done[i][0], done[i][1], i))
     return best, done
@@ -136,6 +138,10 @@ def linear_probe(
     seed: int = 0,
     device: str | torch.device = "cpu",
     max_iter: int = MAX_ITER,
+    grid: np.ndarray = C_GRID,
+    tol: float = TOL,
+    val_fraction: float = VAL_FRACTION,
+    bn_eps: float = BN_EPS,
 ) -> tuple[dict, dict]:
     """Sweep C on a validation split carved from train, refit on train + val, test once.
 
@@ -145,32 +151,32 @@ def linear_probe(
     if variant not in VARIANTS:
         raise ValueError(f"unknown linear probe variant {variant!r}; use one of {VARIANTS}")
     t0 = time.perf_counter()
-    fit_rows, val_rows = carve_val(np.asarray(y_train), VAL_FRACTION, seed)
+    fit_rows, val_rows = carve_val(np.asarray(y_train), val_fraction, seed)
     x = torch.as_tensor(np.asarray(x_train, dtype=np.float32), device=device)
     y = torch.as_tensor(np.asarray(y_train), dtype=torch.long, device=device)
     xt = torch.as_tensor(np.asarray(x_test, dtype=np.float32), device=device)
     f, v = torch.as_tensor(fit_rows, device=device), torch.as_tensor(val_rows, device=device)
-    x_fit, x_val = standardise(x[f], x[v]) if variant == "bn" else (x[f], x[v])
-    best, done = search_c(x_fit, y[f], x_val, y[v], num_classes, max_iter=max_iter)
+    x_fit, x_val = standardise(x[f], x[v], eps=bn_eps) if variant == "bn" else (x[f], x[v])
+    best, done = search_c(x_fit, y[f], x_val, y[v], num_classes, grid=grid, max_iter=max_iter, tol=tol)
     t_sweep = time.perf_counter() - t0
 
-    x_all, xt = standardise(x, xt) if variant == "bn" else (x, xt)
-    final = fit_logreg(x_all, y, num_classes, float(C_GRID[best]), done[best][2], max_iter=max_iter)
+    x_all, xt = standardise(x, xt, eps=bn_eps) if variant == "bn" else (x, xt)
+    final = fit_logreg(x_all, y, num_classes, float(grid[best]), done[best][2], max_iter=max_iter, tol=tol)
     scores = (xt @ final.weight + final.bias).cpu()
     metrics = classification_metrics(scores, np.asarray(y_test), seed=seed)
     details = {
         "probe": "linear",
         "variant": variant,
         "objective": "mean cross-entropy + ||W||^2 / (2 C N), full-batch L-BFGS",
-        "c_grid": "10^linspace(-6, 5, 45)",
+        "c_grid": [float(c) for c in grid],
         "search": "every grid point, increasing C, warm-started",
         "selection": "best val top-1, ties to the lower val cross-entropy, then the smaller C",
-        "chosen_c": float(C_GRID[best]),
+        "chosen_c": float(grid[best]),
         "chosen_index": best,
         "val_curve": [
             {
                 "index": i,
-                "c": float(C_GRID[i]),
+                "c": float(grid[i]),
                 "val_top1": done[i][0],
                 "val_loss": done[i][1],
                 "iterations": done[i][2].iterations,
@@ -178,14 +184,14 @@ def linear_probe(
             }
             for i in sorted(done)
         ],
-        "val_fraction": VAL_FRACTION,
+        "val_fraction": val_fraction,
         "n_fit": len(fit_rows),
         "n_val": len(val_rows),
         "refit_on": "train+val",
         "refit_iterations": final.iterations,
         "all_converged": all(d[2].converged for d in done.values()) and final.converged,
         "max_iter": max_iter,
-        "tol": TOL,
+        "tol": tol,
         "dtype": "float32 features and weights, float64 loss",
         "sweep_s": round(t_sweep, 3),
         "total_s": round(time.perf_counter() - t0, 3),

@@ -10,15 +10,18 @@ from __future__ import annotations
 import functools
 import json
 import platform
+import re
 import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
+from pydantic import ValidationError
 
 from probebench.cache.store import _atomic_write_bytes
 from probebench.paths import results_dir, safe_name
+from probebench.results.schema import SCHEMA_VERSION, ResultRecord
 
 _LIBS = (
     "probebench",
@@ -80,99 +83,151 @@ def record_path(
 
 
 def finished(path: Path, config_hash: str) -> bool:
+    """A record of the current schema with this config hash exists (anything else is recomputed)."""
     if not path.is_file():
         return False
     try:
-        return json.loads(path.read_text()).get("config_hash") == config_hash
-    except (OSError, json.JSONDecodeError):
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False  # a damaged record is simply recomputed
+    return (
+        isinstance(raw, dict)
+        and raw.get("schema_version") == SCHEMA_VERSION
+        and raw.get("config_hash") == config_hash
+    )
 
 
-def write_record(path: Path, record: dict) -> None:
+def outputs_dir(record: Path) -> Path:
+    """Per-image outputs and trained heads of a record live beside it, in a folder of the same stem."""
+    return record.with_suffix("")
+
+
+def write_record(path: Path, record: ResultRecord, outputs: dict[str, bytes] | None = None) -> None:
+    """Outputs first, then the record (atomically): a record on disk always has its outputs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {**record, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    _atomic_write_bytes(path, json.dumps(record, indent=1, default=str).encode())
+    for name, data in (outputs or {}).items():
+        outputs_dir(path).mkdir(exist_ok=True)
+        _atomic_write_bytes(outputs_dir(path) / safe_name(name, "output file"), data)
+    record = record.model_copy(update={"created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    _atomic_write_bytes(path, record.model_dump_json(indent=1).encode())
 
 
-def read_records(root: Path | None = None) -> list[dict]:
-    out = []
+def read_records(root: Path | None = None) -> tuple[list[ResultRecord], list[str]]:
+    """Valid records under results/runs/, and one line for each file that is not one (unreadable, damaged,
+    foreign, or of another schema version): the caller says how many it left out."""
+    records, problems = [], []
     for path in sorted(((root or results_dir()) / "runs").glob("*.json")):
         try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
+            raw = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            problems.append(f"{path.name}: not readable JSON ({type(exc).__name__})")
             continue
-    return out
+        if not isinstance(raw, dict) or raw.get("schema_version") != SCHEMA_VERSION:
+            found = raw.get("schema_version", 1) if isinstance(raw, dict) else "none"
+            problems.append(f"{path.name}: record schema {found}, expected {SCHEMA_VERSION}; re-run it")
+            continue
+        try:
+            records.append(ResultRecord.model_validate(raw))
+        except ValidationError as exc:
+            problems.append(f"{path.name}: not a valid record ({exc.error_count()} problem(s))")
+    return records, problems
+
+
+def _common(r: ResultRecord) -> dict:
+    return {
+        "encoder": r.encoder["name"],
+        "family": r.encoder["family"],
+        "task": r.task.name,
+        "level": r.task.level,
+        "dataset": r.dataset["name"],
+        "synthetic": r.synthetic,
+        "feature": r.knobs.get("feature"),
+        "layer": r.knobs.get("layer"),
+    }
+
+
+def _provenance(r: ResultRecord) -> dict:
+    return {
+        "protocol": r.task.protocol_version,
+        "weights": r.encoder["weights_id"],
+        "commit": r.git.get("commit"),
+    }
+
+
+def _interval(metrics: dict, name: str) -> tuple[float | None, float | None]:
+    ci = metrics.get(f"{name}_ci95")
+    return (ci[0], ci[1]) if isinstance(ci, list | tuple) and len(ci) == 2 else (None, None)
 
 
 def leaderboard(root: Path | None = None) -> pd.DataFrame:
-    """One row per record: what ran and its metrics, sorted by task, dataset and best first-metric."""
+    """One row per record with its primary metric (named, with its interval and direction), best first
+    within each task and dataset."""
+    records, problems = read_records(root)
     rows = []
-    for r in read_records(root):
-        row = {
-            "encoder": r["encoder"]["name"],
-            "family": r["encoder"]["family"],
-            "method": r["encoder"]["method"],
-            "task": r["task"]["name"],
-            "dataset": r["dataset"]["name"],
-            "synthetic": r["dataset"]["synthetic"],
-            "feature": r["knobs"]["feature"],
-            "layer": r["knobs"]["layer"],
-            "weights": r["encoder"]["weights_id"],
-        }
-        for key, value in r["metrics"].items():
-            if isinstance(value, list | tuple):  # a confidence interval: two columns
-                row[key.removesuffix("_ci95") + "_lo"], row[key.removesuffix("_ci95") + "_hi"] = value
-            else:
-                row[key] = value
-        row["commit"] = (r.get("git") or {}).get("commit")
-        rows.append(row)
+    for r in records:
+        lo, hi = _interval(r.metrics, r.primary.name)
+        rows.append(
+            {
+                **_common(r),
+                "metric": r.primary.name,
+                "value": r.primary.value,
+                "lo": lo,
+                "hi": hi,
+                "higher_is_better": r.primary.higher_is_better,
+                **_provenance(r),
+            }
+        )
     df = pd.DataFrame(rows)
+    df.attrs["left_out"] = problems
     if df.empty:
         return df
-    first_metric = next((c for c in df.columns if c.startswith("top1")), None)
-    keys = ["task", "dataset"] + ([first_metric] if first_metric else [])
-    return df.sort_values(keys, ascending=[True, True, False][: len(keys)]).reset_index(drop=True)
+    # Best first: sort on the value signed by its direction, so lower-is-better metrics also lead.
+    df["_rank"] = df["value"].where(df["higher_is_better"], -df["value"])
+    df = df.sort_values(["task", "dataset", "_rank"], ascending=[True, True, False], kind="stable")
+    return df.drop(columns="_rank").reset_index(drop=True)
 
 
-def _setting(record: dict, suffix: str) -> str:
+_VARIANT = re.compile(r"^(?P<base>.+)_k(?P<k>\d+)$")
+
+
+def _setting(record: ResultRecord, variant: str) -> str:
     """The hyper-parameter behind a number: k for kNN, the chosen C or epoch for the trained probes."""
-    probe = record.get("probe") or {}
-    if suffix:
-        return suffix.lstrip("_").replace("k", "k=", 1)
-    if "chosen_c" in probe:
-        return f"C={probe['chosen_c']:.3g}"
-    if "chosen_epoch" in probe:
-        return f"epoch={probe['chosen_epoch']}/{probe['epochs']}"
+    if variant:
+        return variant
+    if "chosen_c" in record.probe:
+        return f"C={record.probe['chosen_c']:.3g}"
+    if "chosen_epoch" in record.probe:
+        return f"epoch={record.probe['chosen_epoch']}/{record.probe['epochs']}"
     return ""
 
 
 def long_table(root: Path | None = None) -> pd.DataFrame:
-    """One row per number: (encoder, task, setting) with top-1, its interval, top-5 and mean per-class."""
+    """One row per number: every scalar metric of every record, with its interval and setting (k for kNN's
+    per-k metrics, the chosen C or epoch otherwise)."""
+    records, problems = read_records(root)
     rows = []
-    for r in read_records(root):
-        m = r["metrics"]
-        suffixes = sorted({k[len("top1") :] for k in m if k.startswith("top1") and not k.endswith("_ci95")})
-        for sfx in sorted(suffixes, key=lambda x: int(x[2:]) if x else 0):
+    for r in records:
+        for name, value in r.metrics.items():
+            if name.endswith("_ci95") or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            m = _VARIANT.match(name)
+            base, variant = (m["base"], f"k={m['k']}") if m else (name, "")
+            lo, hi = _interval(r.metrics, name)
             rows.append(
                 {
-                    "encoder": r["encoder"]["name"],
-                    "task": r["task"]["name"],
-                    "setting": _setting(r, sfx),
-                    "dataset": r["dataset"]["name"],
-                    "synthetic": r["dataset"]["synthetic"],
-                    "feature": r["knobs"]["feature"],
-                    "layer": r["knobs"]["layer"],
-                    "top1": m[f"top1{sfx}"],
-                    "top1_lo": m[f"top1{sfx}_ci95"][0],
-                    "top1_hi": m[f"top1{sfx}_ci95"][1],
-                    "top5": m.get(f"top5{sfx}"),
-                    "mean_per_class": m[f"mean_per_class{sfx}"],
-                    "n_test": m.get("n_test"),
-                    "weights": r["encoder"]["weights_id"],
-                    "commit": (r.get("git") or {}).get("commit"),
+                    **_common(r),
+                    "metric": base,
+                    "setting": _setting(r, variant),
+                    "value": value,
+                    "lo": lo,
+                    "hi": hi,
+                    "primary": name == r.primary.name,
+                    **_provenance(r),
                 }
             )
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df.attrs["left_out"] = problems
+    return df
 
 
 def write_leaderboard(root: Path | None = None, long: bool = False) -> tuple[Path, pd.DataFrame]:

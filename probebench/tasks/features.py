@@ -17,14 +17,16 @@ from probebench.errors import UserError
 FEATURE_KINDS = ("cls", "pooled", "both")
 
 
-def split_rows(store: FeatureStore, dataset: ImageDataset, split: str) -> tuple[np.ndarray, np.ndarray]:
+def split_rows(
+    store: FeatureStore, dataset: ImageDataset, split: str, need_labels: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Dataset rows (N,) of `split` whose images were read, in dataset order, and their labels (N,)."""
     rows = np.array(dataset.split_indices(split), dtype=np.int64)
     if len(rows) == 0:
         raise UserError(f"dataset {dataset.name!r} has no {split!r} split (splits: {dataset.splits})")
     rows = rows[store.load("valid", rows)]
     labels = np.array([dataset.samples[r].label for r in rows], dtype=np.int64)
-    if (labels < 0).any():
+    if need_labels and (labels < 0).any():
         raise UserError(
             f"dataset {dataset.name!r} split {split!r} has unlabelled images; a probe needs labels"
         )
@@ -63,8 +65,7 @@ def token_reader(store: FeatureStore, rows: np.ndarray, layer: int):
 
     def read(positions: np.ndarray) -> np.ndarray:
         picked = rows[np.asarray(positions)]
-        patches = store.load(f"patches.L{layer}", picked)
-        tokens = patches.reshape(len(picked), -1, patches.shape[-1]).astype(np.float32)
+        tokens = store.load_tokens(f"patches.L{layer}", picked).astype(np.float32)
         if prefix:
             tokens = np.concatenate([store.load(f"cls.L{layer}", picked).astype(np.float32), tokens], axis=1)
         return tokens

@@ -80,9 +80,12 @@ def read_coco_split(json_path: Path, split: str, root: Path, categories: list[di
     return samples, cats
 
 
-def read_coco(root: Path, name: str = "coco", files: dict[str, str] | None = None) -> ImageDataset:
+def read_coco(
+    root: Path, name: str = "coco", files: dict[str, str] | None = None, filelist: str | None = None
+) -> ImageDataset:
     """`files` maps split -> json path relative to root; default: `<split>/annotations.json` for each split
-    folder that has one, else every `*.json` directly in root (split = file stem)."""
+    folder that has one, else every `*.json` directly in root (split = file stem). `filelist` names a file
+    of image names that keeps only those images (COCO20k: the subset of train2014 that LOST lists)."""
     if files is None:
         files = (
             {
@@ -101,6 +104,11 @@ def read_coco(root: Path, name: str = "coco", files: dict[str, str] | None = Non
     for split, rel in files.items():
         part, cats = read_coco_split(root / rel, split, root, cats)
         samples += part
+    if filelist:
+        if not (root / filelist).is_file():
+            raise UserError(f"dataset {name!r}: its file list {root / filelist} is missing")
+        keep = {Path(line).name for line in (root / filelist).read_text().split()}
+        samples = [x for x in samples if Path(x.path).name in keep]
     return ImageDataset(
         name,
         root,

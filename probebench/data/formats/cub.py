@@ -21,6 +21,9 @@ def _table(path: Path) -> dict[int, list[str]]:
 
 
 def read_cub(root: Path, name: str = "cub") -> ImageDataset:
+    """`root` is the CUB_200_2011 folder itself or the folder the official tarball was extracted into."""
+    if (root / "CUB_200_2011").is_dir():
+        root = root / "CUB_200_2011"
     missing = [f for f in REQUIRED if not (root / f).is_file()]
     if missing:
         raise UserError(f"{root} is not a CUB-200-2011 folder: missing {', '.join(missing)}")

@@ -42,7 +42,9 @@ def read_mask_folder(
         if not label.is_file():
             raise UserError(f"mask folder {root}: image {img.name} has no label map {label.name}")
         samples.append(Sample(str(img.relative_to(root)), -1, split, {"mask": str(label.relative_to(root))}))
-    return ImageDataset(name, root, classes, samples, description=f"mask folder at {root}")
+    ds = ImageDataset(name, root, classes, samples, description=f"mask folder at {root}")
+    ds.extra["mask_classes"] = classes
+    return ds
 
 
 def load_label_map(

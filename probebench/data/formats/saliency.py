@@ -32,7 +32,12 @@ def read_saliency(root: Path, name: str, images: str, masks: str, split: str = "
             Sample(str(img.relative_to(root)), -1, split, {"mask": str(by_stem[img.stem].relative_to(root))})
         )
     return ImageDataset(
-        name, root, ["background", "foreground"], samples, description=f"saliency set at {root}"
+        name,
+        root,
+        ["background", "foreground"],
+        samples,
+        description=f"saliency set at {root}",
+        extra={"mask_classes": ["background", "foreground"]},
     )
 
 

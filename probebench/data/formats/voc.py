@@ -94,7 +94,8 @@ def read_voc_split(
 def read_voc(
     root: Path, name: str = "voc", splits: tuple[str, ...] = ("train", "test", "trainval", "val")
 ) -> ImageDataset:
-    """`root/<split>/{JPEGImages,Annotations}` per split, or one VOC folder at `root` (splits: ImageSets)."""
+    """`root/<split>/{JPEGImages,Annotations}` per split, or one VOC folder at `root` (splits: ImageSets);
+    the official tars unpack to `VOCdevkit/VOC20xx/`, which is found under `root` too."""
     samples: list[Sample] = []
     classes: list[str] | None = None
     present = [s for s in splits if (root / s / "Annotations").is_dir()]
@@ -104,6 +105,10 @@ def read_voc(
         for s in present:
             samples += read_voc_split(root / s, s, classes)[0]
         return ImageDataset(name, root, classes, samples, description=f"Pascal VOC layout at {root}")
+    if not (root / "Annotations").is_dir():
+        root = next(
+            (d.parent for d in sorted([*root.glob("*/Annotations"), *root.glob("*/*/Annotations")])), root
+        )
     for s in splits:
         if (root / "ImageSets" / "Main" / f"{s}.txt").is_file():
             part, classes = read_voc_split(root, s, classes)

@@ -1,0 +1,47 @@
+"""Finding a dataset by name: built-in, user config, the named catalogue, or an image folder given by path.
+
+The one entry point (`get_dataset`) that the pipeline, the CLI and the API use. It sits above the readers,
+the user config and the catalogue, none of which import it, so `data/` has no import cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from probebench.data.base import ImageDataset
+from probebench.data.catalog import CATALOG, load_named
+from probebench.data.config import build_dataset, config_path, load_datasets, resolve_root
+from probebench.data.embedded import embedded_dataset
+from probebench.data.formats.folder import read_image_folder
+from probebench.errors import UserError
+from probebench.paths import safe_name
+
+BUILTIN: dict[str, Callable[[], ImageDataset]] = {"embedded": embedded_dataset}
+
+
+def list_datasets() -> list[str]:
+    return sorted(BUILTIN)
+
+
+def get_dataset(
+    name_or_path: str, datasets: Path | None = None, data_root: Path | None = None
+) -> ImageDataset:
+    """A built-in dataset, a user dataset from the datasets config (`datasets`, else ./datasets.yaml), a
+    named dataset under the data root, or an image folder given by path (anything with a '/' or an existing
+    folder)."""
+    if name_or_path in BUILTIN:
+        return BUILTIN[name_or_path]()
+    user = load_datasets(datasets)
+    if name_or_path in user:
+        entry = user[name_or_path]
+        return build_dataset(entry, resolve_root(entry, config_path(datasets).parent, data_root))
+    if name_or_path in CATALOG:
+        return load_named(name_or_path, data_root)
+    path = Path(name_or_path).expanduser()
+    if "/" in name_or_path or path.exists():
+        ds = read_image_folder(path)
+        ds.name = safe_name(ds.name.replace(" ", "_"), "dataset folder name")
+        return ds
+    known = ", ".join([*BUILTIN, *user, *CATALOG])
+    raise UserError(f"unknown dataset {name_or_path!r}; known: {known}, or a path to an image folder")

@@ -1,0 +1,128 @@
+"""The task contract: what a probe needs from the feature cache and what it returns.
+
+Probes are code (one module per family: `object`, later `part` and `discovery`); tasks are data (a probe
+plus a data binding plus knobs, from `tasks.yaml`). A probe declares
+- `roles`: the data it reads, each bound by a task to one dataset and split (train on one dataset, test on
+  another is two roles on two datasets);
+- `defaults()`: every constant that changes its numbers (all of them enter a result's config hash);
+- `needs(knobs)`: layers, token kinds, geometry mode, whether images need class labels;
+- `primary(knobs)`: the metric a leaderboard shows, and whether higher is better;
+- `evaluate(context)`: metrics, details and optional per-image outputs, from cached features only.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from probebench.cache.store import FeatureStore
+from probebench.data.base import ImageDataset
+from probebench.errors import UserError
+
+LEVELS = ("object", "part", "discovery")
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a task reads from the cache.
+
+    layers: fixed block indices (negative from the end) the probe reads together, or None for one probed
+    layer chosen by the run (`--layer`, default the last; a sweep gives one record per layer).
+    """
+
+    tokens: tuple[str, ...]
+    layers: tuple[int, ...] | None = None
+    geometry: str = "resize"
+    max_side: int | None = None
+    labels: bool = True  # every image of the task's splits must carry a class label
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool = True
+
+
+@dataclass
+class RoleData:
+    """One role's data as a probe sees it: the readable rows of a split and their features."""
+
+    dataset: ImageDataset
+    split: str
+    store: FeatureStore
+    rows: np.ndarray  # (N,) dataset rows whose image was read, in dataset order
+    labels: np.ndarray  # (N,) class labels, -1 where the format has none per image
+
+
+@dataclass
+class Context:
+    roles: dict[str, RoleData]
+    layers: list[int]  # absolute block indices: one for single-layer probes, the fixed set otherwise
+    feature: str  # cls, pooled or both (probes that read one vector per image)
+    knobs: dict
+    seed: int
+    device: torch.device
+    encoder: dict  # the encoder's facts (num_blocks, patch_size, num_prefix_tokens, ...)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    details: dict
+    outputs: dict[str, bytes] = field(default_factory=dict)  # file name -> content, kept beside the record
+
+
+class Probe(ABC):
+    """A probe type. Subclasses set the class attributes and implement `defaults`, `needs`, `evaluate`."""
+
+    name: ClassVar[str]
+    level: ClassVar[str]  # object, part or discovery
+    description: ClassVar[str]
+    protocol_version: ClassVar[str]  # bump when the protocol changes in a way no knob captures
+    roles: ClassVar[tuple[str, ...]] = ("train", "test")
+    default_splits: ClassVar[dict[str, str]] = {"train": "train", "test": "test"}
+    reads_feature: ClassVar[bool] = False  # whether --feature (cls, pooled, both) applies
+
+    @abstractmethod
+    def defaults(self) -> dict:
+        """Every knob with its default value; read when called, so a changed constant changes the hash."""
+
+    @abstractmethod
+    def needs(self, knobs: dict) -> Needs: ...
+
+    @abstractmethod
+    def primary(self, knobs: dict) -> Metric: ...
+
+    @abstractmethod
+    def evaluate(self, ctx: Context) -> Evaluation: ...
+
+
+PROBES: dict[str, Probe] = {}
+
+
+def register_probe(cls: type[Probe]) -> type[Probe]:
+    """Class decorator: make a probe available to task entries by its `name`."""
+    if cls.level not in LEVELS:
+        raise ValueError(f"probe {cls.name!r}: level must be one of {LEVELS}")
+    PROBES[cls.name] = cls()
+    return cls
+
+
+def suggest(name: str, known: list[str] | dict, what: str) -> UserError:
+    """'unknown <what> <name>; did you mean ...' with close matches, for every kind of name."""
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(known)}"
+    return UserError(f"unknown {what} {name!r}{hint}")
+
+
+def get_probe(name: str) -> Probe:
+    import probebench.tasks.object  # noqa: F401 - registers the shipped probes
+
+    if name not in PROBES:
+        raise suggest(name, PROBES, "probe")
+    return PROBES[name]

@@ -1,0 +1,208 @@
+"""Tasks as data: a task is a probe, a data binding and knobs, one entry in a tasks YAML.
+
+    knn5_birds: {probe: knn, dataset: birds, knobs: {ks: [5]}}
+    heap_ecssd: {probe: heap, datasets: {train: duts_tr, test: ecssd}, splits: {train: train, test: test}}
+
+Fields: `probe` (a registered probe), `dataset` (every role's dataset) and/or `datasets` (per role), `split`
+(the split of a one-role probe) or `splits` (per role; the probe's defaults otherwise), `knobs` (overrides of
+the probe's defaults; unknown names are errors), `description`, and `groups` / `suites` tags (`--task object`
+runs a group, `--suite papers` a suite). The shipped tasks are defined the same way (`tasks.yaml` in this
+folder); a user file (`--tasks FILE`, else `./tasks.yaml`) adds its own, validated like `encoders.yaml`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from probebench.errors import UserError
+from probebench.registry import NAME_RE, parse_entries
+from probebench.tasks.base import PROBES, Metric, Needs, Probe, get_probe, suggest
+
+SHIPPED = "shipped"
+
+
+class TaskEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_RE.pattern)
+    probe: str
+    dataset: str | None = None
+    datasets: dict[str, str] = {}
+    split: str | None = None
+    splits: dict[str, str] = {}
+    knobs: dict[str, Any] = {}
+    description: str | None = None
+    groups: list[str] = []
+    suites: list[str] = []
+
+    @model_validator(mode="after")
+    def _fits_probe(self) -> TaskEntry:
+        try:
+            probe = get_probe(self.probe)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        roles = probe.roles
+        for what, given in (("datasets", self.datasets), ("splits", self.splits)):
+            if set(given) - set(roles):
+                raise ValueError(
+                    f"{what}: probe {probe.name!r} has roles {', '.join(roles)}, not {sorted(given)}"
+                )
+        if self.split is not None and (len(roles) > 1 or self.splits):
+            raise ValueError(
+                f"split names the split of a one-role probe; give splits: {{role: split}} for {roles}"
+            )
+        if self.dataset is None and set(self.datasets) != set(roles):
+            raise ValueError(f"give dataset, or datasets for every role ({', '.join(roles)})")
+        defaults = probe.defaults()
+        for knob, value in self.knobs.items():
+            if knob not in defaults:
+                raise ValueError(f"knobs: {suggest(knob, defaults, f'knob of probe {probe.name!r}')}")
+            if not _same_kind(defaults[knob], value):
+                raise ValueError(
+                    f"knobs.{knob}: expected {type(defaults[knob]).__name__} like {defaults[knob]!r}, "
+                    f"got {value!r}"
+                )
+        return self
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, int | float):
+        return isinstance(value, int | float)
+    if isinstance(default, list | tuple):
+        return isinstance(value, list | tuple)
+    return default is None or isinstance(value, type(default))
+
+
+@dataclass(frozen=True)
+class Task:
+    """A resolved task: its probe, each role bound to (dataset, split), and the full set of knobs."""
+
+    name: str
+    probe: Probe
+    bindings: dict[str, tuple[str, str]]  # role -> (dataset, split)
+    knobs: dict
+    description: str
+    groups: tuple[str, ...] = ()
+    suites: tuple[str, ...] = ()
+    source: str = SHIPPED
+    overrides: dict = field(default_factory=dict)  # the knobs the entry set, for `list tasks`
+
+    @property
+    def level(self) -> str:
+        return self.probe.level
+
+    @property
+    def needs(self) -> Needs:
+        return self.probe.needs(self.knobs)
+
+    @property
+    def primary(self) -> Metric:
+        return self.probe.primary(self.knobs)
+
+    @property
+    def dataset(self) -> str:
+        """The dataset results are filed under: the test role's (the last role's when there is no test)."""
+        return self.bindings.get("test", list(self.bindings.values())[-1])[0]
+
+    def on_dataset(self, dataset: str) -> Task:
+        """The same task with every role on `dataset` (`--dataset` puts any task on any dataset)."""
+        return replace(self, bindings={r: (dataset, s) for r, (_, s) in self.bindings.items()})
+
+
+def resolve(entry: TaskEntry, source: str) -> Task:
+    probe = get_probe(entry.probe)
+    splits = {**probe.default_splits, **({r: entry.split for r in probe.roles} if entry.split else {})}
+    splits |= entry.splits
+    bindings = {r: (entry.datasets.get(r, entry.dataset), splits[r]) for r in probe.roles}
+    return Task(
+        name=entry.name,
+        probe=probe,
+        bindings=bindings,
+        knobs={**probe.defaults(), **entry.knobs},
+        description=entry.description or probe.description,
+        groups=tuple(entry.groups),
+        suites=tuple(entry.suites),
+        source=source,
+        overrides=dict(entry.knobs),
+    )
+
+
+def parse_tasks(text: str, origin: str, source: str | None = None) -> dict[str, Task]:
+    """Validated task entries (one line for the first bad field, exit 2 at the CLI) -> resolved tasks."""
+    entries = parse_entries(text, origin, TaskEntry, what="task")
+    return {name: resolve(e, source or origin) for name, e in entries.items()}
+
+
+def user_tasks_path(explicit: Path | None = None) -> Path | None:
+    if explicit is not None:
+        if not explicit.is_file():
+            raise UserError(f"tasks file {explicit} not found; pass an existing file to --tasks")
+        return explicit
+    local = Path("tasks.yaml")
+    return local if local.is_file() else None
+
+
+def load_tasks(path: Path | None = None) -> dict[str, Task]:
+    """The shipped tasks plus a user file's (`path`, else ./tasks.yaml when present)."""
+    shipped_text = (resources.files("probebench.tasks") / "tasks.yaml").read_text()
+    tasks = parse_tasks(shipped_text, "probebench/tasks/tasks.yaml", SHIPPED)
+    user = user_tasks_path(path)
+    if user is not None:
+        for name, task in parse_tasks(user.read_text(), str(user)).items():
+            if name in tasks:
+                raise UserError(f"{user}: task {name!r} is a shipped task; give yours another name")
+            tasks[name] = task
+    return tasks
+
+
+def groups(tasks: dict[str, Task]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for task in tasks.values():
+        for g in task.groups:
+            out.setdefault(g, []).append(task.name)
+    return out
+
+
+def suites(tasks: dict[str, Task]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for task in tasks.values():
+        for s in task.suites:
+            out.setdefault(s, []).append(task.name)
+    return out
+
+
+def get_tasks(name: str, tasks: dict[str, Task] | None = None) -> list[Task]:
+    """A task by name, or every task of a group (`object`); `tasks` defaults to the shipped ones."""
+    tasks = load_tasks() if tasks is None else tasks
+    grouped = groups(tasks)
+    if name in grouped:
+        return [tasks[t] for t in grouped[name]]
+    if name not in tasks:
+        raise suggest(name, [*grouped, *tasks], "task")
+    return [tasks[name]]
+
+
+def get_task(name: str, tasks: dict[str, Task] | None = None) -> Task:
+    """One task by name (not a group)."""
+    tasks = load_tasks() if tasks is None else tasks
+    if name in groups(tasks):
+        raise UserError(f"{name!r} is a group of tasks; name one of {', '.join(groups(tasks)[name])}")
+    return get_tasks(name, tasks)[0]
+
+
+def get_suite(name: str, tasks: dict[str, Task] | None = None) -> list[Task]:
+    tasks = load_tasks() if tasks is None else tasks
+    known = suites(tasks)
+    if name not in known:
+        raise suggest(name, known, "suite")
+    return [tasks[t] for t in known[name]]
+
+
+__all__ = ["PROBES", "Task", "TaskEntry", "get_suite", "get_task", "get_tasks", "load_tasks", "parse_tasks"]

