@@ -25,7 +25,7 @@ from probebench.pipeline import Outcome
 from probebench.pipeline import run as _run
 from probebench.registry import get_entry, load_registry
 from probebench.results.records import leaderboard as _leaderboard
-from probebench.tasks import get_tasks
+from probebench.tasks import get_tasks, load_tasks
 
 
 def load_encoder(
@@ -62,12 +62,15 @@ def run(
     layers: tuple[int | str, ...] | None = None,
     feature: str | None = None,
     seed: int = 0,
+    tasks_file: str | Path | None = None,
 ) -> list[Outcome]:
-    """Run tasks (or groups such as "object") for encoders; finished results are skipped unless force."""
+    """Run tasks (or groups such as "object") for encoders; finished results are skipped unless force.
+    `tasks_file` adds your own task entries (else ./tasks.yaml when present)."""
     reg = load_registry(registry)
+    catalog = load_tasks(Path(tasks_file) if tasks_file else None)
     return _run(
         [get_entry(reg, e) for e in encoders],
-        [x for t in tasks for x in get_tasks(t)],
+        [x for t in tasks for x in get_tasks(t, catalog)],
         options or Options(),
         force=force,
         dataset=dataset,

@@ -195,6 +195,10 @@ def extract(
     tokens: list[str] = typer.Option(
         ["cls", "pooled"], "--tokens", help="cls, patches, pooled, keys, projection"
     ),
+    geometry: str = typer.Option(
+        "resize", "--geometry", help="resize (the encoder's preprocessing) or native (own size, padded)."
+    ),
+    max_side: int = typer.Option(None, "--max-side", help="native: cap the longer side at this many pixels."),
     batch_size: int = typer.Option(64, "--batch-size"),
     workers: int = typer.Option(None, "--workers"),
     device: str = typer.Option(None, "--device"),
@@ -219,7 +223,7 @@ def extract(
     res = run_extract(
         spec,
         ds,
-        Request(layers=_layers(layers) or (-1,), tokens=tuple(tokens)),
+        Request(layers=_layers(layers) or (-1,), tokens=tuple(tokens), geometry=geometry, max_side=max_side),
         _options(batch_size, workers, device, strict),
     )
     state = "already cached" if res.cached else f"extracted ({res.images_per_s:.1f} img/s)"

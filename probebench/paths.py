@@ -34,6 +34,16 @@ def data_root(explicit: Path | None = None) -> Path | None:
     return Path(env) if env else None
 
 
+def user_file(explicit: Path | None, default_name: str, what: str, flag: str) -> Path | None:
+    """A user config: the file given with `flag` (which must exist), else `./<default_name>` when present."""
+    if explicit is not None:
+        if not Path(explicit).is_file():
+            raise UserError(f"{what} {explicit} not found; pass an existing file to {flag}")
+        return Path(explicit)
+    local = Path(default_name)
+    return local if local.is_file() else None
+
+
 def results_dir() -> Path:
     """`$PROBEBENCH_RESULTS`, else `./results` (records under runs/, the leaderboard beside them)."""
     return Path(os.environ.get("PROBEBENCH_RESULTS", "results"))

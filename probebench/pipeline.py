@@ -330,22 +330,10 @@ def run_one(
     device, precision, _ = device_and_precision(opts)
     asked_feature = feature or "default"
 
-    # Step 1b: every record already finished? Then nothing is extracted (needs the block count: known once
-    # any planned cache entry has been started, or not needed when no layer is negative or a sweep).
-    stores = {k: store_for(spec, loaded[k[0]], r, opts, precision) for k, r in plan.requests.items()}
-    num_blocks = next(
-        (s.manifest["encoder"]["num_blocks"] for s in stores.values() if "encoder" in s.manifest), None
-    )
-    if not force and num_blocks is not None:
-        keys = {k: s.manifest["key"] for k, s in stores.items()}
-        checks = [
-            (t, config_hash(t, _absolute(t.layers, num_blocks), asked_feature, seed, _role_keys(t, keys)))
-            for target in plan.targets
-            for t in _expand(target, num_blocks)
-        ]
-        if all(finished(t.path, h) for t, h in checks):
-            return [_skipped(spec, t) for t, _ in checks]
-
+    if not force:
+        done = _all_finished(spec, plan, loaded, opts, precision, asked_feature, seed)
+        if done is not None:
+            return done
     t0 = time.perf_counter()
     results = ensure_features(spec, plan, loaded, opts)
     t_extract = time.perf_counter() - t0
@@ -360,11 +348,11 @@ def run_one(
             outcomes.append(_skipped(spec, target))
             continue
         t1 = time.perf_counter()
-        ctx_holder: dict = {}
+        contexts: list[Context] = []
 
-        def make_context(target=target, at=at, holder=ctx_holder) -> Context:
-            holder["ctx"] = _context(target, at, results, loaded, chosen, seed, device)
-            return holder["ctx"]
+        def make_context(target=target, at=at, made=contexts) -> Context:
+            made.append(_context(target, at, results, loaded, chosen, seed, device))
+            return made[-1]
 
         evaluation = evaluate_with_retry(spec, plan, target, make_context, results, loaded, opts)
         timings = {
@@ -374,11 +362,39 @@ def run_one(
             "images_per_s": next((r.images_per_s for r in results.values() if r.images_per_s), None),
         }
         record = build_record(
-            spec, target, at, chosen, seed, evaluation, results, ctx_holder["ctx"], chash, timings, device
+            spec, target, at, chosen, seed, evaluation, results, contexts[-1], chash, timings, device
         )
         write_record(target.path, record, evaluation.outputs)
         outcomes.append(_outcome(spec, target, "done", record.metrics))
     return outcomes
+
+
+def _all_finished(
+    spec: Spec,
+    plan: Plan,
+    loaded: dict[str, ImageDataset],
+    opts: Options,
+    precision: str,
+    feature: str,
+    seed: int,
+) -> list[Outcome] | None:
+    """The skipped outcomes when every planned record is already finished, else None; nothing is extracted
+    and no model is built. Needs the block count, known once any planned cache entry has been started."""
+    stores = {k: store_for(spec, loaded[k[0]], r, opts, precision) for k, r in plan.requests.items()}
+    num_blocks = next(
+        (s.manifest["encoder"]["num_blocks"] for s in stores.values() if "encoder" in s.manifest), None
+    )
+    if num_blocks is None:
+        return None
+    keys = {k: s.manifest["key"] for k, s in stores.items()}
+    checks = [
+        (t, config_hash(t, _absolute(t.layers, num_blocks), feature, seed, _role_keys(t, keys)))
+        for target in plan.targets
+        for t in _expand(target, num_blocks)
+    ]
+    if all(finished(t.path, h) for t, h in checks):
+        return [_skipped(spec, t) for t, _ in checks]
+    return None
 
 
 def _role_keys(target: Target, keys: dict[tuple[str, str], str]) -> dict[str, str]:

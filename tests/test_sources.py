@@ -5,14 +5,13 @@ equal weights, and one actionable line when weights are missing."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import hf_snapshot
+from conftest import hf_snapshot, tiny_clip
 from safetensors.torch import save_file
 
 from probebench.encoders.load import build, resolve
@@ -159,16 +158,7 @@ def test_transformers_source_and_same_tokens_as_timm():
 
 
 def test_open_clip_checkpoint_file(tmp_path):
-    import open_clip
-
-    cfg = {
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
-        "text_cfg": {"context_length": 8, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1},
-    }
-    (tmp_path / "tiny-clip.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(tmp_path / "tiny-clip.json")
-    model = open_clip.create_model("tiny-clip", pretrained=None)
+    model = tiny_clip(tmp_path)
     ckpt = tmp_path / "tiny-clip.pt"
     torch.save(model.state_dict(), ckpt)
     spec = resolve(

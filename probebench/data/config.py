@@ -19,6 +19,7 @@ from probebench.data.base import ImageDataset
 from probebench.data.formats import FORMATS, read_dataset
 from probebench.errors import UserError
 from probebench.paths import data_root as find_data_root
+from probebench.paths import user_file
 from probebench.registry import NAME_RE, parse_entries
 
 _OPTIONS = sorted({o for f in FORMATS.values() for o in f.options})
@@ -62,12 +63,7 @@ def parse_datasets(text: str, origin: str) -> dict[str, DatasetEntry]:
 
 
 def config_path(explicit: Path | None = None) -> Path | None:
-    if explicit is not None:
-        if not explicit.is_file():
-            raise UserError(f"datasets config {explicit} not found; pass an existing file to --datasets")
-        return explicit
-    local = Path("datasets.yaml")
-    return local if local.is_file() else None
+    return user_file(explicit, "datasets.yaml", "datasets config", "--datasets")
 
 
 def load_datasets(path: Path | None = None) -> dict[str, DatasetEntry]:

@@ -92,6 +92,10 @@ class Probe(ABC):
     def defaults(self) -> dict:
         """Every knob with its default value; read when called, so a changed constant changes the hash."""
 
+    def check(self, knobs: dict) -> None:
+        """Raise ValueError naming a knob whose value the probe cannot take (types are checked already)."""
+        return None
+
     @abstractmethod
     def needs(self, knobs: dict) -> Needs: ...
 

@@ -25,6 +25,10 @@ class KnnProbe(Probe):
     def defaults(self) -> dict:
         return {"ks": list(knn.DEFAULT_KS), "temperature": knn.TEMPERATURE, "similarity": "cosine"}
 
+    def check(self, knobs: dict) -> None:
+        if not knobs["ks"] or any(not isinstance(k, int) or k < 1 for k in knobs["ks"]):
+            raise ValueError(f"knobs.ks: give positive whole numbers, not {knobs['ks']!r}")
+
     def needs(self, knobs: dict) -> Needs:
         return Needs(tokens=("cls", "pooled"))
 
@@ -66,6 +70,14 @@ class LinearProbe(Probe):
             "val_fraction": split.VAL_FRACTION,
             "bn_eps": linear.BN_EPS,
         }
+
+    def check(self, knobs: dict) -> None:
+        if knobs["variant"] not in linear.VARIANTS:
+            raise ValueError(
+                f"knobs.variant: use one of {', '.join(linear.VARIANTS)}, not {knobs['variant']!r}"
+            )
+        if len(knobs["c_grid"]) != 3 or int(knobs["c_grid"][2]) < 1:
+            raise ValueError("knobs.c_grid: [log10 of the first C, log10 of the last C, number of points]")
 
     def needs(self, knobs: dict) -> Needs:
         return Needs(tokens=("cls", "pooled"))

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from probebench.errors import UserError
+from probebench.paths import user_file
 from probebench.registry import NAME_RE, parse_entries
 from probebench.tasks.base import PROBES, Metric, Needs, Probe, get_probe, suggest
 
@@ -67,6 +68,7 @@ class TaskEntry(BaseModel):
                     f"knobs.{knob}: expected {type(defaults[knob]).__name__} like {defaults[knob]!r}, "
                     f"got {value!r}"
                 )
+        probe.check({**defaults, **self.knobs})
         return self
 
 
@@ -141,12 +143,7 @@ def parse_tasks(text: str, origin: str, source: str | None = None) -> dict[str, 
 
 
 def user_tasks_path(explicit: Path | None = None) -> Path | None:
-    if explicit is not None:
-        if not explicit.is_file():
-            raise UserError(f"tasks file {explicit} not found; pass an existing file to --tasks")
-        return explicit
-    local = Path("tasks.yaml")
-    return local if local.is_file() else None
+    return user_file(explicit, "tasks.yaml", "tasks file", "--tasks")
 
 
 def load_tasks(path: Path | None = None) -> dict[str, Task]:
@@ -162,20 +159,22 @@ def load_tasks(path: Path | None = None) -> dict[str, Task]:
     return tasks
 
 
-def groups(tasks: dict[str, Task]) -> dict[str, list[str]]:
+def _tagged(tasks: dict[str, Task], tag: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for task in tasks.values():
-        for g in task.groups:
-            out.setdefault(g, []).append(task.name)
+        for name in getattr(task, tag):
+            out.setdefault(name, []).append(task.name)
     return out
+
+
+def groups(tasks: dict[str, Task]) -> dict[str, list[str]]:
+    """Group name -> its tasks, in file order (`--task object`)."""
+    return _tagged(tasks, "groups")
 
 
 def suites(tasks: dict[str, Task]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for task in tasks.values():
-        for s in task.suites:
-            out.setdefault(s, []).append(task.name)
-    return out
+    """Suite name -> its tasks, in file order (`--suite papers`)."""
+    return _tagged(tasks, "suites")
 
 
 def get_tasks(name: str, tasks: dict[str, Task] | None = None) -> list[Task]:
