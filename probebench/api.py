@@ -42,13 +42,18 @@ def extract(
     *,
     layers: tuple[int, ...] = (-1,),
     tokens: tuple[str, ...] = ("cls", "pooled"),
+    geometry: str = "resize",
+    max_side: int | None = None,
     options: Options | None = None,
     registry: str | Path | None = None,
 ) -> FeatureStore:
-    """Fill the cache and return the store; `store.load("pooled.L11")` gives a numpy array."""
+    """Fill the cache and return the store: `store.load("pooled.L11")` gives a numpy array (N, C),
+    `store.load_grids("patches.L11", rows)` one (h, w, C) grid per row, `store.load_geometry(rows)` how each
+    image became the input (`geometry` "resize" or "native"; see `probebench.geometry`)."""
     entry = get_entry(load_registry(registry), encoder)
     ds = dataset if isinstance(dataset, ImageDataset) else get_dataset(dataset)
-    return _extract(resolve(entry), ds, Request(layers=layers, tokens=tokens), options or Options()).store
+    req = Request(layers=layers, tokens=tokens, geometry=geometry, max_side=max_side)
+    return _extract(resolve(entry), ds, req, options or Options()).store
 
 
 def run(

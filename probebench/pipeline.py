@@ -250,7 +250,7 @@ def build_record(
             cache_key=res.store.manifest["key"],
             cache_path=str(res.store.root),
         )
-    geometry = json.loads((any_result.store.root / "key.json").read_text()).get("geometry", {})
+    key_parts = json.loads((any_result.store.root / "key.json").read_text())
     value = evaluation.metrics.get(primary.name)
     return ResultRecord(
         encoder={
@@ -281,11 +281,11 @@ def build_record(
             "feature": feature if reads == "feature" else "tokens",
             "layer": layers[0] if len(layers) == 1 else layers,
             "layers_cached": any_result.layers,
-            "norm": True,
+            "norm": key_parts["norm"],
             "token": _TOKEN_TEXT[feature if reads == "feature" else "tokens"],
             "final_norm": info["final_norm"],
             "preprocess": spec.preprocess.as_dict(),
-            "geometry": geometry,
+            "geometry": key_parts["geometry"],
             "precision": any_result.precision,
             "probe_device": str(device),
         },

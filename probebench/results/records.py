@@ -208,7 +208,13 @@ def long_table(root: Path | None = None) -> pd.DataFrame:
     rows = []
     for r in records:
         for name, value in r.metrics.items():
-            if name.endswith("_ci95") or isinstance(value, bool) or not isinstance(value, int | float):
+            counts = name.startswith("n_")  # sample counts (n_test) describe a number, they are not one
+            if (
+                counts
+                or name.endswith("_ci95")
+                or isinstance(value, bool)
+                or not isinstance(value, int | float)
+            ):
                 continue
             m = _VARIANT.match(name)
             base, variant = (m["base"], f"k={m['k']}") if m else (name, "")
