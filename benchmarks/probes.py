@@ -3,10 +3,19 @@
 linear: on the same cached features (the real EfficientNet-Lite0 pooled features of cub100, 100 species, when
         ../shared/data and the weights are present; otherwise synthetic features of the same shape, and the
         output says so), the full C sweep plus refit with
-          (a) probebench's linear probe (torch L-BFGS, every grid point, warm starts) and
-          (b) scikit-learn LogisticRegression(solver="lbfgs") fit at every one of the 45 grid points,
-        both choosing C on the same validation split by the same rule, then refit on train + val.
-        Targets (issue 4): test top-1 within 0.5 points, (a) at least 10x faster than (b).
+          (a) probebench's linear probe (torch L-BFGS, every grid point, warm starts),
+          (b) scikit-learn LogisticRegression(solver="lbfgs") fit from zero at each of the 45 grid points,
+          (c) scikit-learn used as fairly as it can be: one LogisticRegression(solver="lbfgs",
+              warm_start=True) whose C is raised with set_params before each fit, in (a)'s increasing order,
+              so every fit starts from the previous C's coefficients, and the refit starts from the chosen
+              C's solution,
+        all three choosing C on the same validation split by the same rule, then refit on train + val; (b) and
+        (c) with the same max_iter and tol, which are also (a)'s. Convergence is reported as each side sees
+        it, and for (b) and (c) also by (a)'s test (largest absolute gradient entry of the same objective
+        <= tol), checked after the timing.
+        Targets (issue 4): test top-1 within 0.5 points of scikit-learn (held to (b) and to (c)), (a) at least
+        10x faster than (b). (c) has no speed target: (c)/(a) is what is left of (a)'s lead once
+        scikit-learn warm-starts too, (b)/(c) what warm starting alone gives scikit-learn.
 knn:    weighted kNN (k up to 200) through the kNN task on 100,000 x 768 random train features in the feature
         cache against 10,000 test features; peak resident memory of the process, with a 10,000-row train set
         alongside for scale. Target: under 2 GB. Each measurement runs in its own subprocess.
@@ -67,31 +76,97 @@ def synthetic_features() -> tuple[dict, str]:
     return out, "SYNTHETIC: Gaussian class clusters shaped like cub100 (2903/2999 x 1280, 100 classes)"
 
 
-def sklearn_sweep(x, y, xt, yt, num_classes: int, seed: int) -> dict:
-    """(b): the same protocol with scikit-learn, one LogisticRegression per grid point (no warm start)."""
+def fit_watched(model, x, y) -> bool:
+    """model.fit(x, y); False if scikit-learn warned that it did not converge (other warnings go through)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(x, y)
+    for w in caught:
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+
+
+def max_gradient(model, x, y, c: float) -> float:
+    """Largest absolute gradient entry of (a)'s objective, mean CE + ||W||^2 / (2 C N), at model's solution.
+
+    scikit-learn's lbfgs minimises the same function (its C, scaled by 1/N, the bias not penalised), so this
+    is (a)'s convergence test applied to a scikit-learn fit.
+    """
+    import numpy as np
+
+    n = len(y)
+    logits = x @ model.coef_.T + model.intercept_
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(n), np.searchsorted(model.classes_, y)] -= 1
+    grad_w = x.T @ p / n + model.coef_.T / (c * n)
+    return float(max(np.abs(grad_w).max(), np.abs(p.mean(0)).max()))
+
+
+def sklearn_sweep(x, y, xt, yt, num_classes: int, seed: int, *, warm: bool = False) -> dict:
+    """(b), or with warm=True (c): the same protocol with scikit-learn.
+
+    (b) fits one fresh LogisticRegression per grid point, each from zero. (c) is how a careful user would
+    sweep C with scikit-learn: one LogisticRegression(warm_start=True), C raised with set_params before each
+    fit in increasing order, so each fit starts from the previous coefficients. Both use (a)'s max_iter and
+    tol (tol is also scikit-learn's default). Returns test top-1, chosen C, iterations, scikit-learn's
+    convergence verdicts, and every fit's (rows, C, model) for checking convergence by (a)'s test after the
+    timing.
+    """
+    import copy
+
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
 
-    from probebench.probes.linear import C_GRID
+    from probebench.probes.linear import C_GRID, MAX_ITER, TOL
     from probebench.probes.split import carve_val
 
+    options = {"solver": "lbfgs", "max_iter": MAX_ITER, "tol": TOL}
     fit, val = carve_val(y, seed=seed)
-    scores = []
+    model = LogisticRegression(warm_start=True, **options)
+    scores, fits, converged, iterations = [], [], [], 0
     for c in C_GRID:
-        model = LogisticRegression(C=c, solver="lbfgs", max_iter=1000).fit(x[fit], y[fit])
+        if warm:
+            model.set_params(C=c)
+        else:
+            model = LogisticRegression(C=c, **options)
+        converged.append(fit_watched(model, x[fit], y[fit]))
+        iterations += int(model.n_iter_.max())
         proba = model.predict_proba(x[val])
         acc = float((model.classes_[proba.argmax(1)] == y[val]).mean() * 100)
         scores.append((acc, log_loss(y[val], proba, labels=model.classes_)))
+        # (c) keeps a copy of each fit: the model itself moves on to the next C.
+        fits.append((fit, float(c), copy.deepcopy(model) if warm else model))
     best = min(range(len(C_GRID)), key=lambda i: (-scores[i][0], scores[i][1]))
-    final = LogisticRegression(C=C_GRID[best], solver="lbfgs", max_iter=1000).fit(x, y)
-    return {"top1": float((final.predict(xt) == yt).mean() * 100), "chosen_c": float(C_GRID[best])}
+    if warm:
+        # The refit on train + val starts from the chosen C's solution, as (a)'s does: a careful user holds
+        # that solution already (train + val only adds the validation rows), and starting from zero, or from
+        # the largest C's coefficients that `model` holds now, would only throw work away.
+        final = copy.deepcopy(fits[best][2])
+    else:
+        final = LogisticRegression(C=C_GRID[best], **options)
+    converged.append(fit_watched(final, x, y))
+    iterations += int(final.n_iter_.max())
+    fits.append((slice(None), float(C_GRID[best]), final))
+    return {
+        "top1": float((final.predict(xt) == yt).mean() * 100),
+        "chosen_c": float(C_GRID[best]),
+        "converged": converged,
+        "iterations": iterations,
+        "fits": fits,
+    }
 
 
 def linear_bench() -> None:
     import numpy as np
     import torch
 
-    from probebench.probes.linear import linear_probe
+    from probebench.probes.linear import TOL, linear_probe
 
     feats, desc = cub_features() if CUB.is_dir() else synthetic_features()
     (x, y), (xt, yt) = feats["train"], feats["test"]
@@ -104,18 +179,46 @@ def linear_bench() -> None:
     t0 = time.perf_counter()
     ours, details = linear_probe(x, y, xt, yt, k)
     t_ours = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ref = sklearn_sweep(x.astype(np.float64), y, xt.astype(np.float64), yt, k, seed=0)
-    t_ref = time.perf_counter() - t0
+    sk = {}
+    for name, warm in (("b", False), ("c", True)):
+        t0 = time.perf_counter()
+        sk[name] = sklearn_sweep(x.astype(np.float64), y, xt.astype(np.float64), yt, k, seed=0, warm=warm)
+        sk[name]["seconds"] = time.perf_counter() - t0
+    ref, warm = sk["b"], sk["c"]
+    t_ref, t_warm = ref["seconds"], warm["seconds"]
+    x64 = x.astype(np.float64)
+    for r in sk.values():  # (a)'s convergence test on every scikit-learn fit, outside the timing
+        r["grads"] = [max_gradient(m, x64[rows], y[rows], c) for rows, c, m in r["fits"]]
+    iters_ours = sum(p["iterations"] for p in details["val_curve"]) + details["refit_iterations"]
     print(
         f"  (a) probebench    {t_ours:8.1f} s  test top-1 {ours['top1']:.2f}  "
         f"C={details['chosen_c']:.3g}  ({len(details['val_curve'])} grid points fitted, "
-        f"all converged: {details['all_converged']})"
+        f"all converged: {details['all_converged']})  {iters_ours:,} L-BFGS iterations"
     )
-    print(f"  (b) scikit-learn  {t_ref:8.1f} s  test top-1 {ref['top1']:.2f}  C={ref['chosen_c']:.3g}")
+    for label, r in (("(b) scikit-learn ", ref), ("(c) sklearn warm ", warm)):
+        print(
+            f"  {label} {r['seconds']:8.1f} s  test top-1 {r['top1']:.2f}  C={r['chosen_c']:.3g}  "
+            f"({len(r['fits']) - 1} grid points fitted, all converged: {all(r['converged'])})  "
+            f"{r['iterations']:,} L-BFGS iterations"
+        )
+    print(
+        f"convergence of (b) and (c) by (a)'s test (max |gradient| <= {TOL:g}), over the 45 fits + refit: "
+        + ", ".join(
+            f"({n}) {sum(g <= TOL for g in r['grads'])}/{len(r['grads'])}, largest {max(r['grads']):.2g}"
+            for n, r in sk.items()
+        )
+    )
     print(f"top-1 difference (a) - (b): {ours['top1'] - ref['top1']:+.2f} points   (target within 0.5)")
+    print(f"top-1 difference (a) - (c): {ours['top1'] - warm['top1']:+.2f} points   (target within 0.5)")
+    print(f"top-1 difference (b) - (c): {ref['top1'] - warm['top1']:+.2f} points")
     print(f"speed-up (b)/(a): {t_ref / t_ours:.1f}x   (target >= 10)")
+    print(f"speed-up (c)/(a): {t_warm / t_ours:.1f}x   (no target: (a) against scikit-learn warm-started)")
+    print(f"speed-up (b)/(c): {t_ref / t_warm:.1f}x   (what warm starts alone give scikit-learn)")
     print(f"same C chosen: {details['chosen_c'] == ref['chosen_c']}")
+    print(
+        f"same C chosen (a) and (c): {details['chosen_c'] == warm['chosen_c']}, "
+        f"(b) and (c): {ref['chosen_c'] == warm['chosen_c']}"
+    )
 
 
 def knn_dataset(n_train: int, n_test: int, home: str):
