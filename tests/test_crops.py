@@ -1,0 +1,68 @@
+"""Keypoint-centred part crops: the authors' d/2 side (and the paper's d), the distance filter, visibility and
+per-person rules, and a crop that keeps its keypoint at the centre through the encoder's resize."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SHARED_DATA
+from PIL import Image
+
+from probebench.data.crops import keypoint_crops
+from probebench.geometry import Framing
+
+
+def test_side_is_half_the_nearest_distance_as_the_code_crops_it():
+    kps = [[100, 100, 1, 0], [100, 220, 1, 1], [180, 100, 1, 2], [400, 400, 0, 3]]  # the last is not visible
+    code = {c.part: c for c in keypoint_crops(kps, [0, 1, 2, 3])}
+    assert set(code) == {0, 1, 2}
+    assert code[0].box == (80, 80, 120, 120)  # d = 80 (to part 2): half = round(80 / 4) = 20
+    assert code[1].box == (70, 190, 130, 250)  # d = 120 (to part 0): half 30
+    text = {c.part: c for c in keypoint_crops(kps, [0, 1, 2], side="text")}
+    assert text[0].box == (60, 60, 140, 140)  # the paper's d x d
+    near = [[10, 10, 1, 0], [40, 10, 1, 1]]  # d = 30: d / 2 = 15 is not above 20, so no crop
+    assert keypoint_crops(near, [0, 1]) == []
+    assert keypoint_crops(kps, [0]) == [], "a lone target keypoint has no distance to take"
+
+
+def test_coco_rules_per_person_and_visibility_two():
+    kps = [
+        [50, 50, 2, 0, 0],
+        [150, 50, 2, 10, 0],  # person 0: two visible targets
+        [300, 300, 2, 0, 1],
+        [380, 300, 1, 15, 1],  # person 1: the second is labelled but not visible
+    ]
+    crops = keypoint_crops(kps, [0, 10, 15], min_visibility=2)
+    assert {(c.group, c.part) for c in crops} == {(0, 0), (0, 10)}
+
+
+@pytest.mark.parametrize("where", [(60, 45), (5, 90)])
+def test_the_keypoint_is_at_the_centre_of_the_resized_crop(where):
+    """Draw a dot at the keypoint, crop (PIL fills outside the image with black) and resize as an encoder
+    does: the dot lands on the centre of the 224 px input."""
+    x, y = where
+    arr = np.zeros((120, 160, 3), np.uint8)
+    arr[y - 1 : y + 2, x - 1 : x + 2] = 255
+    (crop,) = [c for c in keypoint_crops([[x, y, 1, 0], [x + 60, y, 1, 1]], [0, 1]) if c.part == 0]
+    patch = Image.fromarray(arr).crop(crop.box)
+    tensor, _ = Framing("resize", 224, 1.0, "bicubic", (0, 0, 0), (1, 1, 1), 16)(patch)
+    iy, ix = np.unravel_index(np.argmax(tensor.mean(0).numpy()), (224, 224))
+    assert abs(ix - 112) <= 6 and abs(iy - 112) <= 6
+
+
+def test_crops_on_real_coco_keypoints():
+    folder = SHARED_DATA / "keypoint-fixtures" / "coco"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent (the real COCO keypoint fixtures)")
+    from probebench.data.formats.coco import read_coco
+
+    ds = read_coco(folder, "kp", {"test": "test_coco.json"})
+    targets = [0, 10, 15]  # nose, right_wrist, left_ankle: the protocol's 1-based ids 1, 11, 16
+    crops = [
+        (s, c) for s in ds.samples for c in keypoint_crops(s.ann["keypoints"], targets, min_visibility=2)
+    ]
+    assert crops, "the fixtures hold people with at least two visible target keypoints"
+    for sample, crop in crops:
+        w, h = Image.open(ds.root / sample.path).size
+        assert 0 <= crop.centre[0] < w and 0 <= crop.centre[1] < h
+        assert crop.box[2] - crop.box[0] > 20 and crop.part in targets
