@@ -188,11 +188,14 @@ def extract(
     req: Request = Request(),
     opts: Options = Options(),
     encoder: Encoder | None = None,
+    store: FeatureStore | None = None,
 ) -> Result:
-    """Fill the cache for (spec, dataset, req); return the store. Completed shards are never recomputed."""
+    """Fill the cache for (spec, dataset, req); return the store. Completed shards are never recomputed.
+    `store`: fill this entry's missing shards (a wider entry that served the request, after a corrupt shard
+    was forgotten) instead of looking the entry up by key."""
     t0 = time.perf_counter()
     device, precision, amp_dtype = device_and_precision(opts)
-    store = store_for(spec, dataset, req, opts, precision)
+    store = store if store is not None else store_for(spec, dataset, req, opts, precision)
     missing = store.missing_shards()
     if not missing:
         skipped = store.manifest.get("skipped", [])
@@ -201,10 +204,29 @@ def extract(
         )
 
     encoder = encoder if encoder is not None else build(spec)
+    if (
+        "layers" in store.manifest
+    ):  # refilling an existing entry: its own layers and tokens, not the request's
+        key_parts = json.loads((store.root / "key.json").read_text())
+        req = Request(
+            layers=tuple(key_parts["layers"]),
+            tokens=tuple(key_parts["tokens"]),
+            norm=req.norm,
+            patch_dtype=req.patch_dtype,
+            geometry=req.geometry,
+            max_side=req.max_side,
+        )
     layers = encoder.resolve_layers(list(req.layers))
     token_arrays = [f"patches.L{layer}" for layer in layers if "patches" in req.tokens]
     token_arrays += ["keys"] if "keys" in req.tokens else []
-    store.set_meta(layers=layers, encoder=encoder.describe(), token_arrays=token_arrays)
+    strides = {f"patches.L{layer}": encoder.stride(layer) for layer in layers}
+    strides["keys"] = encoder.patch_size
+    store.set_meta(
+        layers=layers,
+        encoder=encoder.describe(),
+        token_arrays=token_arrays,
+        token_strides={name: strides[name] for name in token_arrays},
+    )
     run = Backoff(_forward_fn(encoder, layers, req, device, amp_dtype), opts.batch_size)
     rows = [r for s in missing for r in store.shard_rows(s)]
     shards = _ShardWriter(store, dataset, opts.strict)

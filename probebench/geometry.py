@@ -10,7 +10,10 @@ Two framings (recorded in the cache key):
 A `Geometry` records, per image, every number of that journey:
 
     image (width x height) --scale--> resized (resized_w x resized_h) --crop at (left, top) or pad-->
-    input (input_w x input_h) --/ stride--> token grid (grid_w x grid_h)
+    input (input_w x input_h) --/ cell--> token grid (grid_w x grid_h)
+
+where `cell` is the input pixels per grid cell (the patch size; a CNN stage's total stride, whose map is
+ceil(input / stride) cells when the input is not a multiple of it).
 
 and maps points, boxes and masks both ways. Pixel coordinates are continuous with (0, 0) the top-left corner
 of the top-left pixel, so pixel (i, j) has its centre at (i + 0.5, j + 0.5); boxes are [x0, y0, x1, y1) in
@@ -44,8 +47,9 @@ class Geometry:
     top: int
     input_w: int  # what the network saw: the crop, or the padded image
     input_h: int
-    grid_w: int  # tokens per row and column of the last probed layer's grid
+    grid_w: int  # tokens per row and column of the grid
     grid_h: int
+    cell: int  # input pixels per grid cell (patch size, or a CNN stage's total stride)
 
     # -- storage: one int64 row per image in the cache ------------------------------------------------
     @classmethod
@@ -59,9 +63,9 @@ class Geometry:
     def from_row(cls, row: np.ndarray) -> Geometry:
         return cls(*(int(v) for v in row))
 
-    def with_grid(self, grid_h: int, grid_w: int) -> Geometry:
+    def with_grid(self, grid_h: int, grid_w: int, cell: int) -> Geometry:
         """The same framing seen through another grid (CNN stages have their own strides)."""
-        return Geometry(*astuple(self)[:8], grid_w, grid_h)
+        return Geometry(*astuple(self)[:8], grid_w, grid_h, cell)
 
     # -- scales -----------------------------------------------------------------------------------------
     @property
@@ -72,7 +76,7 @@ class Geometry:
     @property
     def stride(self) -> tuple[float, float]:
         """Input pixels per grid cell, (x, y)."""
-        return self.input_w / self.grid_w, self.input_h / self.grid_h
+        return float(self.cell), float(self.cell)
 
     # -- points -----------------------------------------------------------------------------------------
     def image_to_grid(self, xy: np.ndarray) -> np.ndarray:
@@ -207,8 +211,8 @@ class Framing:
         x = T.functional.normalize(T.functional.to_dtype(x, torch.float32, scale=True), self.mean, self.std)
         if self.mode == "native" and (in_w, in_h) != (rw, rh):
             x = F.pad(x, (0, in_w - rw, 0, in_h - rh))  # zeros after normalising, as LOST and TokenCut pad
-        grid = (in_w // self.multiple, in_h // self.multiple)
-        return x, Geometry(width, height, rw, rh, left, top, in_w, in_h, *grid)
+        grid = (-(-in_w // self.multiple), -(-in_h // self.multiple))  # a partial cell still gives a token
+        return x, Geometry(width, height, rw, rh, left, top, in_w, in_h, *grid, self.multiple)
 
 
 def _shorter_side_to(width: int, height: int, size: int) -> tuple[int, int]:

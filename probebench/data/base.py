@@ -60,6 +60,25 @@ class ImageDataset:
             h.update(json.dumps([s.path, size, mtime, s.label, s.split]).encode())
         return h.hexdigest()
 
+    def annotation_fingerprint(self) -> str:
+        """sha256 over every sample's annotations (with the size and mtime of mask files they name) and the
+        dataset-level annotation settings (mask classes, merge map, ignore index): a changed mask or box
+        re-runs the tasks that read it. Not part of the feature cache key: features do not depend on it."""
+        h = hashlib.sha256()
+        for s in self.samples:
+            stats = []
+            for key in ("mask", "object_mask"):
+                if key in s.ann:
+                    try:
+                        st = (self.root / s.ann[key]).stat()
+                        stats.append([st.st_size, st.st_mtime_ns])
+                    except OSError:
+                        stats.append(None)
+            h.update(json.dumps([s.ann, stats], sort_keys=True, default=str).encode())
+        settings = {k: self.extra.get(k) for k in ("mask_classes", "merge", "ignore_index", "part_of")}
+        h.update(json.dumps([self.classes, settings], sort_keys=True, default=str).encode())
+        return h.hexdigest()
+
     def describe(self) -> dict:
         return {
             "name": self.name,

@@ -23,7 +23,7 @@ def read_rgb(path: str) -> Image.Image:
 
 
 class ImageRows(torch.utils.data.Dataset):
-    """Rows `indices` of a dataset -> (input (3, H, W), row index, ok, geometry (10,) int64).
+    """Rows `indices` of a dataset -> (input (3, H, W), row index, ok, geometry (11,) int64).
 
     In `resize` framing every input has the same size; in `native` framing sizes differ, so batches are lists
     (see `collate_rows`) and the extractor groups equal sizes.
@@ -44,14 +44,13 @@ class ImageRows(torch.utils.data.Dataset):
         except (OSError, ValueError, SyntaxError):  # PIL's errors for truncated, missing and non-image files
             f = self.framing
             side = f.input_size if f.mode == "resize" else f.multiple
-            placeholder = Geometry(
-                side, side, side, side, 0, 0, side, side, side // f.multiple, side // f.multiple
-            )
+            cells = -(-side // f.multiple)
+            placeholder = Geometry(side, side, side, side, 0, 0, side, side, cells, cells, f.multiple)
             return torch.zeros(3, side, side), self.indices[i], False, placeholder.to_row()
 
 
 def collate_rows(batch: list) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, np.ndarray]:
-    """Inputs as a list (sizes may differ), rows (B,), ok (B,) bool, geometries (B, 10)."""
+    """Inputs as a list (sizes may differ), rows (B,), ok (B,) bool, geometries (B, 11)."""
     images, rows, ok, geometry = zip(*batch, strict=True)
     return list(images), torch.tensor(rows), torch.tensor(ok), np.stack(geometry)
 

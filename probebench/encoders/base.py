@@ -102,6 +102,10 @@ class Encoder(ABC):
     def feature_dim(self, layer: int) -> int:
         """Channel count C of the tokens at `layer`."""
 
+    def stride(self, layer: int) -> int:
+        """Input pixels per cell of `layer`'s grid: the patch size for transformers, a stage's reduction."""
+        return self.patch_size
+
     @property
     def has_keys(self) -> bool:
         return False

@@ -164,6 +164,9 @@ class TimmCNN(Encoder):
     def feature_dim(self, layer: int) -> int:
         return int(self.model.num_features if layer == len(self._info) else self._info[layer]["num_chs"])
 
+    def stride(self, layer: int) -> int:
+        return int(self._info[min(layer, len(self._info) - 1)]["reduction"])
+
     @property
     def final_norm(self) -> str:
         return "none (the last layer is the classifier's input map: conv head + BN + activation)"

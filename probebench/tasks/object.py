@@ -23,7 +23,7 @@ class KnnProbe(Probe):
     reads_feature = True
 
     def defaults(self) -> dict:
-        return {"ks": list(knn.DEFAULT_KS), "temperature": knn.TEMPERATURE, "similarity": "cosine"}
+        return {"ks": list(knn.DEFAULT_KS), "temperature": knn.TEMPERATURE}
 
     def check(self, knobs: dict) -> None:
         if not knobs["ks"] or any(not isinstance(k, int) or k < 1 for k in knobs["ks"]):
@@ -50,7 +50,7 @@ class KnnProbe(Probe):
             ctx.knobs["temperature"],
             seed=ctx.seed,
         )
-        return Evaluation(metrics, {"probe": "knn", "n_train": len(train.rows)})
+        return Evaluation(metrics, {"probe": "knn", "similarity": "cosine", "n_train": len(train.rows)})
 
 
 @register_probe
