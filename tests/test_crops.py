@@ -66,3 +66,28 @@ def test_crops_on_real_coco_keypoints():
         w, h = Image.open(ds.root / sample.path).size
         assert 0 <= crop.centre[0] < w and 0 <= crop.centre[1] < h
         assert crop.box[2] - crop.box[0] > 20 and crop.part in targets
+
+
+def test_a_crop_view_is_a_dataset_the_loader_crops_and_the_cache_keys(tmp_path):
+    from probebench.data.base import ImageDataset, Sample
+    from probebench.data.crops import crop_view
+    from probebench.data.loader import ImageRows, read_rgb
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    kps = [[40, 50, 1, 0], [120, 50, 1, 1], [40, 110, 1, 2]]
+    source = ImageDataset("birds", tmp_path, ["bird"], [Sample("a.png", 0, "test", {"keypoints": kps})])
+    view = crop_view(source, [0, 1], ["eye", "tail"])
+    assert view.name == "birds_parts" and view.classes == ["eye", "tail"]
+    assert [(s.label, s.ann["crop"]) for s in view.samples] == [
+        (0, [20, 30, 60, 70]),
+        (1, [100, 30, 140, 70]),
+    ]
+    framing = Framing("resize", 32, 1.0, "bilinear", (0, 0, 0), (1, 1, 1), 16)
+    x, row, ok, _ = ImageRows(view, [1], framing)[0]
+    expect, _ = framing(read_rgb(str(tmp_path / "a.png")).crop((100, 30, 140, 70)))
+    assert ok and row == 1 and np.array_equal(x.numpy(), expect.numpy())
+    assert view.fingerprint() != crop_view(source, [0, 1], ["eye", "tail"], side="text").fingerprint()
+    assert (
+        source.fingerprint() == ImageDataset("birds", tmp_path, ["bird"], list(source.samples)).fingerprint()
+    )

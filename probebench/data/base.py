@@ -20,7 +20,7 @@ class Sample:
     format annotates, in pixels of the image as stored: `boxes` [[x0, y0, x1, y1, class], ...] (0-based, x1/y1
     exclusive), `keypoints` [[x, y, visibility, part], ...], `mask` (a label-map file relative to the root,
     values indexing the dataset's `extra["mask_classes"]`), `object_mask`, `segmentation` (COCO polygons/RLE),
-    `size` [width, height]."""
+    `size` [width, height], and for views `crop` [x0, y0, x1, y1]: the region of the file the sample is."""
 
     path: str  # relative to the dataset root
     label: int
@@ -49,7 +49,7 @@ class ImageDataset:
         return sorted({s.split for s in self.samples})
 
     def fingerprint(self) -> str:
-        """sha256 over (path, size, mtime_ns, label, split) of every sample, in order."""
+        """sha256 over (path, size, mtime_ns, label, split[, crop]) of every sample, in order."""
         h = hashlib.sha256()
         for s in self.samples:
             try:
@@ -57,7 +57,9 @@ class ImageDataset:
                 size, mtime = st.st_size, st.st_mtime_ns
             except OSError:
                 size, mtime = -1, -1  # unreadable files are fingerprinted as such and reported at extraction
-            h.update(json.dumps([s.path, size, mtime, s.label, s.split]).encode())
+            # A view's region of the file (part crops) is part of what the encoder sees.
+            region = [s.ann["crop"]] if "crop" in s.ann else []
+            h.update(json.dumps([s.path, size, mtime, s.label, s.split, *region]).encode())
         return h.hexdigest()
 
     def annotation_fingerprint(self) -> str:

@@ -10,9 +10,11 @@ stays at the crop's centre.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+from probebench.data.base import ImageDataset, Sample
 
 SIDES = ("code", "text")
 
@@ -60,3 +62,44 @@ def keypoint_crops(
             box = (int(round(x)) - half, int(round(y)) - half, int(round(x)) + half, int(round(y)) + half)
             out.append(PartCrop(box, part, (x, y), group))
     return out
+
+
+def crop_view(
+    dataset: ImageDataset,
+    targets: list[int],
+    part_names: list[str],
+    *,
+    side: str = "code",
+    min_visibility: int = 1,
+    min_per_group: int = 2,
+) -> ImageDataset:
+    """A dataset of part crops: one sample per kept target keypoint of every image of `dataset`, labelled by
+    its position in `targets` (class names `part_names`), in the source image's split, with the crop box in
+    `ann["crop"]` (the loader crops it; the fingerprint covers it, so the crops are cached like any dataset).
+    """
+    if len(part_names) != len(targets):
+        raise ValueError("one part name per target keypoint")
+    samples = []
+    for row, sample in enumerate(dataset.samples):
+        for crop in keypoint_crops(
+            sample.ann.get("keypoints", []),
+            targets,
+            side=side,
+            min_visibility=min_visibility,
+            min_per_group=min_per_group,
+        ):
+            ann = {
+                "crop": list(crop.box),
+                "centre": list(crop.centre),
+                "source_row": row,
+                "group": crop.group,
+            }
+            samples.append(Sample(sample.path, targets.index(crop.part), sample.split, ann))
+    return replace(
+        dataset,
+        name=f"{dataset.name}_parts",
+        classes=list(part_names),
+        samples=samples,
+        description=f"keypoint-centred part crops ({side} side) of {dataset.name}",
+        extra={"source": dataset.name, "targets": list(targets), "side": side},
+    )

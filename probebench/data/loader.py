@@ -31,6 +31,7 @@ class ImageRows(torch.utils.data.Dataset):
 
     def __init__(self, dataset: ImageDataset, indices: Sequence[int], framing: Framing) -> None:
         self.paths = [str(dataset.root / dataset.samples[i].path) for i in indices]
+        self.crops = [dataset.samples[i].ann.get("crop") for i in indices]  # views: a region of the file
         self.indices = list(indices)
         self.framing = framing
 
@@ -39,7 +40,10 @@ class ImageRows(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool, np.ndarray]:
         try:
-            image, geometry = self.framing(read_rgb(self.paths[i]))
+            image = read_rgb(self.paths[i])
+            if self.crops[i] is not None:
+                image = image.crop(tuple(self.crops[i]))  # outside the image is black, as PIL pads it
+            image, geometry = self.framing(image)
             return image, self.indices[i], True, geometry.to_row()
         except (OSError, ValueError, SyntaxError):  # PIL's errors for truncated, missing and non-image files
             f = self.framing
