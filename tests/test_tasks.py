@@ -86,11 +86,23 @@ def runs_dir():
     return results_dir() / "runs"
 
 
-def test_toy_dense_task_goes_through_pipeline_record_and_leaderboard(registry, tmp_path, monkeypatch, capsys):
+def run_with_tasks(monkeypatch, capsys, tmp_path, text: str, *args: str):
+    """`probebench run ARGS --tasks FILE` with FILE holding `text`: (code, out, err, FILE)."""
     tasks = tmp_path / "tasks.yaml"
-    tasks.write_text("toy_parts: {probe: toy_dense, dataset: embedded, groups: [toy]}\n")
-    code, out, err = call(
-        monkeypatch, capsys, "run", "-e", "tiny_vit", "--task", "toy", "--tasks", str(tasks), "--workers", "0"
+    tasks.write_text(text)
+    return (*call(monkeypatch, capsys, "run", *args, "--tasks", str(tasks), "--workers", "0"), tasks)
+
+
+def test_toy_dense_task_goes_through_pipeline_record_and_leaderboard(registry, tmp_path, monkeypatch, capsys):
+    code, out, err, tasks = run_with_tasks(
+        monkeypatch,
+        capsys,
+        tmp_path,
+        "toy_parts: {probe: toy_dense, dataset: embedded, groups: [toy]}\n",
+        "-e",
+        "tiny_vit",
+        "--task",
+        "toy",
     )
     assert code == 0, err
     assert "done     tiny_vit x embedded x toy_parts: miou=" in out
@@ -117,10 +129,15 @@ def test_toy_dense_task_goes_through_pipeline_record_and_leaderboard(registry, t
 
 
 def test_a_user_task_entry_sets_knobs_and_its_result_says_so(registry, tmp_path, monkeypatch, capsys):
-    tasks = tmp_path / "tasks.yaml"
-    tasks.write_text("knn5: {probe: knn, dataset: embedded, knobs: {ks: [5]}}\n")
-    code, out, err = call(
-        monkeypatch, capsys, "run", "-e", "lite0", "-t", "knn5", "--tasks", str(tasks), "--workers", "0"
+    code, out, err, _ = run_with_tasks(
+        monkeypatch,
+        capsys,
+        tmp_path,
+        "knn5: {probe: knn, dataset: embedded, knobs: {ks: [5]}}\n",
+        "-e",
+        "lite0",
+        "-t",
+        "knn5",
     )
     assert code == 0, err
     assert "knn5: top1_k5=" in out, "the primary metric follows the task's knobs"
@@ -334,48 +351,41 @@ def test_native_extraction_keeps_each_images_grid_without_padding(tmp_path):
     )
 
 
+def class_folders(root, classes: list[str], per_class: int = 1) -> None:
+    """root/{train,test}/<class>/<i>.png: small images whose colour depends on the class and the index."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (40, 40), (i * 90, len(c) * 40, 0)).save(root / split / c / f"{i}.png")
+
+
 def test_train_and_test_on_datasets_with_other_classes_is_one_line(registry, tmp_path, monkeypatch, capsys):
     (tmp_path / "ds.yaml").write_text(
         f"pets: {{format: image_folder, root: {tmp_path / 'pets'}}}\n"
         f"cars: {{format: image_folder, root: {tmp_path / 'cars'}}}\n"
     )
-    from PIL import Image
-
-    for name, classes in (("pets", ["cat", "dog"]), ("cars", ["dog", "van"])):
-        for split in ("train", "test"):
-            for c in classes:
-                (tmp_path / name / split / c).mkdir(parents=True)
-                Image.new("RGB", (32, 32), (len(c) * 40, 0, 0)).save(tmp_path / name / split / c / "a.png")
-    tasks = tmp_path / "tasks.yaml"
-    tasks.write_text("cross: {probe: knn, datasets: {train: pets, test: cars}, knobs: {ks: [1]}}\n")
-    code, out, err = call(
+    class_folders(tmp_path / "pets", ["cat", "dog"])
+    class_folders(tmp_path / "cars", ["dog", "van"])
+    code, out, err, _ = run_with_tasks(
         monkeypatch,
         capsys,
-        "run",
+        tmp_path,
+        "cross: {probe: knn, datasets: {train: pets, test: cars}, knobs: {ks: [1]}}\n",
         "-e",
         "lite0",
         "-t",
         "cross",
-        "--tasks",
-        str(tasks),
         "--datasets",
         str(tmp_path / "ds.yaml"),
-        "--workers",
-        "0",
     )
     assert code == 2 and "different class lists" in err and err.count("\n") == 1
 
 
 def test_dataset_given_as_a_folder_path_names_the_records(registry, tmp_path, monkeypatch, capsys):
-    from PIL import Image
-
-    for split in ("train", "test"):
-        for c in ("a", "b"):
-            (tmp_path / "my_folder" / split / c).mkdir(parents=True)
-            for i in range(2):
-                Image.new("RGB", (40, 40), (i * 90, len(c) * 70, 0)).save(
-                    tmp_path / "my_folder" / split / c / f"{i}.png"
-                )
+    class_folders(tmp_path / "my_folder", ["a", "b"], per_class=2)
     code, out, err = call(
         monkeypatch,
         capsys,
