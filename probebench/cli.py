@@ -145,10 +145,11 @@ def validate(
 
         typer.echo(f"ok: {len(load_datasets(datasets))} datasets")
     if tasks is not None:
+        from probebench.registry import read_config
         from probebench.tasks.spec import parse_tasks, user_tasks_path
 
         path_ = user_tasks_path(tasks)
-        typer.echo(f"ok: {len(parse_tasks(path_.read_text(), str(path_)))} tasks")
+        typer.echo(f"ok: {len(parse_tasks(read_config(path_), str(path_)))} tasks")
 
 
 def _options(batch_size: int, workers: int | None, device: str | None, strict: bool):

@@ -206,6 +206,14 @@ def parse_entries(
     return entries
 
 
+def read_config(path: Path) -> str:
+    """A config file's text (registry, datasets, tasks); a file that is not UTF-8 text is one line."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (not UTF-8); give a YAML file") from None
+
+
 def parse_registry(text: str, origin: str = "encoders.yaml") -> dict[str, EncoderEntry]:
     """Parse and validate registry text. Raises UserError with one line for the first bad entry."""
     return parse_entries(text, origin, EncoderEntry)
@@ -215,7 +223,7 @@ def load_registry(path: Path | str | None = None) -> dict[str, EncoderEntry]:
     path = Path(path) if path else default_registry_path()
     if not path.is_file():
         raise UserError(f"registry file {path} not found; pass --registry PATH or set PROBEBENCH_REGISTRY")
-    return parse_registry(path.read_text(), origin=str(path))
+    return parse_registry(read_config(path), origin=str(path))
 
 
 def get_entry(registry: dict[str, EncoderEntry], name: str) -> EncoderEntry:

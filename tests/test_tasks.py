@@ -181,6 +181,10 @@ def test_bad_tasks_file_is_one_line_and_exit_2_and_shipped_names_are_reserved(
     clash.write_text("knn: {probe: knn, dataset: embedded}\n")
     code, out, err = call(monkeypatch, capsys, "run", "-e", "lite0", "-t", "knn", "--tasks", str(clash))
     assert code == 2 and "'knn' is a shipped task" in err
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\x00\x01\xff\xfe")
+    code, out, err = call(monkeypatch, capsys, "run", "-e", "lite0", "-t", "knn", "--tasks", str(binary))
+    assert code == 2 and "not a text file" in err and "Traceback" not in err
     good = tmp_path / "good.yaml"
     good.write_text("k5: {probe: knn, dataset: embedded, knobs: {ks: [5]}}\n")
     code, out, err = call(monkeypatch, capsys, "validate", "--tasks", str(good))

@@ -20,7 +20,7 @@ from probebench.data.formats import FORMATS, read_dataset
 from probebench.errors import UserError
 from probebench.paths import data_root as find_data_root
 from probebench.paths import user_file
-from probebench.registry import NAME_RE, parse_entries
+from probebench.registry import NAME_RE, parse_entries, read_config
 
 _OPTIONS = sorted({o for f in FORMATS.values() for o in f.options})
 
@@ -68,7 +68,7 @@ def config_path(explicit: Path | None = None) -> Path | None:
 
 def load_datasets(path: Path | None = None) -> dict[str, DatasetEntry]:
     path = config_path(path)
-    return parse_datasets(path.read_text(), str(path)) if path else {}
+    return parse_datasets(read_config(path), str(path)) if path else {}
 
 
 def resolve_root(entry: DatasetEntry, config_dir: Path, data_root: Path | None = None) -> Path:

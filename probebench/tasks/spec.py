@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from probebench.errors import UserError
 from probebench.paths import user_file
-from probebench.registry import NAME_RE, parse_entries
+from probebench.registry import NAME_RE, parse_entries, read_config
 from probebench.tasks.base import PROBES, Metric, Needs, Probe, get_probe, suggest
 
 SHIPPED = "shipped"
@@ -152,7 +152,7 @@ def load_tasks(path: Path | None = None) -> dict[str, Task]:
     tasks = parse_tasks(shipped_text, "probebench/tasks/tasks.yaml", SHIPPED)
     user = user_tasks_path(path)
     if user is not None:
-        for name, task in parse_tasks(user.read_text(), str(user)).items():
+        for name, task in parse_tasks(read_config(user), str(user)).items():
             if name in tasks:
                 raise UserError(f"{user}: task {name!r} is a shipped task; give yours another name")
             tasks[name] = task
