@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,11 +179,23 @@ def config_hash(
 
 
 # -- step 2: features -----------------------------------------------------------------------------------
-def ensure_features(
+def open_stores(
     spec: Spec, plan: Plan, datasets: dict[str, ImageDataset], opts: Options
+) -> dict[tuple[str, str], FeatureStore]:
+    """The cache entry of every planned request (keying fingerprints each dataset's files: done once)."""
+    _, precision, _ = device_and_precision(opts)
+    return {k: store_for(spec, datasets[k[0]], r, opts, precision) for k, r in plan.requests.items()}
+
+
+def ensure_features(
+    spec: Spec,
+    plan: Plan,
+    stores: dict[tuple[str, str], FeatureStore],
+    datasets: dict[str, ImageDataset],
+    opts: Options,
 ) -> dict[tuple[str, str], Result]:
-    """Extract (or find in the cache) every planned request; complete entries build no model."""
-    return {key: extract(spec, datasets[key[0]], req, opts) for key, req in plan.requests.items()}
+    """Fill every planned entry (complete entries return at once and build no model)."""
+    return {k: extract(spec, datasets[k[0]], r, opts, store=stores[k]) for k, r in plan.requests.items()}
 
 
 # -- step 3: evaluate -----------------------------------------------------------------------------------
@@ -216,15 +229,17 @@ def evaluate_with_retry(
     spec: Spec,
     plan: Plan,
     target: Target,
-    make_context,
+    make_context: Callable[[], Context],
     results: dict[tuple[str, str], Result],
     datasets: dict[str, ImageDataset],
     opts: Options,
-) -> Evaluation:
-    """Evaluate once; a shard that fails its checksum is forgotten, recomputed, and the evaluation re-run."""
+) -> tuple[Evaluation, Context]:
+    """Evaluate once; a shard that fails its checksum is forgotten, recomputed, and the evaluation re-run on
+    a context made anew. Returns the evaluation and the context it ran on."""
     for attempt in range(2):
+        ctx = make_context()
         try:
-            return target.task.probe.evaluate(make_context())
+            return target.task.probe.evaluate(ctx), ctx
         except CorruptShard as exc:
             if attempt:
                 raise
@@ -254,6 +269,7 @@ def build_record(
     evaluation: Evaluation,
     results: dict[tuple[str, str], Result],
     ctx: Context,
+    described: dict[str, dict],
     chash: str,
     timings: dict,
     device,
@@ -267,7 +283,7 @@ def build_record(
     for role, (_, split) in task.bindings.items():
         res = results[target.feeds[role]]
         roles[role] = RoleInfo(
-            dataset=ctx.roles[role].dataset.describe(),
+            dataset=described[ctx.roles[role].dataset.name],
             split=split,
             n_images=len(ctx.roles[role].rows),
             skipped_images=len(res.skipped),
@@ -352,20 +368,22 @@ def run_one(
     git_commit()  # pin the commit now: the code that runs is the code imported when the run starts
     loaded = preloaded or _load_datasets(tasks, dataset, datasets, data_root)
     plan = plan_run(spec.entry, tasks, layers, results_root)
-    device, precision, _ = device_and_precision(opts)
+    device, _, _ = device_and_precision(opts)
     asked_feature = feature or "default"
 
+    stores = open_stores(spec, plan, loaded, opts)
+    notes = {name: ds.annotation_fingerprint() for name, ds in loaded.items()}
     if not force:
-        done = _all_finished(spec, plan, loaded, opts, precision, asked_feature, seed)
+        done = _all_finished(spec, plan, stores, notes, asked_feature, seed)
         if done is not None:
             return done
     t0 = time.perf_counter()
-    results = ensure_features(spec, plan, loaded, opts)
+    results = ensure_features(spec, plan, stores, loaded, opts)
     t_extract = time.perf_counter() - t0
     info = next(iter(results.values())).store.manifest["encoder"]
     chosen = feature or default_feature(spec.entry, info["num_prefix_tokens"])
     keys = {k: feature_identity(r.store) for k, r in results.items()}
-    notes = {name: ds.annotation_fingerprint() for name, ds in loaded.items()}
+    described = {name: ds.describe() for name, ds in loaded.items()}
     outcomes = []
     for target in [t for x in plan.targets for t in _expand(x, info["num_blocks"])]:
         at = _absolute(target.layers, info["num_blocks"])
@@ -374,13 +392,15 @@ def run_one(
             outcomes.append(_skipped(spec, target))
             continue
         t1 = time.perf_counter()
-        contexts: list[Context] = []
-
-        def make_context(target=target, at=at, made=contexts) -> Context:
-            made.append(_context(target, at, results, loaded, chosen, seed, device))
-            return made[-1]
-
-        evaluation = evaluate_with_retry(spec, plan, target, make_context, results, loaded, opts)
+        evaluation, ctx = evaluate_with_retry(
+            spec,
+            plan,
+            target,
+            lambda target=target, at=at: _context(target, at, results, loaded, chosen, seed, device),
+            results,
+            loaded,
+            opts,
+        )
         timings = {
             "extract_s": round(t_extract, 3),
             "evaluate_s": round(time.perf_counter() - t1, 3),
@@ -388,7 +408,7 @@ def run_one(
             "images_per_s": next((r.images_per_s for r in results.values() if r.images_per_s), None),
         }
         record = build_record(
-            spec, target, at, chosen, seed, evaluation, results, contexts[-1], chash, timings, device
+            spec, target, at, chosen, seed, evaluation, results, ctx, described, chash, timings, device
         )
         write_record(target.path, record, evaluation.outputs)
         outcomes.append(_outcome(spec, target, "done", record.metrics))
@@ -398,16 +418,14 @@ def run_one(
 def _all_finished(
     spec: Spec,
     plan: Plan,
-    loaded: dict[str, ImageDataset],
-    opts: Options,
-    precision: str,
+    stores: dict[tuple[str, str], FeatureStore],
+    notes: dict[str, str],
     feature: str,
     seed: int,
 ) -> list[Outcome] | None:
     """The skipped outcomes when every planned record is already finished, else None; nothing is extracted
     and no model is built. Sweeps and negative layers need the block count, known once any planned cache
     entry has been started; the last block and non-negative layers do not."""
-    stores = {k: store_for(spec, loaded[k[0]], r, opts, precision) for k, r in plan.requests.items()}
     num_blocks = next(
         (s.manifest["encoder"]["num_blocks"] for s in stores.values() if "encoder" in s.manifest), None
     )
@@ -417,7 +435,6 @@ def _all_finished(
     if num_blocks is None and relative:
         return None
     keys = {k: feature_identity(s) for k, s in stores.items()}
-    notes = {name: ds.annotation_fingerprint() for name, ds in loaded.items()}
     checks = [
         (t, config_hash(t, _absolute(t.layers, num_blocks or 0), feature, seed, _role_keys(t, keys), notes))
         for target in plan.targets
