@@ -205,12 +205,16 @@ class FeatureStore:
         return out
 
     # -- token grids ---------------------------------------------------------------------------------------
-    def _grid_slices(self, name: str, shard: int) -> tuple[np.ndarray, np.ndarray]:
-        """(h, w) per row (n, 2) of token array `name` in `shard`, and each row's first token (n + 1,)."""
+    def _grid_column(self, name: str) -> int:
+        """Where token array `name`'s (h, w) sits in the `grids` arrays."""
         order = self.manifest.get("token_arrays", [])
         if name not in order:
             raise KeyError(f"{self.root} has no token array {name!r} (has {order})")
-        hw = np.asarray(self._shard_array("grids", shard, True)[:, order.index(name)], dtype=np.int64)
+        return order.index(name)
+
+    def _grid_slices(self, name: str, shard: int) -> tuple[np.ndarray, np.ndarray]:
+        """(h, w) per row (n, 2) of token array `name` in `shard`, and each row's first token (n + 1,)."""
+        hw = np.asarray(self._shard_array("grids", shard, True)[:, self._grid_column(name)], dtype=np.int64)
         return hw, np.concatenate([[0], np.cumsum(hw[:, 0] * hw[:, 1])])
 
     def load_grids(self, name: str, rows: np.ndarray | list[int]) -> list[np.ndarray]:
@@ -272,15 +276,9 @@ class FeatureStore:
             cell = int(self.manifest["token_strides"][name])
             out = [
                 g.with_grid(int(h), int(w), cell)
-                for g, (h, w) in zip(out, self._grids_of(name, rows), strict=True)
+                for g, (h, w) in zip(out, self.load("grids", rows)[:, self._grid_column(name)], strict=True)
             ]
         return out
-
-    def _grids_of(self, name: str, rows: np.ndarray) -> np.ndarray:
-        order = self.manifest.get("token_arrays", [])
-        if name not in order:
-            raise KeyError(f"{self.root} has no token array {name!r} (has {order})")
-        return self.load("grids", rows)[:, order.index(name)]
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.root.iterdir() if f.is_file())
