@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from probebench.data.base import MAX_PIXELS
 from probebench.errors import UserError
 
 app = typer.Typer(
@@ -27,6 +28,9 @@ app.add_typer(data_app, name="data")
 RegistryOpt = typer.Option(None, "--registry", help="Encoder registry file (default: encoders.yaml).")
 DatasetsOpt = typer.Option(None, "--datasets", help="Datasets config (default: ./datasets.yaml if present).")
 TasksOpt = typer.Option(None, "--tasks", help="Tasks file (default: ./tasks.yaml if present).")
+MaxPixelsOpt = typer.Option(
+    MAX_PIXELS, "--max-pixels", help="Skip images with more pixels as unreadable (decompression bombs)."
+)
 DataRootOpt = typer.Option(
     None, "--data-root", help="Base folder for relative dataset roots ($PROBEBENCH_DATA)."
 )
@@ -152,12 +156,12 @@ def validate(
         typer.echo(f"ok: {len(parse_tasks(read_config(path_), str(path_)))} tasks")
 
 
-def _options(batch_size: int, workers: int | None, device: str | None, strict: bool):
+def _options(batch_size: int, workers: int | None, device: str | None, strict: bool, max_pixels: int):
     from probebench.extract import Options
 
-    if batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    return Options(batch_size=batch_size, num_workers=workers, device=device, strict=strict)
+    return Options(
+        batch_size=batch_size, num_workers=workers, device=device, strict=strict, max_pixels=max_pixels
+    )
 
 
 def _layers(values: list[str] | None) -> tuple[int | str, ...] | None:
@@ -207,6 +211,7 @@ def extract(
     strict: bool = typer.Option(
         False, "--strict", help="Fail on an unreadable image instead of skipping it."
     ),
+    max_pixels: int = MaxPixelsOpt,
     registry: Path = RegistryOpt,
     datasets: Path = DatasetsOpt,
     data_root: Path = DataRootOpt,
@@ -216,16 +221,19 @@ def extract(
     from probebench.encoders.load import resolve
     from probebench.extract import Request
     from probebench.extract import extract as run_extract
+    from probebench.paths import features_dir, writable_dir
     from probebench.registry import get_entry
 
     entry = get_entry(_registry(registry), encoder)
+    opts = _options(batch_size, workers, device, strict, max_pixels)
+    writable_dir(features_dir(), "feature cache", "set PROBEBENCH_HOME to a writable folder")
     spec = resolve(entry, weights)
     ds = get_dataset(dataset, datasets, data_root)
     res = run_extract(
         spec,
         ds,
         Request(layers=_layers(layers) or (-1,), tokens=tuple(tokens), geometry=geometry, max_side=max_side),
-        _options(batch_size, workers, device, strict),
+        opts,
     )
     state = "already cached" if res.cached else f"extracted ({res.images_per_s:.1f} img/s)"
     skipped = f", {len(res.skipped)} unreadable images skipped" if res.skipped else ""
@@ -257,6 +265,7 @@ def run(
     strict: bool = typer.Option(
         False, "--strict", help="Fail on an unreadable image instead of skipping it."
     ),
+    max_pixels: int = MaxPixelsOpt,
     registry: Path = RegistryOpt,
     datasets: Path = DatasetsOpt,
     data_root: Path = DataRootOpt,
@@ -269,6 +278,7 @@ def run(
     from probebench.results.records import write_leaderboard
     from probebench.tasks import get_suite, get_tasks, load_tasks
 
+    opts = _options(batch_size, workers, device, strict, max_pixels)
     reg = _registry(registry)
     catalog = load_tasks(tasks_file)
     names = list(encoder) if encoder else available_encoders(reg)
@@ -290,7 +300,7 @@ def run(
     for out in run_pipeline(
         entries,
         tasks,
-        _options(batch_size, workers, device, strict),
+        opts,
         force=force,
         weights=weights,
         dataset=dataset,
@@ -424,14 +434,20 @@ def cache_ls():
             "encoder": s.root.parent.parent.name,
             "dataset": s.root.parent.name,
             "key": s.root.name,
-            "images": s.n,
-            "shards": f"{s.num_shards - len(s.missing_shards())}/{s.num_shards}",
-            "arrays": ",".join(s.arrays()),
+            "images": "-" if s.damaged else s.n,
+            "shards": "damaged" if s.damaged else f"{s.num_shards - len(s.missing_shards())}/{s.num_shards}",
+            "arrays": s.damaged or ",".join(s.arrays()),
             "MB": f"{s.size_bytes() / 1e6:.1f}",
         }
         for s in list_stores()
     ]
     typer.echo(_table(rows))
+    if damaged := sum(s.damaged is not None for s in list_stores()):
+        typer.echo(
+            f"{damaged} damaged entr{'y' if damaged == 1 else 'ies'}: `probebench run` recomputes them, "
+            "`probebench cache rm` removes them",
+            err=True,
+        )
 
 
 @cache_app.command("du")
@@ -469,7 +485,8 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        for line in str(exc).splitlines() or [type(exc).__name__]:  # one line per problem
+            typer.echo(f"error: {line}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted: completed shards and results are kept; re-run to continue", err=True)

@@ -21,8 +21,8 @@ import torch
 from tqdm import tqdm
 
 from probebench.cache.store import FeatureStore, cache_key, is_token_array, list_stores
-from probebench.data.base import ImageDataset
-from probebench.data.loader import ImageRows, collate_rows, worker_init
+from probebench.data.base import MAX_PIXELS, ImageDataset
+from probebench.data.loader import ImageRows, collate_rows, why_unreadable, worker_init
 from probebench.encoders.base import TOKEN_KINDS, Encoder, Features
 from probebench.encoders.load import Spec, build
 from probebench.errors import UserError
@@ -67,7 +67,19 @@ class Options:
     device: str | None = None  # None: cuda when available
     shard_size: int = 256
     strict: bool = False
+    max_pixels: int = MAX_PIXELS  # images with more pixels are skipped as unreadable (decompression bombs)
     progress: bool | None = None  # None: only on a terminal
+
+    def __post_init__(self) -> None:
+        """Bad options are one line before any work: the device must parse and exist here."""
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size {self.batch_size}: give at least 1")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise UserError(f"--workers {self.num_workers}: give 0 (decode in the main process) or more")
+        if self.max_pixels < 1:
+            raise UserError(f"--max-pixels {self.max_pixels}: give a positive number of pixels")
+        if self.device is not None:
+            check_device(self.device)
 
 
 @dataclass
@@ -79,6 +91,25 @@ class Result:
     images_per_s: float | None
     skipped: list[str] = field(default_factory=list)
     precision: str = "fp32"
+
+
+def check_device(name: str) -> torch.device:
+    """`name` as a torch device that exists on this machine (cpu, cuda, cuda:N, mps), else one line."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {name}: this machine has no usable CUDA GPU; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise UserError(f"--device {name}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name}: MPS is not available here; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {name}: use cpu, cuda or cuda:N")
+    return device
 
 
 def device_and_precision(opts: Options) -> tuple[torch.device, str, torch.dtype | None]:
@@ -154,6 +185,8 @@ def store_for(spec: Spec, dataset: ImageDataset, req: Request, opts: Options, pr
         "geometry": {"mode": req.geometry, "max_side": req.max_side},
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "n": len(dataset)},
     }
+    if opts.max_pixels != MAX_PIXELS:  # it decides which images are skipped; the default keeps older keys
+        parts["max_pixels"] = opts.max_pixels
     key = cache_key(parts)
     exact = [st for st in list_stores(spec.entry.name, dataset.name) if st.manifest["key"] == key]
     if not exact or not exact[0].manifest["shards"]:
@@ -168,6 +201,8 @@ def store_for(spec: Spec, dataset: ImageDataset, req: Request, opts: Options, pr
 def _superset_store(encoder: str, dataset: str, parts: dict) -> FeatureStore | None:
     want = {k: v for k, v in parts.items() if k not in ("tokens", "layers")}
     for store in list_stores(encoder, dataset):
+        if store.damaged:
+            continue
         try:
             other = json.loads((store.root / "key.json").read_text())
         except (OSError, json.JSONDecodeError):
@@ -229,7 +264,7 @@ def extract(
     )
     run = Backoff(_forward_fn(encoder, layers, req, device, amp_dtype), opts.batch_size)
     rows = [r for s in missing for r in store.shard_rows(s)]
-    shards = _ShardWriter(store, dataset, opts.strict)
+    shards = _ShardWriter(store, dataset, opts.strict, opts.max_pixels)
     bar = tqdm(
         total=len(rows),
         unit="img",
@@ -288,7 +323,7 @@ def _loader(
     framing = encoder.preprocess.framing(req.geometry, encoder.patch_size, req.max_side)
     workers = opts.num_workers if opts.num_workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
     return torch.utils.data.DataLoader(
-        ImageRows(dataset, rows, framing),
+        ImageRows(dataset, rows, framing, opts.max_pixels),
         batch_size=opts.batch_size,
         num_workers=workers,
         worker_init_fn=worker_init,
@@ -320,8 +355,8 @@ class _ShardWriter:
     with each image's grid in `grids` and its framing in `geometry`.
     """
 
-    def __init__(self, store: FeatureStore, dataset: ImageDataset, strict: bool) -> None:
-        self.store, self.dataset, self.strict = store, dataset, strict
+    def __init__(self, store: FeatureStore, dataset: ImageDataset, strict: bool, max_pixels: int) -> None:
+        self.store, self.dataset, self.strict, self.max_pixels = store, dataset, strict, max_pixels
         self.token_arrays = store.manifest["token_arrays"]
         self.pending: dict[int, dict] = {}
         self.skipped: list[str] = []
@@ -332,11 +367,12 @@ class _ShardWriter:
         buf["rows"][row] = {**arrays, "valid": np.bool_(ok), "geometry": geometry}
         if not ok:
             path = self.dataset.samples[row].path
+            why = why_unreadable(str(self.dataset.root / path), self.max_pixels)
             if self.strict:
                 raise UserError(
-                    f"cannot read image {self.dataset.root / path} (--strict); fix or remove the file"
+                    f"cannot read image {self.dataset.root / path}: {why} (--strict); fix or remove it"
                 )
-            log.warning("skipped unreadable image %s", self.dataset.root / path)
+            log.warning("skipped unreadable image %s: %s", self.dataset.root / path, why)
             buf["skipped"].append(path)
             self.skipped.append(path)
         if len(buf["rows"]) == len(self.store.shard_rows(shard)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from probebench.errors import UserError
@@ -54,3 +55,34 @@ def safe_name(name: str, what: str) -> str:
     if not _SAFE.match(name) or ".." in name:
         raise UserError(f"{what} {name!r} is not a valid name: use lowercase letters, digits, '_', '-', '.'")
     return name
+
+
+def writable_dir(path: Path, what: str, fix: str) -> Path:
+    """`path` as a folder this process can write in (created when missing), checked before any work starts
+    so that a finished extraction or probe is never lost to a folder it cannot be saved in."""
+    path = Path(path)
+    blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"{what} {path}: {blocker} is a file, not a folder; {fix}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what} {path} is not writable ({exc.strerror or exc}); {fix}") from None
+    return path
+
+
+def check_writable(results_root: Path | None = None) -> None:
+    """The results folder and the feature cache, before a run's work starts."""
+    writable_dir(
+        (results_root or results_dir()) / "runs",
+        "results folder",
+        "set PROBEBENCH_RESULTS to a writable folder or run from one",
+    )
+    home_fix = (
+        "point PROBEBENCH_HOME at a writable folder"
+        if os.environ.get("PROBEBENCH_HOME")
+        else "set PROBEBENCH_HOME to a writable folder"
+    )
+    writable_dir(features_dir(), "feature cache", home_fix)

@@ -21,6 +21,7 @@ from probebench.data.lookup import get_dataset
 from probebench.encoders.load import Spec, resolve
 from probebench.errors import UserError
 from probebench.extract import Options, Request, Result, device_and_precision, extract, store_for
+from probebench.paths import check_writable
 from probebench.registry import EncoderEntry
 from probebench.results.records import finished, git_commit, record_path, versions, write_record
 from probebench.results.schema import Primary, ResultRecord, RoleInfo, TaskInfo
@@ -87,9 +88,15 @@ def plan_run(
     tasks: list[Task],
     layers: tuple[int | str, ...] | None,
     results_root: Path | None,
+    feature: str | None = None,
+    seed: int = SEED,
 ) -> Plan:
     """Which features each dataset must provide, and which records come out. `layers` (from `--layer`)
-    applies to single-layer probes: None is the last block (no suffix), else one record per layer."""
+    applies to single-layer probes: None is the last block (no suffix), else one record per layer.
+
+    Every run option that changes a number names its record, so no result overwrites a different one: an
+    explicit `--feature` (for probes that read one) adds `__feature-<f>`, a seed other than the default
+    `__seed<n>`, a layer sweep `__layer<n>`."""
     plan = Plan()
     for task in tasks:
         needs = task.needs
@@ -114,7 +121,9 @@ def plan_run(
             )
             feeds[role] = key
         sweep = layers is not None and needs.layers is None
-        path = record_path(entry.name, task.dataset, task.name, results_root)
+        suffixes = [f"feature-{feature}"] if feature is not None and task.probe.reads_feature else []
+        suffixes += [f"seed{seed}"] if seed != SEED else []
+        path = record_path(entry.name, task.dataset, task.name, results_root, suffixes)
         plan.targets.append(Target(task, asked, sweep, path, feeds))
     return plan
 
@@ -367,7 +376,7 @@ def run_one(
         tasks = [t.on_dataset(dataset.name) for t in tasks]
     git_commit()  # pin the commit now: the code that runs is the code imported when the run starts
     loaded = preloaded or _load_datasets(tasks, dataset, datasets, data_root)
-    plan = plan_run(spec.entry, tasks, layers, results_root)
+    plan = plan_run(spec.entry, tasks, layers, results_root, feature, seed)
     device, _, _ = device_and_precision(opts)
     asked_feature = feature or "default"
 
@@ -494,6 +503,7 @@ def run(
 ) -> list[Outcome]:
     """Every encoder on every task (on `dataset` instead of each task's own when given). Finished results are
     skipped; a failure stops with earlier work kept."""
+    check_writable(results_root)
     if (
         dataset is not None
     ):  # a name or a folder path: its dataset's own name binds the tasks and names records

@@ -157,6 +157,9 @@ def default_registry_path() -> Path:
     return Path(str(resources.files("probebench") / "encoders.yaml"))
 
 
+_TYPE_PART = re.compile(r"^(dict|list|tuple|set|str|int|float|bool|literal|function-after)\b|\[")
+
+
 def _describe(error: dict) -> str:
     loc = [str(p) for p in error["loc"]]
     # pydantic puts the discriminator value ("timm", ...) into the location of union members; drop it.
@@ -166,50 +169,119 @@ def _describe(error: dict) -> str:
         and loc[1] in {"timm", "transformers", "open_clip", "checkpoint", "package", "random"}
     ):
         loc.pop(1)
+    # ... and the member's type ("dict[str,str]") for other unions: the user wrote a field, not a type.
+    loc = [p for p in loc if not _TYPE_PART.search(p)]
     field = ".".join(loc) or "(entry)"
     if error["type"] == "extra_forbidden":
         return f"field {field!r}: unknown field (check the spelling; see the fields in the README)"
     if error["type"] == "missing":
         return f"field {field!r}: required field is missing"
-    return f"field {field!r}: {error['msg']} (got {error.get('input')!r})"
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    return f"field {field!r}: {msg} (got {error.get('input')!r})"
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    """One line per field in error: a union's members each report the same field; the first is kept."""
+    out: dict[str, str] = {}
+    for error in exc.errors():
+        line = _describe(error)
+        out.setdefault(line.split(":", 1)[0], line)
+    return list(out.values())
 
 
 def parse_entries(
     text: str, origin: str, model: type[BaseModel], what: str = "entry"
 ) -> dict[str, BaseModel]:
-    """YAML mapping of names to entries -> validated `model`s. The first problem is one line naming the entry
-    and field; duplicate names are an error (used for encoders.yaml and datasets configs alike)."""
+    """YAML mapping of names to entries -> validated `model`s (used for encoders.yaml, datasets configs and
+    tasks files alike). Every problem of every entry is one line naming the entry and field, all raised
+    together; duplicate names are an error."""
+    raw = load_yaml(text, origin)
+    if not isinstance(raw, dict) or not raw:
+        raise UserError(f"{origin}: expected a mapping of names to entries")
+    entries, problems = {}, []
+    for name, body in raw.items():
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            problems.append(f"{origin}: {what} {name!r}: names use lowercase letters, digits and '_' only")
+        elif not isinstance(body, dict):
+            kind = type(body).__name__
+            problems.append(f"{origin}: {what} {name!r}: expected a mapping of fields, got {kind}")
+        elif "name" in body:
+            problems.append(f"{origin}: {what} {name!r}: field 'name': unknown field (the key is the name)")
+        elif not all(isinstance(k, str) for k in body):
+            problems.append(f"{origin}: {what} {name!r}: field names are words, got {list(body)!r}")
+        else:
+            try:
+                entries[name] = model(name=name, **body)
+            except ValidationError as exc:
+                problems += [f"{origin}: {what} {name!r}, {p}" for p in _problems(exc)]
+    if problems:
+        raise UserError("\n".join(problems))
+    return entries
+
+
+# A config holds tens of entries; these bounds are far above any real one and keep a hostile file (a YAML
+# "billion laughs" of nested aliases, a huge or deeply nested file) from exhausting memory or the stack.
+MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_NODES = 100_000  # scalars, lists and mappings after aliases are expanded
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], open_: set[int]) -> int:
+    """Nodes in `node` with every alias expanded (an alias repeats its anchor's whole subtree)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    if id(node) in open_:
+        raise ValueError("an alias refers to a node that contains it (a recursive structure)")
+    open_.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo, open_) + _expanded_size(v, memo, open_) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, memo, open_) for v in node.value)
+    else:
+        size = 1
+    open_.discard(id(node))
+    memo[id(node)] = size
+    return size
+
+
+def load_yaml(text: str, origin: str) -> Any:
+    """YAML text -> plain data through a safe loader that refuses duplicate keys, with the size, nesting and
+    alias expansion of the document bounded; every problem is one line naming `origin`."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise UserError(f"{origin}: larger than {MAX_CONFIG_BYTES} bytes; a config file is a few kB")
+    loader = _UniqueKeyLoader(text)
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}, set()) > MAX_CONFIG_NODES:
+            raise ValueError(f"expands to more than {MAX_CONFIG_NODES} values (YAML aliases)")
+        return loader.construct_document(node)
     except UserError as exc:
         raise UserError(f"{origin}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"{origin}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(raw, dict) or not raw:
-        raise UserError(f"{origin}: expected a mapping of names to entries")
-    entries = {}
-    for name, body in raw.items():
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise UserError(f"{origin}: {what} {name!r}: names use lowercase letters, digits and '_' only")
-        if not isinstance(body, dict):
-            raise UserError(
-                f"{origin}: {what} {name!r}: expected a mapping of fields, got {type(body).__name__}"
-            )
-        if "name" in body:
-            raise UserError(f"{origin}: {what} {name!r}: field 'name': unknown field (the key is the name)")
-        try:
-            entries[name] = model(name=name, **body)
-        except ValidationError as exc:
-            raise UserError(f"{origin}: {what} {name!r}, {_describe(exc.errors()[0])}") from None
-    return entries
+    except ValueError as exc:
+        raise UserError(f"{origin}: {exc}; write the values out") from None
+    except RecursionError:
+        raise UserError(f"{origin}: nested too deeply to be a config; flatten it") from None
+    finally:
+        loader.dispose()
 
 
 def read_config(path: Path) -> str:
-    """A config file's text (registry, datasets, tasks); a file that is not UTF-8 text is one line."""
+    """A config file's text (registry, datasets, tasks): a file that is not UTF-8 text, not a regular file
+    or larger than any config is one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: not a regular file; give a YAML file")
+    with open(path, "rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UserError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; a config file is a few kB")
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file (not UTF-8); give a YAML file") from None
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -32,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from probebench.paths import features_dir, safe_name
+
+log = logging.getLogger(__name__)
 
 # Bump when extraction changes what a cached array holds (an adapter's layer meaning, pooling, dtypes).
 EXTRACTOR_VERSION = "3"  # 2: ragged token arrays with per-image geometry; 3: geometry keeps each grid's cell
@@ -78,13 +81,34 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _check_entry(manifest: object, key: object) -> None:
+    """A manifest and key file as written by `FeatureStore.open`, else ValueError saying what is wrong."""
+    if not isinstance(key, dict) or not isinstance(key.get("key"), str):
+        raise ValueError("key.json is damaged (no key)")
+    if not isinstance(manifest, dict):
+        raise ValueError("manifest.json is damaged (not an object)")
+    n, size, shards = manifest.get("n"), manifest.get("shard_size"), manifest.get("shards")
+    if manifest.get("key") != key["key"] or not isinstance(shards, dict):
+        raise ValueError("manifest.json is damaged (key or shards)")
+    if not isinstance(n, int) or n < 0 or not isinstance(size, int) or size < 1:
+        raise ValueError("manifest.json is damaged (row or shard counts)")
+
+
 class FeatureStore:
     """One cache entry. Create with `FeatureStore.open(encoder, dataset, key, key_parts, n, shard_size)`."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._verified: set[str] = set()
-        self.manifest = json.loads((root / "manifest.json").read_text())
+        self.damaged: str | None = None  # why the entry cannot be read (listed as such, removable, redone)
+        try:
+            self.manifest = json.loads((root / "manifest.json").read_text())
+            key = json.loads((root / "key.json").read_text())
+            _check_entry(self.manifest, key)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            self.damaged = f"{exc.filename or 'manifest'}: {exc}" if isinstance(exc, OSError) else str(exc)
+            # Nothing in a damaged entry is trusted: it reads as empty and incomplete.
+            self.manifest = {"key": None, "n": 1, "shard_size": 1, "shards": {}, "skipped": []}
 
     # -- creation and state ------------------------------------------------------------------------------
     @classmethod
@@ -93,6 +117,10 @@ class FeatureStore:
     ) -> FeatureStore:
         root = features_dir() / safe_name(encoder, "encoder") / safe_name(dataset, "dataset") / key[:16]
         root.mkdir(parents=True, exist_ok=True)
+        if (root / "manifest.json").exists() and (damaged := cls(root).damaged):
+            log.warning("cache entry %s is damaged (%s); recomputing it", root, damaged)
+            for f in root.iterdir():  # its shards cannot be checked without the manifest's checksums
+                f.unlink() if f.is_file() else shutil.rmtree(f)
         if not (root / "manifest.json").exists():
             _atomic_write_bytes(
                 root / "key.json", json.dumps({"key": key, **key_parts}, indent=1, default=str).encode()
@@ -130,7 +158,7 @@ class FeatureStore:
 
     @property
     def complete(self) -> bool:
-        return not self.missing_shards()
+        return self.damaged is None and not self.missing_shards()
 
     def arrays(self) -> list[str]:
         first = self.manifest["shards"].get("0")

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# Pillow's own decompression-bomb threshold (about 89 megapixels, a 9459 x 9459 image); larger images are
+# skipped as unreadable unless `--max-pixels` raises it.
+MAX_PIXELS = 89_478_485
 
 
 @dataclass(frozen=True)

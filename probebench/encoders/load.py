@@ -119,6 +119,14 @@ def resolve(
     download: fetch a `checkpoint` source's URL when the file is missing (availability checks never do).
     """
     src = entry.source
+    if weights is not None:
+        if src.kind not in ("checkpoint", "package"):
+            raise UserError(
+                f"--weights: encoder {entry.name!r} loads through {src.kind}, which finds its own weights; "
+                "--weights is for checkpoint and package sources"
+            )
+        if not Path(weights).is_file():
+            raise UserError(f"--weights {weights}: no such file; give the path of the weights file")
     import timm
 
     versions = {"torch": torch.__version__, "timm": timm.__version__}

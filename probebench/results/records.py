@@ -74,11 +74,12 @@ def git_commit() -> dict[str, str | bool | None]:
 
 
 def record_path(
-    encoder: str, dataset: str, task: str, root: Path | None = None, suffix: str | None = None
+    encoder: str, dataset: str, task: str, root: Path | None = None, suffixes: list[str] = ()
 ) -> Path:
-    """results/runs/<encoder>__<dataset>__<task>[__<suffix>].json; the suffix names a layer (layer6)."""
+    """results/runs/<encoder>__<dataset>__<task>[__<suffix>...].json; suffixes name the run options that
+    change the numbers (feature-pooled, seed1; a sweep adds layer6)."""
     parts = [safe_name(encoder, "encoder"), safe_name(dataset, "dataset"), safe_name(task, "task")]
-    parts += [safe_name(suffix, "suffix")] if suffix else []
+    parts += [safe_name(s, "suffix") for s in suffixes]
     return (root or results_dir()) / "runs" / ("__".join(parts) + ".json")
 
 
@@ -143,6 +144,7 @@ def _common(r: ResultRecord) -> dict:
         "synthetic": r.synthetic,
         "feature": r.knobs.get("feature"),
         "layer": r.knobs.get("layer"),
+        "seed": r.seed,
     }
 
 
