@@ -140,20 +140,62 @@ def validate(
     path: Path = typer.Argument(None, help="Registry file (default: the active encoders.yaml)."),
     datasets: Path = typer.Option(None, "--datasets", help="Also check this datasets config."),
     tasks: Path = typer.Option(None, "--tasks", help="Also check this tasks file."),
+    data_root: Path = DataRootOpt,
 ):
-    """Check a registry file (and a datasets config, a tasks file): fields, types, unknown keys, names."""
-    entries = _registry(path)
-    typer.echo(f"ok: {len(entries)} encoders")
-    if datasets is not None:
-        from probebench.data.config import load_datasets
+    """Check a registry file (and a datasets config, a tasks file): fields, types, unknown keys, names; for
+    datasets also each root (with its ${VAR}s) and the files its format reads. Every problem is one line."""
+    problems: list[str] = []
 
-        typer.echo(f"ok: {len(load_datasets(datasets))} datasets")
+    def check(what, fn):
+        try:
+            typer.echo(f"ok: {fn()} {what}")
+        except UserError as exc:
+            problems.extend(str(exc).splitlines())
+
+    check("encoders", lambda: len(_registry(path)))
+    if datasets is not None:
+        check(
+            "datasets (fields, roots, ${VAR}s and the files each format reads)",
+            lambda: _check_datasets(datasets, data_root),
+        )
     if tasks is not None:
         from probebench.registry import read_config
         from probebench.tasks.spec import parse_tasks, user_tasks_path
 
-        path_ = user_tasks_path(tasks)
-        typer.echo(f"ok: {len(parse_tasks(read_config(path_), str(path_)))} tasks")
+        def count_tasks() -> int:
+            path_ = user_tasks_path(tasks)
+            return len(parse_tasks(read_config(path_), str(path_)))
+
+        check("tasks", count_tasks)
+    if problems:
+        raise UserError("\n".join(problems))
+
+
+def _check_datasets(datasets: Path, data_root: Path | None) -> int:
+    """Every entry of a datasets config read as its format reads it; all problems raised together."""
+    from probebench.data.config import build_dataset, config_path, load_datasets, resolve_root
+    from probebench.data.lookup import BUILTIN
+
+    entries, problems = load_datasets(datasets), []
+    for name, entry in entries.items():
+        if name in BUILTIN:
+            problems.append(
+                f"{datasets}: dataset {name!r} has a built-in name and would be ignored; rename it"
+            )
+            continue
+        try:
+            ds = build_dataset(entry, resolve_root(entry, config_path(datasets).parent, data_root))
+        except UserError as exc:
+            problems.append(f"{datasets}: {exc}")
+            continue
+        if not len(ds):
+            problems.append(f"{datasets}: dataset {name!r}: no images found under {ds.root}")
+        else:
+            counts = " ".join(f"{sp}={n}" for sp, n in ds.describe()["splits"].items())
+            typer.echo(f"   dataset {name!r}: {entry.format} at {ds.root}, {counts}")
+    if problems:
+        raise UserError("\n".join(problems))
+    return len(entries)
 
 
 def _options(batch_size: int, workers: int | None, device: str | None, strict: bool, max_pixels: int):

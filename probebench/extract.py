@@ -238,6 +238,10 @@ def extract(
             store, store.manifest["layers"], True, time.perf_counter() - t0, None, skipped, precision
         )
 
+    if done := store.num_shards - len(missing):
+        log.warning(
+            "resuming %s: %d of %d shards are already done and reused", store.root, done, store.num_shards
+        )
     encoder = encoder if encoder is not None else build(spec)
     if (
         "layers" in store.manifest

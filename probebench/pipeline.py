@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from probebench.cache.store import CorruptShard, FeatureStore
 from probebench.data.base import ImageDataset
 from probebench.data.lookup import get_dataset
@@ -231,7 +233,24 @@ def _context(
             "indices would not match; bind datasets with the same classes (or the same `classes:` override)"
         )
     encoder = next(iter(results.values())).store.manifest["encoder"]
-    return Context(roles, layers, feature, dict(target.task.knobs), seed, device, encoder)
+    ctx = Context(roles, layers, feature, dict(target.task.knobs), seed, device, encoder)
+    if needs_labels and {"train", "test"} <= set(roles):
+        _check_test_classes(ctx)
+    return ctx
+
+
+def _check_test_classes(ctx: Context) -> None:
+    """Test images of a class no training image has can never be predicted right: say so."""
+    train, test = ctx.roles["train"], ctx.roles["test"]
+    unseen = sorted(set(test.labels.tolist()) - set(train.labels.tolist()) - {-1})
+    if unseen:
+        names = [test.dataset.classes[c] for c in unseen]
+        n = int(np.isin(test.labels, unseen).sum())
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        ctx.warn(
+            f"{n} test image(s) belong to {len(names)} class(es) with no training image ({shown}); "
+            "they count as errors"
+        )
 
 
 def evaluate_with_retry(
@@ -342,6 +361,11 @@ def build_record(
         seed=seed,
         timings=timings,
         outputs=sorted(evaluation.outputs),
+        warnings=list(
+            dict.fromkeys(
+                [*(w for r in roles.values() for w in r.dataset.get("warnings", [])), *ctx.warnings]
+            )
+        ),
         config_hash=chash,
         versions=versions(),
         git=git_commit(),

@@ -215,7 +215,7 @@ def parse_entries(
             except ValidationError as exc:
                 problems += [f"{origin}: {what} {name!r}, {p}" for p in _problems(exc)]
     if problems:
-        raise UserError("\n".join(problems))
+        raise UserError("\n".join(" ".join(p.split()) for p in problems))  # one line per problem
     return entries
 
 
@@ -248,8 +248,9 @@ def load_yaml(text: str, origin: str) -> Any:
     alias expansion of the document bounded; every problem is one line naming `origin`."""
     if len(text) > MAX_CONFIG_BYTES:
         raise UserError(f"{origin}: larger than {MAX_CONFIG_BYTES} bytes; a config file is a few kB")
-    loader = _UniqueKeyLoader(text)
+    loader = None
     try:
+        loader = _UniqueKeyLoader(text)  # reading the text already rejects control characters
         node = loader.get_single_node()
         if node is None:
             return None
@@ -261,13 +262,17 @@ def load_yaml(text: str, origin: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"{origin}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        what = " ".join(
+            str(getattr(exc, "problem", None) or exc).split()
+        )  # one line, whatever the reader said
+        raise UserError(f"{origin}: not valid YAML{where}: {what}") from None
     except ValueError as exc:
         raise UserError(f"{origin}: {exc}; write the values out") from None
     except RecursionError:
         raise UserError(f"{origin}: nested too deeply to be a config; flatten it") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_config(path: Path) -> str:

@@ -21,6 +21,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from probebench.errors import UserError
 from probebench.paths import features_dir, safe_name
 
 log = logging.getLogger(__name__)
@@ -60,17 +62,39 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write `data` to a temporary file beside `path`, then rename it over `path`: a reader sees the old
+    file or the new one, never part of one, whenever the writer dies. A full disk is one line (the
+    temporary file removed, so nothing partial looks valid); earlier files stay as they were."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _disk_error(exc, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _disk_error(exc, path) from None
         raise
+
+
+def _disk_error(exc: OSError, path: Path) -> Exception:
+    if exc.errno in _FULL:
+        return UserError(
+            f"cannot write {path}: {exc.strerror or 'the disk is full'}; free space there (or point "
+            "PROBEBENCH_HOME / PROBEBENCH_RESULTS elsewhere) and re-run: finished work is kept"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return UserError(f"cannot write {path}: {exc.strerror}; make the folder writable and re-run")
+    return exc
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 # Pillow's own decompression-bomb threshold (about 89 megapixels, a 9459 x 9459 image); larger images are
@@ -40,6 +43,13 @@ class ImageDataset:
     synthetic: bool = False
     description: str = ""
     extra: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # found when reading it; logged and recorded
+
+    def warn(self, message: str) -> None:
+        """A fact about the data that a reader of any number on it must know: one log line, and every
+        record made on this dataset (through `describe`)."""
+        log.warning("dataset %r: %s", self.name, message)
+        self.warnings.append(message)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -93,4 +103,5 @@ class ImageDataset:
             "num_classes": len(self.classes),
             "synthetic": self.synthetic,
             "fingerprint": self.fingerprint(),
+            **({"warnings": list(self.warnings)} if self.warnings else {}),
         }

@@ -30,9 +30,12 @@ def get_dataset(
     """A built-in dataset, a user dataset from the datasets config (`datasets`, else ./datasets.yaml), a
     named dataset under the data root, or an image folder given by path (anything with a '/' or an existing
     folder)."""
-    if name_or_path in BUILTIN:
-        return BUILTIN[name_or_path]()
     user = load_datasets(datasets)
+    if name_or_path in BUILTIN:
+        ds = BUILTIN[name_or_path]()
+        if name_or_path in user:
+            ds.warn(f"the datasets config's entry {name_or_path!r} is ignored (a built-in name); rename it")
+        return ds
     if name_or_path in user:
         entry = user[name_or_path]
         return build_dataset(entry, resolve_root(entry, config_path(datasets).parent, data_root))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import colorsys
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = "1"
 
@@ -242,6 +245,25 @@ def _write_all(out: Path, n_train: int, n_test: int, size: int, seed: int) -> No
     (out / "annotations.json").write_text(json.dumps(meta, indent=1))  # last: marks completeness
 
 
+def _remove_dead_leftovers(root: Path) -> None:
+    """Remove `<root>.tmp-<pid>` folders of generators that were killed (their process is gone); the
+    folders of live generators are left alone."""
+    removed = 0
+    for tmp in root.parent.glob(f"{root.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed += 1
+        except PermissionError:
+            pass  # alive, another user's
+    if removed:
+        log.warning("removed %d folder(s) left by an interrupted generation of %s", removed, root.name)
+
+
 def generate(
     root: Path, *, per_class_train: int = 40, per_class_test: int = 20, image_size: int = 160, seed: int = 0
 ) -> Path:
@@ -253,8 +275,9 @@ def generate(
     root = Path(root)
     if _is_complete(root):
         return root
+    _remove_dead_leftovers(root)
     tmp = root.parent / f"{root.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)  # only our own pid's leftover; other tmp dirs may be live
+    shutil.rmtree(tmp, ignore_errors=True)  # our own pid's leftover (a reused pid)
     root.parent.mkdir(parents=True, exist_ok=True)
     try:
         n = len(CLASSES)

@@ -58,6 +58,7 @@ class ResultRecord(_Record):
     seed: int
     timings: dict[str, Any]
     outputs: list[str] = []  # files beside the record, relative to the record's folder
+    warnings: list[str] = []  # what a reader of the numbers must know (k above the training set, ...)
     config_hash: str
     versions: dict[str, str | None]
     git: dict[str, Any]

@@ -13,6 +13,7 @@ plus a data binding plus knobs, from `tasks.yaml`). A probe declares
 from __future__ import annotations
 
 import difflib
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -23,6 +24,8 @@ import torch
 from probebench.cache.store import FeatureStore
 from probebench.data.base import ImageDataset
 from probebench.errors import UserError
+
+log = logging.getLogger(__name__)
 
 LEVELS = ("object", "part", "discovery")
 
@@ -68,6 +71,13 @@ class Context:
     seed: int
     device: torch.device
     encoder: dict  # the encoder's facts (num_blocks, patch_size, num_prefix_tokens, ...)
+    warnings: list[str] = field(default_factory=list)  # written into the record
+
+    def warn(self, message: str) -> None:
+        """A fact about this evaluation that a reader of its number must know: one log line, and the
+        record's `warnings`."""
+        log.warning("%s", message)
+        self.warnings.append(message)
 
 
 @dataclass

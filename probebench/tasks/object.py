@@ -40,6 +40,11 @@ class KnnProbe(Probe):
         train, test = _train_test(ctx)
         check_feature(train.store, ctx.feature)
         (layer,) = ctx.layers
+        if too_many := [k for k in ctx.knobs["ks"] if k > len(train.rows)]:
+            ctx.warn(
+                f"kNN k={too_many} is more than the {len(train.rows)} training images: those k vote with "
+                "every training image"
+            )
         metrics = knn.knn_classify(
             feature_blocks(train.store, train.rows, layer, ctx.feature),
             train.labels,
