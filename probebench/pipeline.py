@@ -19,6 +19,7 @@ import numpy as np
 
 from probebench.cache.store import CorruptShard, FeatureStore
 from probebench.data.base import ImageDataset
+from probebench.data.crops import make_view
 from probebench.data.lookup import get_dataset
 from probebench.encoders.load import Spec, resolve
 from probebench.errors import UserError
@@ -113,7 +114,7 @@ def plan_run(
         req = Request(tokens=needs.tokens, geometry=needs.geometry, max_side=needs.max_side)
         feeds = {}
         for role, (dataset, _) in task.bindings.items():
-            key = (dataset, _group_key(req))
+            key = (task.fed(dataset), _group_key(req))
             merged = plan.requests.get(key, Request(layers=(), tokens=(), geometry=req.geometry))
             plan.requests[key] = Request(
                 layers=tuple(dict.fromkeys([*merged.layers, *(-1 if x == "last" else x for x in asked)])),
@@ -185,6 +186,7 @@ def config_hash(
         "layers": "last" if target.layers == ["last"] else layers,
         "feature": feature if task.probe.reads_feature else None,
         "seed": seed,
+        **({"crops": task.crops.model_dump()} if task.crops is not None else {}),
     }
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -285,6 +287,8 @@ _TOKEN_TEXT = {
     "pooled": "mean of patch tokens",
     "both": "class token and mean of patch tokens, concatenated",
     "tokens": "all tokens (prefix tokens and patch tokens)",
+    "encoded": "mean of the final-normed patch tokens (CNNs: global average pool)",
+    "projected": "projection head output",
 }
 
 
@@ -347,11 +351,12 @@ def build_record(
         probe=evaluation.details,
         knobs={
             **task.knobs,  # first: what the run resolved (layers, geometry) is written over the raw knobs
-            "feature": feature if reads == "feature" else "tokens",
+            # a probe's own `feature` knob (part retrieval: encoded, projected, cls) is what it read
+            "feature": feature if reads == "feature" else task.knobs.get("feature", "tokens"),
             "layer": layers[0] if len(layers) == 1 else layers,
             "layers_cached": any_result.layers,
             "norm": key_parts["norm"],
-            "token": _TOKEN_TEXT[feature if reads == "feature" else "tokens"],
+            "token": _TOKEN_TEXT[feature if reads == "feature" else task.knobs.get("feature", "tokens")],
             "final_norm": info["final_norm"],
             "preprocess": spec.preprocess.as_dict(),
             "geometry": key_parts["geometry"],
@@ -399,7 +404,7 @@ def run_one(
     if dataset is not None:
         tasks = [t.on_dataset(dataset.name) for t in tasks]
     git_commit()  # pin the commit now: the code that runs is the code imported when the run starts
-    loaded = preloaded or _load_datasets(tasks, dataset, datasets, data_root)
+    loaded = with_views(tasks, preloaded or _load_datasets(tasks, dataset, datasets, data_root))
     plan = plan_run(spec.entry, tasks, layers, results_root, feature, seed)
     device, _, _ = device_and_precision(opts)
     asked_feature = feature or "default"
@@ -501,6 +506,16 @@ def _skipped(spec: Spec, target: Target) -> Outcome:
     return _outcome(spec, target, "skipped", metrics)
 
 
+def with_views(tasks: list[Task], loaded: dict[str, ImageDataset]) -> dict[str, ImageDataset]:
+    """`loaded` plus the crop view of each dataset a task reads as part crops (made once, by name)."""
+    out = dict(loaded)
+    for task in tasks:
+        for dataset, _ in task.bindings.values():
+            if task.crops is not None and task.fed(dataset) not in out:
+                out[task.fed(dataset)] = make_view(loaded[dataset], task.crops)
+    return out
+
+
 def _load_datasets(
     tasks: list[Task], given: ImageDataset | None, datasets: Path | None, data_root: Path | None
 ) -> dict[str, ImageDataset]:
@@ -536,6 +551,7 @@ def run(
         loaded = {given.name: given}
     else:
         loaded = _load_datasets(tasks, None, datasets, data_root)
+    loaded = with_views(tasks, loaded)
     outcomes = []
     for entry in entries:
         spec = resolve(entry, weights)

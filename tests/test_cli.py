@@ -35,7 +35,17 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
     code, out, err = call(monkeypatch, capsys, "run", "--workers", "0")
     assert code == 0, err
     assert "hub_only" not in out, "no --encoder: only encoders with weights on this machine"
-    assert out.count("done") == 8, "the default suite: linear, linear_bn, attentive and kNN per encoder"
+    assert out.count("done") == 14, "the default suite: 4 object and 3 part tasks per encoder"
+    for task in (
+        "linear",
+        "linear_bn",
+        "attentive",
+        "knn",
+        "part_retrieval",
+        "part_linear",
+        "part_attentive",
+    ):
+        assert f"lite0 x embedded x {task}:" in out
     from probebench.paths import results_dir
 
     runs = results_dir() / "runs"
@@ -62,9 +72,9 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
     first = {p.name: json.loads(p.read_text())["metrics"] for p in runs.glob("lite0__*.json")}
 
     code, out, _ = call(monkeypatch, capsys, "run", "-e", "lite0", "--workers", "0")
-    assert code == 0 and out.count("skipped") == 4
+    assert code == 0 and out.count("skipped") == 7
     code, out, _ = call(monkeypatch, capsys, "run", "-e", "lite0", "--workers", "0", "--force")
-    assert code == 0 and out.count("done") == 4
+    assert code == 0 and out.count("done") == 7
     again = {p.name: json.loads(p.read_text())["metrics"] for p in runs.glob("lite0__*.json")}
     assert again == first, "the same command twice gives the same numbers, for every probe"
 

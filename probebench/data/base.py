@@ -55,7 +55,8 @@ class ImageDataset:
         return len(self.samples)
 
     def split_indices(self, split: str) -> list[int]:
-        return [i for i, s in enumerate(self.samples) if s.split == split]
+        """Rows of `split`; the split name `all` is every row (part retrieval searches a whole dataset)."""
+        return [i for i, s in enumerate(self.samples) if split in (s.split, "all")]
 
     @property
     def splits(self) -> list[str]:
@@ -104,4 +105,6 @@ class ImageDataset:
             "synthetic": self.synthetic,
             "fingerprint": self.fingerprint(),
             **({"warnings": list(self.warnings)} if self.warnings else {}),
+            # a view (part crops): the dataset it was made from and how
+            **{k: self.extra[k] for k in ("view_of", "crops") if k in self.extra},
         }

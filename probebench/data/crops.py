@@ -10,11 +10,15 @@ stays at the crop's centre.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from probebench.data.base import ImageDataset, Sample
+from probebench.errors import UserError
 
 SIDES = ("code", "text")
 
@@ -103,3 +107,121 @@ def crop_view(
         description=f"keypoint-centred part crops ({side} side) of {dataset.name}",
         extra={"source": dataset.name, "targets": list(targets), "side": side},
     )
+
+
+# -- crops as a task's view of its data -------------------------------------------------------------------
+class CropSpec(BaseModel):
+    """How a task turns a dataset into part crops (the `crops:` field of a task entry).
+
+    source: `keypoints` (squares centred on the keypoints named in `keypoints`, by the names of the file's
+    keypoints or their 1-based ids; CUB's `part_locs.txt` ids, COCO's category keypoint names), `boxes`
+    (each annotated box is a crop, labelled by its class: part boxes such as carparts'), or `masks` (the box
+    of each part present in a part label map, labelled by the part). Crops smaller than `min_side` pixels
+    are left out (boxes and masks)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Literal["keypoints", "boxes", "masks"]
+    keypoints: list[str | int] = []
+    side: Literal["code", "text"] = "code"
+    min_visibility: int = Field(default=1, ge=0)
+    min_per_group: int = Field(default=2, ge=1)
+    min_side: int = Field(default=8, ge=1)
+
+    @model_validator(mode="after")
+    def _keypoints_named(self) -> CropSpec:
+        if (self.source == "keypoints") != bool(self.keypoints):
+            raise ValueError("name the keypoints to crop (and only) with source: keypoints")
+        return self
+
+
+def view_name(dataset: str, spec: CropSpec) -> str:
+    """The crop view's dataset name: its cache folder and its line in the record."""
+    digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:8]
+    return f"{dataset}.crops-{spec.source}-{digest}"
+
+
+def _keypoint_ids(dataset: ImageDataset, wanted: list[str | int]) -> tuple[list[int], list[str]]:
+    """0-based keypoint indices and names of `wanted` (names, or 1-based ids as CUB and COCO number them)."""
+    names = list(dataset.extra.get("keypoint_names") or [])
+    if not names and dataset.extra.get("categories"):
+        names = list(dataset.extra["categories"][0].get("keypoints") or [])
+    ids, labels = [], []
+    for k in wanted:
+        if isinstance(k, int):
+            ids.append(k - 1)
+            labels.append(names[k - 1] if 0 < k <= len(names) else f"keypoint_{k}")
+        elif k in names:
+            ids.append(names.index(k))
+            labels.append(k)
+        else:
+            known = ", ".join(names) or "none named: give 1-based ids"
+            raise UserError(f"dataset {dataset.name!r} has no keypoint {k!r} (its keypoints: {known})")
+    return ids, labels
+
+
+def _box_samples(dataset: ImageDataset, spec: CropSpec) -> tuple[list[Sample], list[str]]:
+    used = sorted({int(b[4]) for s in dataset.samples for b in s.ann.get("boxes", [])})
+    samples = []
+    for row, s in enumerate(dataset.samples):
+        crowd = s.ann.get("iscrowd") or [0] * len(s.ann.get("boxes", []))
+        for k, (box, is_crowd) in enumerate(zip(s.ann.get("boxes", []), crowd, strict=True)):
+            x0, y0, x1, y1 = (int(round(v)) for v in box[:4])
+            if is_crowd or min(x1 - x0, y1 - y0) < spec.min_side:
+                continue
+            ann = {"crop": [x0, y0, x1, y1], "source_row": row, "instance": k}
+            samples.append(Sample(s.path, used.index(int(box[4])), s.split, ann))
+    return samples, [dataset.classes[c] for c in used]
+
+
+def _mask_samples(dataset: ImageDataset, spec: CropSpec) -> tuple[list[Sample], list[str]]:
+    from probebench.data.formats.masks import load_label_map
+
+    names = dataset.extra.get("mask_classes")
+    if not names:
+        raise UserError(f"dataset {dataset.name!r} has no part label maps; crop its boxes or keypoints")
+    ignore = dataset.extra.get("ignore_index", 255)
+    samples = []
+    for row, s in enumerate(dataset.samples):
+        if "mask" not in s.ann:
+            continue
+        labels = load_label_map(dataset.root, s, dataset.extra.get("merge"), ignore)
+        for part in np.unique(labels):
+            if part == 0 or part == ignore or part >= len(names):  # 0 is the background
+                continue
+            ys, xs = np.nonzero(labels == part)
+            x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+            if min(x1 - x0, y1 - y0) < spec.min_side:
+                continue
+            ann = {"crop": [x0, y0, x1, y1], "source_row": row}
+            samples.append(Sample(s.path, int(part) - 1, s.split, ann))
+    return samples, list(names[1:])
+
+
+def make_view(dataset: ImageDataset, spec: CropSpec) -> ImageDataset:
+    """The crops `spec` asks for, as a dataset of their own (cached and fingerprinted like any other)."""
+    if spec.source == "keypoints":
+        ids, labels = _keypoint_ids(dataset, spec.keypoints)
+        view = crop_view(
+            dataset,
+            ids,
+            labels,
+            side=spec.side,
+            min_visibility=spec.min_visibility,
+            min_per_group=spec.min_per_group,
+        )
+    else:
+        samples, labels = (_box_samples if spec.source == "boxes" else _mask_samples)(dataset, spec)
+        view = replace(
+            dataset,
+            classes=labels,
+            samples=samples,
+            description=f"part crops ({spec.source}) of {dataset.name}",
+            extra={"source": dataset.name},
+        )
+    view.name = view_name(dataset.name, spec)
+    view.extra = {**view.extra, "view_of": dataset.name, "crops": spec.model_dump()}
+    view.warnings = list(dataset.warnings)
+    if not view.samples:
+        raise UserError(f"dataset {dataset.name!r}: no {spec.source} crops (check the task's crops field)")
+    return view

@@ -140,7 +140,7 @@ def _common(r: ResultRecord) -> dict:
         "family": r.encoder["family"],
         "task": r.task.name,
         "level": r.task.level,
-        "dataset": r.dataset["name"],
+        "dataset": r.dataset.get("view_of", r.dataset["name"]),  # crops are filed under their dataset
         "synthetic": r.synthetic,
         "feature": r.knobs.get("feature"),
         "layer": r.knobs.get("layer"),

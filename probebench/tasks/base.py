@@ -136,6 +136,7 @@ def suggest(name: str, known: list[str] | dict, what: str) -> UserError:
 
 def get_probe(name: str) -> Probe:
     import probebench.tasks.object  # noqa: F401 - registers the shipped probes
+    import probebench.tasks.part  # noqa: F401
 
     if name not in PROBES:
         raise suggest(name, PROBES, "probe")

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from probebench.data.crops import CropSpec, view_name
 from probebench.errors import UserError
 from probebench.paths import user_file
 from probebench.registry import NAME_RE, parse_entries, read_config
@@ -40,6 +41,7 @@ class TaskEntry(BaseModel):
     description: str | None = None
     groups: list[str] = []
     suites: list[str] = []
+    crops: CropSpec | None = None  # run the probe on part crops of the data (a cached view of its own)
 
     @model_validator(mode="after")
     def _fits_probe(self) -> TaskEntry:
@@ -95,10 +97,12 @@ class Task:
     suites: tuple[str, ...] = ()
     source: str = SHIPPED
     overrides: dict = field(default_factory=dict)  # the knobs the entry set, for `list tasks`
+    crops: CropSpec | None = None  # the probe reads part crops of each role's dataset (`data.crops`)
 
     @property
     def level(self) -> str:
-        return self.probe.level
+        """The probe's level; a probe over part crops measures parts (part classification)."""
+        return "part" if self.crops is not None else self.probe.level
 
     @property
     def needs(self) -> Needs:
@@ -107,6 +111,10 @@ class Task:
     @property
     def primary(self) -> Metric:
         return self.probe.primary(self.knobs)
+
+    def fed(self, dataset: str) -> str:
+        """The name of the data a role on `dataset` reads: the dataset, or its crop view."""
+        return view_name(dataset, self.crops) if self.crops is not None else dataset
 
     @property
     def dataset(self) -> str:
@@ -133,6 +141,7 @@ def resolve(entry: TaskEntry, source: str) -> Task:
         suites=tuple(entry.suites),
         source=source,
         overrides=dict(entry.knobs),
+        crops=entry.crops,
     )
 
 

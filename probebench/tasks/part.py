@@ -1,0 +1,64 @@
+"""Part-level probes (Zhu et al. Table 3, left): part retrieval over part crops.
+
+A task reads crops through its `crops:` field (a cached view of its dataset, `probebench.data.crops`); part
+classification is the object-level linear and attentive probes on such a view (tagged `part` by it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from probebench.probes import retrieval
+from probebench.tasks.base import Context, Evaluation, Metric, Needs, Probe, register_probe
+from probebench.tasks.features import check_feature, image_features
+
+# "encoded": the mean of the final-normed patch tokens (the authors' `model.extract`); "projected": the
+# projection head's output (MoCo v3 projector, DINO and iBOT heads on the class token); "cls": the
+# class token.
+FEATURES = {"encoded": "pooled", "cls": "cls", "projected": "projection"}
+
+
+@register_probe
+class PartRetrievalProbe(Probe):
+    name = "part_retrieval"
+    level = "part"
+    description = "cosine retrieval of part crops by part label, average precision per query (AP, mAP)"
+    protocol_version = "1"
+    roles = ("test",)
+    default_splits = {"test": "test"}
+
+    def defaults(self) -> dict:
+        return {"feature": "encoded", "include_self": True}
+
+    def check(self, knobs: dict) -> None:
+        if knobs["feature"] not in FEATURES:
+            raise ValueError(f"knobs.feature: use {', '.join(FEATURES)}, not {knobs['feature']!r}")
+
+    def needs(self, knobs: dict) -> Needs:
+        return Needs(tokens=(FEATURES[knobs["feature"]],))
+
+    def primary(self, knobs: dict) -> Metric:
+        return Metric("ap")  # Table 3 says "AP"; the authors' script prints AP and mAP, both are recorded
+
+    def evaluate(self, ctx: Context) -> Evaluation:
+        test = ctx.roles["test"]
+        (layer,) = ctx.layers
+        kind = ctx.knobs["feature"]
+        if kind == "projected":
+            x = test.store.load("projection", test.rows).astype(np.float32)
+        else:
+            check_feature(test.store, FEATURES[kind])
+            x = image_features(test.store, test.rows, layer, FEATURES[kind])
+        ap = retrieval.average_precisions(
+            x, test.labels, include_self=ctx.knobs["include_self"], device=ctx.device
+        )
+        metrics = retrieval.retrieval_metrics(ap, test.labels, seed=ctx.seed)
+        names = test.dataset.classes
+        metrics["per_class_ap"] = {names[int(c)]: v for c, v in metrics["per_class_ap"].items()}
+        details = {
+            "probe": "part_retrieval",
+            "feature": kind,
+            "similarity": "cosine",
+            "n_crops": len(test.rows),
+        }
+        return Evaluation(metrics, details)
