@@ -91,3 +91,103 @@ def test_a_crop_view_is_a_dataset_the_loader_crops_and_the_cache_keys(tmp_path):
     assert (
         source.fingerprint() == ImageDataset("birds", tmp_path, ["bird"], list(source.samples)).fingerprint()
     )
+
+
+# -- crops as a task's view of its data -------------------------------------------------------------------
+def _coco(tmp_path):
+    """Two images with two part boxes each (one crowd, one tiny) and named person keypoints."""
+    import json
+
+    from probebench.data.formats.coco import read_coco
+
+    for i in (1, 2):
+        Image.fromarray(np.full((100, 120, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.jpg")
+    names = ["nose", "left_eye", "right_eye"]
+    cats = [{"id": 1, "name": "wheel", "keypoints": names}, {"id": 2, "name": "door", "keypoints": names}]
+    kps = [20, 20, 2, 70, 20, 2, 0, 0, 0]  # nose and left eye 50 px apart: d / 2 = 25, half = round(12.5)
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 20], "keypoints": kps},
+        {"id": 2, "image_id": 1, "category_id": 2, "bbox": [50, 40, 4, 4]},  # under min_side
+        {"id": 3, "image_id": 2, "category_id": 2, "bbox": [0, 0, 50, 50], "iscrowd": True},
+        {"id": 4, "image_id": 2, "category_id": 2, "bbox": [60, 30, 40, 40]},
+    ]  # fmt: skip
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 120, "height": 100} for i in (1, 2)]
+    (tmp_path / "test.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": cats})
+    )
+    return read_coco(tmp_path, "toy")
+
+
+def test_box_crops_keep_each_part_box_and_leave_out_crowds_and_tiny_ones(tmp_path):
+    from probebench.data.crops import CropSpec, make_view
+
+    view = make_view(_coco(tmp_path), CropSpec(source="boxes"))
+    assert view.name.startswith("toy.crops-boxes-") and view.extra["view_of"] == "toy"
+    assert view.classes == ["wheel", "door"]
+    assert [(s.path, s.label, s.ann["crop"]) for s in view.samples] == [
+        ("1.jpg", 0, [10, 10, 40, 30]),
+        ("2.jpg", 1, [60, 30, 100, 70]),
+    ]
+    assert make_view(_coco(tmp_path), CropSpec(source="boxes", min_side=2)).name != view.name
+
+
+def test_keypoint_crops_by_name_and_unknown_names_are_one_line(tmp_path):
+    from probebench.data.crops import CropSpec, make_view
+    from probebench.errors import UserError
+
+    ds = _coco(tmp_path)
+    view = make_view(ds, CropSpec(source="keypoints", keypoints=["nose", "left_eye"], min_visibility=2))
+    assert view.classes == ["nose", "left_eye"]
+    assert [(s.label, s.ann["crop"]) for s in view.samples] == [(0, [8, 8, 32, 32]), (1, [58, 8, 82, 32])]
+    by_id = make_view(ds, CropSpec(source="keypoints", keypoints=[1, 2], min_visibility=2))
+    assert [s.ann["crop"] for s in by_id.samples] == [s.ann["crop"] for s in view.samples], "1-based ids"
+    with pytest.raises(UserError, match="no keypoint 'tail' \\(its keypoints: nose, left_eye, right_eye\\)"):
+        make_view(ds, CropSpec(source="keypoints", keypoints=["tail"]))
+
+
+def test_mask_crops_are_the_boxes_of_each_part(tiny_embedded):
+    from probebench.data.crops import CropSpec, make_view
+    from probebench.data.formats.masks import load_label_map
+
+    view = make_view(tiny_embedded, CropSpec(source="masks"))
+    assert view.classes == tiny_embedded.extra["mask_classes"][1:] and view.synthetic
+    assert {s.split for s in view.samples} == {"train", "test"} and len(view) > len(tiny_embedded)
+    for s in view.samples[::7]:
+        source = tiny_embedded.samples[s.ann["source_row"]]
+        labels = load_label_map(tiny_embedded.root, source)
+        x0, y0, x1, y1 = s.ann["crop"]
+        part = labels == s.label + 1
+        assert part[y0:y1, x0:x1].sum() == part.sum(), "the whole part is inside its crop"
+        assert part[y0, x0:x1].any() and part[y1 - 1, x0:x1].any(), "and the crop is tight"
+
+
+def test_part_tasks_run_on_a_cached_view_and_are_filed_under_their_dataset(tiny_embedded):
+    import json
+
+    from conftest import TINY_REGISTRY
+
+    from probebench.cache.store import list_stores
+    from probebench.encoders.load import resolve
+    from probebench.extract import Options
+    from probebench.pipeline import run_one
+    from probebench.registry import parse_registry
+    from probebench.tasks import get_task, get_tasks
+
+    spec = resolve(parse_registry(TINY_REGISTRY)["tiny_random"])
+    opts = Options(batch_size=16, num_workers=0, progress=False)
+    assert [t.name for t in get_tasks("part")] == ["part_retrieval", "part_linear", "part_attentive"]
+    out = run_one(spec, [get_task("part_retrieval"), get_task("part_linear")], None, opts)
+    assert [o.status for o in out] == ["done", "done"]
+    (store,) = list_stores()
+    assert store.root.parent.name.startswith("embedded.crops-masks-"), "one cache entry, for the view"
+    record = json.loads(out[0].path.read_text())
+    assert out[0].path.name == "tiny_random__embedded__part_retrieval.json"
+    assert record["task"]["level"] == "part" and record["dataset"]["view_of"] == "embedded"
+    assert record["knobs"]["feature"] == "encoded" and record["primary"]["name"] == "ap"
+    assert 0 < record["metrics"]["ap"] <= 100 and set(record["metrics"]["per_class_ap"]) <= set(
+        tiny_embedded.extra["mask_classes"][1:]
+    )
+    assert record["metrics"]["n_queries"] == record["roles"]["test"]["n_images"]
+    assert json.loads(out[1].path.read_text())["task"]["level"] == "part"
+    again = run_one(spec, [get_task("part_retrieval"), get_task("part_linear")], None, opts)
+    assert [o.status for o in again] == ["skipped", "skipped"]
