@@ -472,6 +472,7 @@ def cache_ls():
     """One line per cache entry: encoder, dataset, key, shards done, size."""
     from probebench.cache.store import list_stores
 
+    stores = list_stores()
     rows = [
         {
             "encoder": s.root.parent.parent.name,
@@ -482,10 +483,10 @@ def cache_ls():
             "arrays": s.damaged or ",".join(s.arrays()),
             "MB": f"{s.size_bytes() / 1e6:.1f}",
         }
-        for s in list_stores()
+        for s in stores
     ]
     typer.echo(_table(rows))
-    if damaged := sum(s.damaged is not None for s in list_stores()):
+    if damaged := sum(s.damaged is not None for s in stores):
         typer.echo(
             f"{damaged} damaged entr{'y' if damaged == 1 else 'ies'}: `probebench run` recomputes them, "
             "`probebench cache rm` removes them",

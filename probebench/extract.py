@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from probebench.cache.store import FeatureStore, cache_key, is_token_array, list_stores
+from probebench.cache.store import EXTRACTOR_VERSION, FeatureStore, cache_key, is_token_array, list_stores
 from probebench.data.base import MAX_PIXELS, ImageDataset
 from probebench.data.loader import ImageRows, collate_rows, why_unreadable, worker_init
 from probebench.encoders.base import TOKEN_KINDS, Encoder, Features
@@ -184,6 +184,7 @@ def store_for(spec: Spec, dataset: ImageDataset, req: Request, opts: Options, pr
         "precision": precision,
         "geometry": {"mode": req.geometry, "max_side": req.max_side},
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint(), "n": len(dataset)},
+        "extractor_version": EXTRACTOR_VERSION,
     }
     if opts.max_pixels != MAX_PIXELS:  # it decides which images are skipped; the default keeps older keys
         parts["max_pixels"] = opts.max_pixels

@@ -309,7 +309,9 @@ def build_record(
     task, entry = target.task, spec.entry
     any_result = results[next(iter(target.feeds.values()))]
     info = any_result.store.manifest["encoder"]
-    reads = "feature" if task.probe.reads_feature else "tokens"
+    # what the probe read: the run's image feature, a probe's own `feature` knob (part retrieval: encoded,
+    # projected, cls), or tokens
+    read = feature if task.probe.reads_feature else task.knobs.get("feature", "tokens")
     primary = task.primary
     roles = {}
     for role, (_, split) in task.bindings.items():
@@ -351,12 +353,11 @@ def build_record(
         probe=evaluation.details,
         knobs={
             **task.knobs,  # first: what the run resolved (layers, geometry) is written over the raw knobs
-            # a probe's own `feature` knob (part retrieval: encoded, projected, cls) is what it read
-            "feature": feature if reads == "feature" else task.knobs.get("feature", "tokens"),
+            "feature": read,
             "layer": layers[0] if len(layers) == 1 else layers,
             "layers_cached": any_result.layers,
             "norm": key_parts["norm"],
-            "token": _TOKEN_TEXT[feature if reads == "feature" else task.knobs.get("feature", "tokens")],
+            "token": _TOKEN_TEXT[read],
             "final_norm": info["final_norm"],
             "preprocess": spec.preprocess.as_dict(),
             "geometry": key_parts["geometry"],

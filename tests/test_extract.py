@@ -324,3 +324,19 @@ def test_cnn_stage_grids_keep_their_stride_when_the_input_is_not_a_multiple(tmp_
         :2
     ] == (3, 3)
     assert (g2.grid_h, g2.grid_w, g2.cell) == (10, 10, 8)
+
+
+def test_a_new_extractor_version_recomputes_features_and_the_records_read_from_them(
+    tiny_embedded, monkeypatch
+):
+    """Records are keyed by what their features are: a changed extractor (how images are decoded, what an
+    array holds) gives new features, and the finished records are redone rather than shown as current."""
+    from probebench.pipeline import run_one
+    from probebench.tasks import get_task
+
+    first = run_one(spec(), get_task("knn"), tiny_embedded, OPTS)
+    assert [o.status for o in first] == ["done"]
+    assert [o.status for o in run_one(spec(), get_task("knn"), tiny_embedded, OPTS)] == ["skipped"]
+    monkeypatch.setattr(ex, "EXTRACTOR_VERSION", "test-next")
+    again = run_one(spec(), get_task("knn"), tiny_embedded, OPTS)
+    assert [o.status for o in again] == ["done"] and len(list_stores()) == 2

@@ -39,7 +39,9 @@ from probebench.paths import features_dir, safe_name
 log = logging.getLogger(__name__)
 
 # Bump when extraction changes what a cached array holds (an adapter's layer meaning, pooling, dtypes).
-EXTRACTOR_VERSION = "3"  # 2: ragged token arrays with per-image geometry; 3: geometry keeps each grid's cell
+# 2: ragged token arrays with per-image geometry; 3: geometry keeps each grid's cell; 4: deep greyscale
+# images scaled to 8 bits (were clipped to white), images over --max-pixels skipped (were decoded up to 2x)
+EXTRACTOR_VERSION = "4"
 
 
 def is_token_array(name: str) -> bool:
@@ -57,8 +59,8 @@ class CorruptShard(Exception):
 
 
 def cache_key(parts: dict) -> str:
-    """sha256 of the canonical JSON of everything that changes the features."""
-    parts = {**parts, "extractor_version": EXTRACTOR_VERSION}
+    """sha256 of the canonical JSON of everything that changes the features (`parts` carries the extractor
+    version, so that key.json, and with it every record's feature identity, changes when it does)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
