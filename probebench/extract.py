@@ -23,7 +23,7 @@ from tqdm import tqdm
 from probebench.cache.store import EXTRACTOR_VERSION, FeatureStore, cache_key, is_token_array, list_stores
 from probebench.data.base import MAX_PIXELS, ImageDataset
 from probebench.data.loader import ImageRows, collate_rows, why_unreadable, worker_init
-from probebench.encoders.base import TOKEN_KINDS, Encoder, Features
+from probebench.encoders.base import TOKEN_KINDS, Encoder, Features, is_layer
 from probebench.encoders.load import Spec, build
 from probebench.errors import UserError
 from probebench.geometry import GEOMETRY_MODES
@@ -47,8 +47,8 @@ class Request:
     max_side: int | None = None
 
     def __post_init__(self) -> None:
-        if any(isinstance(x, str) and x != "all" for x in self.layers):
-            raise UserError(f"layers {list(self.layers)}: give block indices or 'all'")
+        if not all(is_layer(x) for x in self.layers):
+            raise UserError(f"layers {list(self.layers)}: give block indices, 'all' or scaled ones like 4/12")
         bad = [t for t in self.tokens if t not in TOKEN_KINDS]
         if bad:
             raise UserError(f"unknown token kind(s) {bad}; choose from {', '.join(TOKEN_KINDS)}")

@@ -21,6 +21,8 @@ from probebench.cache.store import CorruptShard, FeatureStore
 from probebench.data.base import ImageDataset
 from probebench.data.crops import make_view
 from probebench.data.lookup import get_dataset
+from probebench.data.windows import window_view
+from probebench.encoders.base import block_index
 from probebench.encoders.load import Spec, resolve
 from probebench.errors import UserError
 from probebench.extract import Options, Request, Result, device_and_precision, extract, store_for
@@ -83,7 +85,7 @@ class Plan:
 
 
 def _group_key(req: Request) -> str:
-    return f"{req.geometry}:{req.max_side}"
+    return f"{req.geometry}:{req.max_side}" + ("" if req.norm else ":unnormed")
 
 
 def plan_run(
@@ -111,7 +113,7 @@ def plan_run(
             asked: list[int | str] = list(needs.layers)
         else:
             asked = list(layers) if layers is not None else ["last"]
-        req = Request(tokens=needs.tokens, geometry=needs.geometry, max_side=needs.max_side)
+        req = Request(tokens=needs.tokens, geometry=needs.geometry, max_side=needs.max_side, norm=needs.norm)
         feeds = {}
         for role, (dataset, _) in task.bindings.items():
             key = (task.fed(dataset), _group_key(req))
@@ -119,6 +121,7 @@ def plan_run(
             plan.requests[key] = Request(
                 layers=tuple(dict.fromkeys([*merged.layers, *(-1 if x == "last" else x for x in asked)])),
                 tokens=tuple(sorted(set(merged.tokens) | set(needs.tokens))),
+                norm=req.norm,
                 geometry=req.geometry,
                 max_side=req.max_side,
             )
@@ -132,13 +135,11 @@ def plan_run(
 
 
 def _absolute(layers: list[int | str], num_blocks: int) -> list[int]:
-    """Requested layers -> absolute block indices ("all" is every block, "last" the last)."""
+    """Requested layers -> absolute block indices ("all" is every block, "last" the last, "a/b" scaled)."""
     if "all" in layers:
         return list(range(num_blocks))
     # In the declared order (a fixed-layer probe concatenates them in that order), each block once.
-    return list(
-        dict.fromkeys(num_blocks - 1 if x == "last" else (x + num_blocks if x < 0 else x) for x in layers)
-    )
+    return list(dict.fromkeys(block_index(x, num_blocks) for x in layers))
 
 
 def _expand(target: Target, num_blocks: int) -> list[Target]:
@@ -289,6 +290,7 @@ _TOKEN_TEXT = {
     "tokens": "all tokens (prefix tokens and patch tokens)",
     "encoded": "mean of the final-normed patch tokens (CNNs: global average pool)",
     "projected": "projection head output",
+    "patch grids": "patch-token grids of the probed layers, before the final normalisation",
 }
 
 
@@ -311,7 +313,7 @@ def build_record(
     info = any_result.store.manifest["encoder"]
     # what the probe read: the run's image feature, a probe's own `feature` knob (part retrieval: encoded,
     # projected, cls), or tokens
-    read = feature if task.probe.reads_feature else task.knobs.get("feature", "tokens")
+    read = feature if task.probe.reads_feature else task.knobs.get("feature", task.probe.reads)
     primary = task.primary
     roles = {}
     for role, (_, split) in task.bindings.items():
@@ -469,7 +471,8 @@ def _all_finished(
         (s.manifest["encoder"]["num_blocks"] for s in stores.values() if "encoder" in s.manifest), None
     )
     relative = any(
-        t.sweep or any(x == "all" or (isinstance(x, int) and x < 0) for x in t.layers) for t in plan.targets
+        t.sweep or any(isinstance(x, str) and x != "last" or isinstance(x, int) and x < 0 for x in t.layers)
+        for t in plan.targets
     )
     if num_blocks is None and relative:
         return None
@@ -508,12 +511,16 @@ def _skipped(spec: Spec, target: Target) -> Outcome:
 
 
 def with_views(tasks: list[Task], loaded: dict[str, ImageDataset]) -> dict[str, ImageDataset]:
-    """`loaded` plus the crop view of each dataset a task reads as part crops (made once, by name)."""
+    """`loaded` plus the views tasks read (part crops, sliding windows), each made once, by name."""
     out = dict(loaded)
     for task in tasks:
         for dataset, _ in task.bindings.values():
-            if task.crops is not None and task.fed(dataset) not in out:
+            if task.fed(dataset) in out:
+                continue
+            if task.crops is not None:
                 out[task.fed(dataset)] = make_view(loaded[dataset], task.crops)
+            elif (windows := task.needs.windows) is not None:
+                out[task.fed(dataset)] = window_view(loaded[dataset], windows)
     return out
 
 

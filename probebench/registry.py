@@ -95,6 +95,8 @@ class ProjectionHead(_Strict):
     prefix: str  # keys of the head in the (unmapped) checkpoint
     activation: Literal["relu", "gelu"]
     l2norm_before_last: bool = False  # DINO: the bottleneck is L2-normalised before the weight-normed layer
+    exclude: list[str] = []  # glob patterns (after the prefix) of layers that are not on the path, e.g.
+    # iBOT's patch-token layer `last_layer2.*` beside the class-token one
 
 
 Source = Annotated[

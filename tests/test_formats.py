@@ -124,6 +124,35 @@ def test_mask_folder_palette_merge_and_ignore(tmp_path):
     assert merged.tolist() == [[0, 1, 2, 2], [255, 2, 2, 1]]
 
 
+def test_mask_folder_splits_by_sub_folder_or_by_a_stable_hash(tmp_path):
+    root = tmp_path / "mm"
+    for split, stems in (("train", ["a", "b"]), ("val", ["c"])):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for stem in stems:
+            Image.new("RGB", (4, 2)).save(root / "images" / split / f"{stem}.jpg")
+            Image.new("L", (4, 2)).save(root / "labels" / split / f"{stem}.png")
+    ds = read_mask_folder(root, "mm")
+    assert {s.path: s.split for s in ds.samples} == {
+        "images/train/a.jpg": "train",
+        "images/train/b.jpg": "train",
+        "images/val/c.jpg": "val",
+    }
+    assert ds.samples[2].ann["mask"] == "labels/val/c.png"
+
+    flat = tmp_path / "flat"
+    (flat / "images").mkdir(parents=True)
+    (flat / "labels").mkdir()
+    for i in range(200):
+        Image.new("RGB", (2, 2)).save(flat / "images" / f"{i:04d}.png")
+        Image.new("L", (2, 2)).save(flat / "labels" / f"{i:04d}.png")
+    split = {s.path: s.split for s in read_mask_folder(flat, "f", test_fraction=0.2).samples}
+    assert 25 <= list(split.values()).count("test") <= 55
+    (flat / "images" / "0007.png").unlink()  # removing an image moves no other one
+    again = {s.path: s.split for s in read_mask_folder(flat, "f", test_fraction=0.2).samples}
+    assert again == {k: v for k, v in split.items() if k != "images/0007.png"}
+
+
 def test_cub_with_boxes_and_part_locations(tmp_path):
     root = tmp_path / "cub"
     (root / "images" / "001.A").mkdir(parents=True)

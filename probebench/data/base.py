@@ -71,8 +71,9 @@ class ImageDataset:
                 size, mtime = st.st_size, st.st_mtime_ns
             except OSError:
                 size, mtime = -1, -1  # unreadable files are fingerprinted as such and reported at extraction
-            # A view's region of the file (part crops) is part of what the encoder sees.
-            region = [s.ann["crop"]] if "crop" in s.ann else []
+            # A view's region of the file (part crops, windows of a rescaled image) is part of what the
+            # encoder sees.
+            region = [s.ann[k] for k in ("scale_to", "crop") if k in s.ann]
             h.update(json.dumps([s.path, size, mtime, s.label, s.split, *region]).encode())
         return h.hexdigest()
 
@@ -105,6 +106,6 @@ class ImageDataset:
             "synthetic": self.synthetic,
             "fingerprint": self.fingerprint(),
             **({"warnings": list(self.warnings)} if self.warnings else {}),
-            # a view (part crops): the dataset it was made from and how
-            **{k: self.extra[k] for k in ("view_of", "crops") if k in self.extra},
+            # a view (part crops, sliding windows): the dataset it was made from and how
+            **{k: self.extra[k] for k in ("view_of", "crops", "windows") if k in self.extra},
         }

@@ -68,7 +68,7 @@ CATALOG: dict[str, Named] = {
         Named(
             "pascal_part",
             "mask_folder",
-            "pascal_part/{images,labels,classes.txt}",
+            "pascal_part/{images,labels}/{train,val}/..., pascal_part/classes.txt",
             {"train": None, "val": None},
             "The 193-part split (and its 16-object counterpart) is shared by the authors of Zhu et al. on "
             "Google Drive (README of github.com/JiePKU/understand-ssl-part-aware); download and convert it "
@@ -78,7 +78,7 @@ CATALOG: dict[str, Named] = {
         Named(
             "ade20k_part",
             "mask_folder",
-            "ade20k_part/{images,labels,classes.txt}",
+            "ade20k_part/{images,labels}/{train,val}/..., ade20k_part/classes.txt",
             {"train": None, "val": None},
             "The 209-part split (and the 59-object counterpart) is on the Zhu et al. authors' Google Drive "
             "(README of github.com/JiePKU/understand-ssl-part-aware).",
@@ -87,7 +87,7 @@ CATALOG: dict[str, Named] = {
         Named(
             "pascal_object",
             "mask_folder",
-            "pascal_object/{images,labels,classes.txt}",
+            "pascal_object/{images,labels}/{train,val}/..., pascal_object/classes.txt",
             {"train": None, "val": None},
             "The 16-object counterpart of the 193-part Pascal-Part split, on the Zhu et al. authors' Google "
             "Drive (README of github.com/JiePKU/understand-ssl-part-aware).",
@@ -96,7 +96,7 @@ CATALOG: dict[str, Named] = {
         Named(
             "ade20k_object",
             "mask_folder",
-            "ade20k_object/{images,labels,classes.txt}",
+            "ade20k_object/{images,labels}/{train,val}/..., ade20k_object/classes.txt",
             {"train": None, "val": None},
             "The 59-object counterpart of the 209-part ADE20K-Part split, on the Zhu et al. authors' Google "
             "Drive (README of github.com/JiePKU/understand-ssl-part-aware).",
@@ -105,7 +105,7 @@ CATALOG: dict[str, Named] = {
         Named(
             "lip",
             "mask_folder",
-            "lip/{images,labels,classes.txt}",
+            "lip/{images,labels}/{train,val}/..., lip/classes.txt",
             {"train": 30462, "val": 10000},
             "Register at the LIP site (sysu-hcp.net/lip) and download the single-person parsing images and "
             "labels (19 parts plus background).",

@@ -39,6 +39,7 @@ class DatasetEntry(BaseModel):
     labels: str | None = None  # mask folders: the label-map sub-folder
     masks: str | None = None  # saliency sets: the ground-truth sub-folder
     split: str | None = None  # mask folders and saliency sets: the split their images belong to
+    test_fraction: float | None = Field(default=None, gt=0, lt=1)  # mask folders: a stable train/test split
     filelist: str | None = None  # coco: keep only the images named in this file
     tasks: list[str] = []
     description: str | None = None

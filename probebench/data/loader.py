@@ -80,6 +80,7 @@ class ImageRows(torch.utils.data.Dataset):
         self.max_pixels = max_pixels
         self.paths = [str(dataset.root / dataset.samples[i].path) for i in indices]
         self.crops = [dataset.samples[i].ann.get("crop") for i in indices]  # views: a region of the file
+        self.scales = [dataset.samples[i].ann.get("scale_to") for i in indices]  # window views: rescale first
         self.indices = list(indices)
         self.framing = framing
 
@@ -89,6 +90,8 @@ class ImageRows(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool, np.ndarray]:
         try:
             image = read_rgb(self.paths[i], self.max_pixels)
+            if self.scales[i] is not None:
+                image = image.resize(tuple(self.scales[i]), Image.Resampling.BILINEAR)
             if self.crops[i] is not None:
                 image = image.crop(tuple(self.crops[i]))  # outside the image is black, as PIL pads it
             image, geometry = self.framing(image)

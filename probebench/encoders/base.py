@@ -2,11 +2,14 @@
 
 Probes never ask where a model came from: they ask an `Encoder` for features of a batch at some layers and get
 a `Features` with fixed shapes. Layers are block indices (stage indices for CNNs); negative indices count from
-the end, as in Python, and are resolved to absolute indices before anything is cached.
+the end, as in Python, and "a/b" names block a (1-based) of a b-block model scaled to this depth; all are
+resolved to absolute indices before anything is cached.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,6 +22,35 @@ from probebench.errors import UserError
 from probebench.geometry import Framing
 
 TOKEN_KINDS = ("cls", "patches", "pooled", "keys", "projection")
+SCALED_LAYER = re.compile(r"^([1-9][0-9]*)/([1-9][0-9]*)$")
+
+
+def is_layer(layer: int | str) -> bool:
+    """Whether `layer` is a layer request: an int, "all", "last" or a scaled "a/b" with a <= b."""
+    if isinstance(layer, int) and not isinstance(layer, bool):
+        return True
+    m = SCALED_LAYER.match(str(layer))
+    return layer in ("all", "last") or (m is not None and int(m[1]) <= int(m[2]))
+
+
+def block_index(layer: int | str, num_blocks: int) -> int:
+    """One requested layer -> an absolute block index (not range-checked).
+
+    int: a block index, negative from the end; "last": the last block; "a/b": block a (1-based) of a b-block
+    model scaled to this depth, round-half-up(num_blocks * a / b) - 1, at least 0. The segmentation probe's
+    blocks 4, 6, 8, 12 of a 12-block ViT are "4/12" ... "12/12": indices 3, 5, 7, 11 at depth 12, 7, 11, 15,
+    23 at depth 24, and for a 6-layer CNN its stages 1, 2, 3 and the final map 5.
+    """
+    if layer == "last":
+        return num_blocks - 1
+    if isinstance(layer, str):
+        m = SCALED_LAYER.match(layer)
+        if m is None:
+            raise UserError(
+                f"layer {layer!r}: give a block index, 'last', 'all' or a scaled 'a/b' such as 4/12"
+            )
+        return max(0, math.floor(num_blocks * int(m[1]) / int(m[2]) + 0.5) - 1)
+    return layer + num_blocks if layer < 0 else layer
 
 
 @dataclass(frozen=True)
@@ -135,12 +167,13 @@ class Encoder(ABC):
 
     # -- features ----------------------------------------------------------------------------------------
     def resolve_layers(self, layers: list[int | str] | tuple[int | str, ...]) -> list[int]:
-        """Negative indices count from the end, "all" is every block; out of range is a user error."""
+        """Negative indices count from the end, "all" is every block, "a/b" a scaled block; out of range is a
+        user error."""
         if "all" in layers:
             return list(range(self.num_blocks))
         out = []
         for layer in layers:
-            absolute = layer + self.num_blocks if layer < 0 else layer
+            absolute = block_index(layer, self.num_blocks)
             if not 0 <= absolute < self.num_blocks:
                 raise UserError(
                     f"layer {layer} is out of range for encoder {self.name or self.library} with "

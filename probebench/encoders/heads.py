@@ -8,6 +8,7 @@ a Linear, a `running_mean` a BatchNorm1d; an activation follows every layer grou
 
 from __future__ import annotations
 
+import fnmatch
 import re
 
 import torch
@@ -53,6 +54,8 @@ def build_projection_head(checkpoint: dict, spec: ProjectionHead, what: str) -> 
         if not key.startswith(spec.prefix) or not isinstance(value, torch.Tensor):
             continue
         rest = key[len(spec.prefix) :]
+        if any(fnmatch.fnmatchcase(rest, pattern) for pattern in spec.exclude):
+            continue
         # "mlp.0.weight" -> ("mlp", 0); "last_layer.weight_g" -> ("last_layer",); sort numbered before named
         m = re.match(r"^(?:(\w+?)\.)?(\d+)\.(.+)$", rest) or re.match(r"^(\w+)\.(.+)$", rest)
         if m is None:

@@ -7,6 +7,7 @@ Everything here honours the caches users already have: the Hugging Face hub cach
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
 import hashlib
 import json
@@ -77,6 +78,12 @@ def package_file(package: str, file: str, install: str | None) -> Path:
     return path
 
 
+# Full training checkpoints of DINO and iBOT (and MoCo v3's) keep their command-line arguments beside the
+# weights as an `argparse.Namespace`: the one class besides tensors and containers they need. Nothing else is
+# allowed, so a pickle naming any other class is refused before anything runs.
+CHECKPOINT_GLOBALS = [argparse.Namespace]
+
+
 def read_state_dict(path: Path) -> dict:
     """A checkpoint file's top-level object, loaded without executing code."""
     if path.suffix == ".safetensors":
@@ -84,7 +91,8 @@ def read_state_dict(path: Path) -> dict:
 
         return load_file(str(path))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the unpickler raises many types; all mean "not a safe checkpoint"
         raise UserError(
             f"cannot read checkpoint {path} safely (weights_only=True): {exc}".splitlines()[0]

@@ -23,6 +23,7 @@ import torch
 
 from probebench.cache.store import FeatureStore
 from probebench.data.base import ImageDataset
+from probebench.data.windows import WindowSpec
 from probebench.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -34,15 +35,20 @@ LEVELS = ("object", "part", "discovery")
 class Needs:
     """What a task reads from the cache.
 
-    layers: fixed block indices (negative from the end) the probe reads together, or None for one probed
-    layer chosen by the run (`--layer`, default the last; a sweep gives one record per layer).
+    layers: fixed layers the probe reads together (block indices, negative from the end, "last", or scaled
+    "a/b" such as "4/12"), or None for one probed layer chosen by the run (`--layer`, default the last; a
+    sweep gives one record per layer).
+    norm: the encoder's final normalisation applied to every layer's tokens (retrieval) or not (segmentation).
+    windows: the probe reads sliding windows of each image (a cached view), not whole images.
     """
 
     tokens: tuple[str, ...]
-    layers: tuple[int, ...] | None = None
+    layers: tuple[int | str, ...] | None = None
     geometry: str = "resize"
     max_side: int | None = None
     labels: bool = True  # every image of the task's splits must carry a class label
+    norm: bool = True
+    windows: WindowSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class Probe(ABC):
     roles: ClassVar[tuple[str, ...]] = ("train", "test")
     default_splits: ClassVar[dict[str, str]] = {"train": "train", "test": "test"}
     reads_feature: ClassVar[bool] = False  # whether --feature (cls, pooled, both) applies
+    reads: ClassVar[str] = "tokens"  # what it reads otherwise (unless a `feature` knob says), for the record
 
     @abstractmethod
     def defaults(self) -> dict:
@@ -137,6 +144,7 @@ def suggest(name: str, known: list[str] | dict, what: str) -> UserError:
 def get_probe(name: str) -> Probe:
     import probebench.tasks.object  # noqa: F401 - registers the shipped probes
     import probebench.tasks.part  # noqa: F401
+    import probebench.tasks.segmentation  # noqa: F401
 
     if name not in PROBES:
         raise suggest(name, PROBES, "probe")

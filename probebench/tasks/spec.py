@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from probebench.data.crops import CropSpec, view_name
+from probebench.data.windows import window_view_name
 from probebench.errors import UserError
 from probebench.paths import user_file
 from probebench.registry import NAME_RE, parse_entries, read_config
@@ -71,6 +72,8 @@ class TaskEntry(BaseModel):
                     f"got {value!r}"
                 )
         probe.check({**defaults, **self.knobs})
+        if self.crops is not None and probe.needs({**defaults, **self.knobs}).windows is not None:
+            raise ValueError(f"probe {probe.name!r} reads sliding windows of whole images; drop crops")
         return self
 
 
@@ -113,8 +116,11 @@ class Task:
         return self.probe.primary(self.knobs)
 
     def fed(self, dataset: str) -> str:
-        """The name of the data a role on `dataset` reads: the dataset, or its crop view."""
-        return view_name(dataset, self.crops) if self.crops is not None else dataset
+        """The name of the data a role on `dataset` reads: the dataset, its crop view or its window view."""
+        if self.crops is not None:
+            return view_name(dataset, self.crops)
+        windows = self.needs.windows
+        return window_view_name(dataset, windows) if windows is not None else dataset
 
     @property
     def dataset(self) -> str:

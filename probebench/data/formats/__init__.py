@@ -49,7 +49,7 @@ def _voc(root: Path, name: str, opts: dict) -> ImageDataset:
 def _mask_folder(root: Path, name: str, opts: dict) -> ImageDataset:
     from probebench.data.formats.masks import read_mask_folder
 
-    given = {k: opts[k] for k in ("images", "labels", "split") if opts.get(k)}
+    given = {k: opts[k] for k in ("images", "labels", "split", "test_fraction") if opts.get(k)}
     ds = read_mask_folder(root, name, **given)
     ds.extra.update({"merge": opts.get("merge"), "ignore_index": opts.get("ignore_index", 255)})
     return ds
@@ -70,7 +70,7 @@ FORMATS: dict[str, Format] = {
     "voc": Format(_voc, ("splits",), "Pascal VOC: JPEGImages/, Annotations/ (per split or ImageSets)"),
     "mask_folder": Format(
         _mask_folder,
-        ("images", "labels", "split", "merge", "ignore_index"),
+        ("images", "labels", "split", "merge", "ignore_index", "test_fraction"),
         "images/<stem>.*, labels/<stem>.png, classes.txt",
     ),
     "saliency": Format(_saliency, ("images", "masks", "split"), "<images>/<stem>.*, <masks>/<stem>.png"),

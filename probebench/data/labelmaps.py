@@ -1,0 +1,116 @@
+"""Per-pixel label maps of a dataset's images, whatever the format stores, for segmentation probes.
+
+Two annotations, chosen by a task's `annotation` knob:
+- `mask`: the dataset's own per-pixel classes. Mask folders and the embedded dataset store label-map files
+  (the dataset's `merge` map applied); COCO files store instance polygons or RLE, rasterised here with each
+  pixel taking its instance's category (0 where no instance lies; larger instances are drawn first so a small
+  part on a large one stays visible; a category named `_background_`, which COCO Annotator exports, is 0).
+  Values index `label_classes(dataset, "mask")`, 0 being the background.
+- `object_mask`: the object against the background. The embedded dataset stores one per image; elsewhere it is
+  every labelled pixel of `mask` (the union of the parts). Object pixels take the image's class (index + 1)
+  when images carry one, else 1.
+Pixels at the dataset's ignore index (default 255) stay ignored.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from probebench.data.base import ImageDataset, Sample
+from probebench.data.formats.masks import load_label_map
+from probebench.errors import UserError
+
+ANNOTATIONS = ("mask", "object_mask")
+COCO_BACKGROUND = ("_background_",)
+
+
+def ignore_index(dataset: ImageDataset) -> int:
+    return int(dataset.extra.get("ignore_index", 255))
+
+
+def _coco_values(dataset: ImageDataset) -> tuple[list[str], list[int]]:
+    """Class names of a COCO label map (0 background) and the value each category index takes."""
+    names, values = ["background"], []
+    for name in dataset.classes:
+        if name in COCO_BACKGROUND:
+            values.append(0)
+        else:
+            values.append(len(names))
+            names.append(name)
+    return names, values
+
+
+def _labelled(dataset: ImageDataset) -> bool:
+    return bool(dataset.classes) and any(s.label >= 0 for s in dataset.samples[:1000])
+
+
+def label_classes(dataset: ImageDataset, annotation: str) -> list[str]:
+    """Names of label values 0..K-1 (0 is the background) of `annotation` on `dataset`."""
+    if annotation == "object_mask":
+        return ["background", *(dataset.classes if _labelled(dataset) else ["object"])]
+    if annotation != "mask":
+        raise ValueError(f"unknown annotation {annotation!r}; use {' or '.join(ANNOTATIONS)}")
+    if dataset.extra.get("mask_classes"):
+        return list(dataset.extra["mask_classes"])
+    if any(s.ann.get("segmentation") for s in dataset.samples):
+        return _coco_values(dataset)[0]
+    raise UserError(
+        f"dataset {dataset.name!r} has no per-pixel labels (label maps or instance polygons); segmentation "
+        "needs a mask folder, COCO instances or the embedded dataset"
+    )
+
+
+def _rasterise(dataset: ImageDataset, sample: Sample) -> np.ndarray:
+    from probebench.data.formats.coco import instance_masks
+
+    width, height = sample.ann.get("size") or (0, 0)
+    if not (width and height):
+        with Image.open(dataset.root / sample.path) as im:
+            width, height = im.size
+    masks = instance_masks(sample, int(height), int(width))
+    _, values = _coco_values(dataset)
+    out = np.zeros((int(height), int(width)), dtype=np.int64)
+    for k in np.argsort([-m.sum() for m in masks], kind="stable"):
+        out[masks[k]] = values[int(sample.ann["boxes"][k][4])]
+    merge = dataset.extra.get("merge")
+    if merge:
+        lut = np.arange(max(int(out.max()), max(merge)) + 1)
+        for src, dst in merge.items():
+            lut[src] = dst
+        out = lut[out]
+    return out
+
+
+def label_map(dataset: ImageDataset, sample: Sample, annotation: str) -> np.ndarray:
+    """(H, W) int64 label map of one image at its stored size (values as `label_classes` names them)."""
+    ignore = ignore_index(dataset)
+    if annotation == "object_mask" and "object_mask" in sample.ann:
+        with Image.open(dataset.root / sample.ann["object_mask"]) as im:
+            fg = np.array(im.convert("L")) > 0
+        return fg.astype(np.int64) * (sample.label + 1 if sample.label >= 0 else 1)
+    if "mask" in sample.ann:
+        parts = load_label_map(dataset.root, sample, dataset.extra.get("merge"), ignore)
+    elif sample.ann.get("segmentation"):
+        parts = _rasterise(dataset, sample)
+    else:
+        raise UserError(f"dataset {dataset.name!r}: image {sample.path} has no per-pixel labels")
+    if annotation == "mask":
+        return parts
+    value = sample.label + 1 if _labelled(dataset) and sample.label >= 0 else 1
+    return np.where(parts == ignore, ignore, (parts > 0) * value).astype(np.int64)
+
+
+def reduce_zero_label(labels: np.ndarray, ignore: int = 255) -> np.ndarray:
+    """mmseg's `reduce_zero_label`: the background (0) is ignored and every other class moves down by one."""
+    out = labels - 1
+    out[(labels == 0) | (labels == ignore)] = ignore
+    return out
+
+
+def resize_nearest(labels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(H, W) -> (height, width), each output pixel taking the label under its centre."""
+    h, w = labels.shape
+    ys = np.minimum(((np.arange(height) + 0.5) * h / height).astype(np.int64), h - 1)
+    xs = np.minimum(((np.arange(width) + 0.5) * w / width).astype(np.int64), w - 1)
+    return labels[np.ix_(ys, xs)]

@@ -1,0 +1,244 @@
+"""Linear semantic segmentation on frozen tokens, at part level (Zhu et al. Table 4) and object level (their
+Table 2 and Figure 6): the same probe, tagged by what its labels are.
+
+A task reads sliding windows of its images (`probebench.data.windows`, a cached view) in native geometry with
+un-normed tokens of four layers ("4/12", "6/12", "8/12", "12/12": blocks 4, 6, 8, 12 of a 12-block ViT, scaled
+to other depths and to CNN stages; knob `head: last` reads the last block alone), trains the head of
+`probebench.probes.seghead` on the training windows and scores mmseg's slide inference on the test images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from probebench.data.labelmaps import (
+    ANNOTATIONS,
+    ignore_index,
+    label_classes,
+    label_map,
+    reduce_zero_label,
+    resize_nearest,
+)
+from probebench.data.windows import WindowSpec
+from probebench.errors import UserError
+from probebench.geometry import Geometry
+from probebench.probes import seghead
+from probebench.probes.segmentation import confusion, segmentation_metrics
+from probebench.tasks.base import Context, Evaluation, Metric, Needs, Probe, RoleData, register_probe
+
+HEADS = {"concat4": ("4/12", "6/12", "8/12", "12/12"), "last": ("last",)}
+DEVIATIONS = [
+    "no training augmentation (random rescale, crop, flip, photometric): features are frozen and cached "
+    "once, so the training crops are the sliding windows of the test layout",
+    "fp32 instead of AMP",
+    "loss averaged over labelled pixels (mmseg divides by all pixels: a constant factor)",
+]
+
+
+@dataclass
+class _Labels:
+    """Label maps of one role's images, one image at a time (windows of an image are consecutive rows)."""
+
+    role: RoleData
+    annotation: str
+    reduce_zero: bool
+    _row: int = -1
+    _map: np.ndarray | None = None
+
+    @property
+    def ignore(self) -> int:
+        return ignore_index(self.role.dataset)
+
+    def of_image(self, row: int) -> np.ndarray:
+        """(H, W) labels of the image under window `row`, at its stored size, background ignored if
+        reduced."""
+        sample = self.role.dataset.samples[row]
+        source = int(sample.ann["source_row"])
+        if source != self._row:
+            labels = label_map(self.role.dataset, sample, self.annotation)
+            self._map = reduce_zero_label(labels, self.ignore) if self.reduce_zero else labels
+            self._row = source
+        return self._map
+
+    def of_window(self, row: int) -> np.ndarray:
+        """The labels the window at `row` shows: the image's labels resized (nearest) to the rescaled size,
+        then cut to the window."""
+        ann = self.role.dataset.samples[row].ann
+        (sw, sh), (x0, y0, x1, y1) = ann["scale_to"], ann["crop"]
+        return resize_nearest(self.of_image(row), sw, sh)[y0:y1, x0:x1]
+
+
+def _windows(role: RoleData, layers: list[int]) -> seghead.Windows:
+    """The role's windows as the head reads them: per layer (n, h, w, C) grids, one bucket per grid shape."""
+    store, rows = role.store, role.rows
+    names = [f"patches.L{layer}" for layer in layers]
+    order = store.manifest["token_arrays"]
+    grids = store.load("grids", rows)[:, [order.index(n) for n in names]]  # (N, L, 2) (h, w) per layer
+    _, bucket = np.unique(grids.reshape(len(rows), -1), axis=0, return_inverse=True)
+    geo = [Geometry.from_row(g) for g in store.load("geometry", rows)]
+
+    def read(positions: np.ndarray) -> list[np.ndarray]:
+        picked = rows[positions]
+        h_w = grids[positions[0]]
+        return [
+            store.load_tokens(name, picked).reshape(len(picked), int(h), int(w), -1)
+            for name, (h, w) in zip(names, h_w, strict=True)
+        ]
+
+    return seghead.Windows(
+        read=read,
+        bucket=bucket.ravel(),
+        input_hw=np.array([(g.input_h, g.input_w) for g in geo], dtype=np.int64),
+        valid_hw=np.array([(g.resized_h, g.resized_w) for g in geo], dtype=np.int64),
+    )
+
+
+class _SegmentationProbe(Probe):
+    roles = ("train", "test")
+    default_splits = {"train": "train", "test": "test"}
+    reads = "patch grids"
+    protocol_version = "1"
+    annotation = "mask"
+    reduce_zero = True
+
+    def defaults(self) -> dict:
+        # The authors' ADE20K config; shipped tasks on small data set smaller windows and fewer iterations.
+        return {
+            "head": "concat4",
+            "annotation": self.annotation,
+            "reduce_zero_label": self.reduce_zero,
+            "crop": 512,
+            "stride": 341,
+            "short": 512,
+            "long": 2048,
+            "iterations": seghead.ITERATIONS,
+            "batch_size": seghead.BATCH_SIZE,
+            "lr": seghead.LR,
+            "weight_decay": seghead.WEIGHT_DECAY,
+            "warmup_iters": seghead.WARMUP_ITERS,
+        }
+
+    def check(self, knobs: dict) -> None:
+        if knobs["head"] not in HEADS:
+            raise ValueError(f"knobs.head: use {' or '.join(HEADS)}, not {knobs['head']!r}")
+        if knobs["annotation"] not in ANNOTATIONS:
+            raise ValueError(f"knobs.annotation: use {' or '.join(ANNOTATIONS)}, not {knobs['annotation']!r}")
+        if knobs["iterations"] < 1 or knobs["batch_size"] < 1:
+            raise ValueError("knobs.iterations and knobs.batch_size: give at least 1")
+        if not 0 <= knobs["warmup_iters"] < knobs["iterations"]:
+            raise ValueError("knobs.warmup_iters: give fewer warm-up iterations than iterations")
+        self._spec(knobs)
+
+    @staticmethod
+    def _spec(knobs: dict) -> WindowSpec:
+        try:
+            return WindowSpec(knobs["crop"], knobs["stride"], knobs["short"], knobs["long"])
+        except UserError as exc:
+            raise ValueError(f"knobs.crop/stride/short/long: {exc}") from None
+
+    def needs(self, knobs: dict) -> Needs:
+        return Needs(
+            tokens=("patches",),
+            layers=HEADS[knobs["head"]],
+            geometry="native",
+            labels=False,
+            norm=False,  # the configs take block outputs before the final LayerNorm
+            windows=self._spec(knobs),
+        )
+
+    def primary(self, knobs: dict) -> Metric:
+        return Metric("miou")
+
+    def evaluate(self, ctx: Context) -> Evaluation:
+        train, test = ctx.roles["train"], ctx.roles["test"]
+        k = ctx.knobs
+        names = label_classes(train.dataset, k["annotation"])
+        names = names[1:] if k["reduce_zero_label"] else names
+        if not names:
+            raise UserError(f"task on {train.dataset.name!r}: no classes to segment besides the background")
+        dims = [train.store.width(f"patches.L{layer}") for layer in ctx.layers]
+        labels = _Labels(train, k["annotation"], k["reduce_zero_label"])
+        windows = _windows(train, ctx.layers)
+        store = seghead.label_store(
+            len(train.rows),
+            int(windows.input_hw[:, 0].max()),
+            int(windows.input_hw[:, 1].max()),
+            lambda i: labels.of_window(int(train.rows[i])),
+            labels.ignore,
+        )
+        head, details = seghead.train_head(
+            windows,
+            store,
+            dims,
+            len(names),
+            ignore=labels.ignore,
+            iterations=k["iterations"],
+            batch_size=k["batch_size"],
+            lr=k["lr"],
+            weight_decay=k["weight_decay"],
+            warmup_iters=k["warmup_iters"],
+            seed=ctx.seed,
+            device=ctx.device,
+        )
+        conf, n_images = self._score(head, test, ctx, len(names))
+        metrics = segmentation_metrics(conf, names)
+        present = int((conf.sum(1) > 0).sum())
+        metrics |= {"n_images": n_images, "classes_in_ground_truth": present}
+        details |= {
+            "probe": "linear segmentation",
+            "head": f"1x1 conv over the concatenated un-normed patch grids of blocks {ctx.layers}, resized "
+            "to the finest grid; logits upsampled bilinearly to the label size",
+            "layers": ctx.layers,
+            "channels": dims,
+            "num_classes": len(names),
+            "inference": "slide",
+            "windows": {"train": len(train.rows), "test": len(test.rows)},
+            "epochs": round(k["iterations"] * k["batch_size"] / max(len(train.rows), 1), 2),
+            "deviations": DEVIATIONS,
+        }
+        if present < len(names):
+            ctx.warn(f"{len(names) - present} of {len(names)} classes never occur in the test ground truth")
+        return Evaluation(metrics, details)
+
+    @staticmethod
+    def _score(head: seghead.LinearSegHead, test: RoleData, ctx: Context, k: int) -> tuple[np.ndarray, int]:
+        """The confusion matrix (K, K) over every test image, and the number of images."""
+        labels = _Labels(test, ctx.knobs["annotation"], ctx.knobs["reduce_zero_label"])
+        windows = _windows(test, ctx.layers)
+        source = np.array([test.dataset.samples[r].ann["source_row"] for r in test.rows])
+        conf = np.zeros((k, k), dtype=np.int64)
+        images = np.unique(source)
+        for image in images:
+            pos = np.nonzero(source == image)[0]
+            first = test.dataset.samples[int(test.rows[pos[0]])].ann
+            boxes = np.array([test.dataset.samples[int(test.rows[p])].ann["crop"] for p in pos])
+            truth = labels.of_image(int(test.rows[pos[0]]))
+            pred = seghead.predict_image(
+                head,
+                windows.read(pos),
+                boxes,
+                tuple(int(v) for v in windows.input_hw[pos[0]]),
+                tuple(first["scale_to"]),
+                truth.shape,
+                ctx.device,
+            )
+            conf += confusion(pred, truth, k, labels.ignore)
+        return conf, len(images)
+
+
+@register_probe
+class PartSegmentationProbe(_SegmentationProbe):
+    name = "part_segmentation"
+    level = "part"
+    description = "linear part segmentation: 1x1 conv over 4 blocks' patch grids, slide inference, mIoU"
+
+
+@register_probe
+class ObjectSegmentationProbe(_SegmentationProbe):
+    name = "object_segmentation"
+    level = "object"
+    description = "linear object segmentation (object vs background by default), as part_segmentation"
+    annotation = "object_mask"
+    reduce_zero = False
