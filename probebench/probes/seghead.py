@@ -43,7 +43,7 @@ WARMUP_RATIO = 1e-6
 ITERATIONS = 160_000
 BATCH_SIZE = 16
 # Logits upsampled to label size are the memory peak: (B, K, H, W) floats are chunked to about this many.
-MAX_LOGIT_ELEMENTS = 2**25
+MAX_LOGIT_ELEMENTS = 2**21
 
 
 class LinearSegHead(nn.Module):
