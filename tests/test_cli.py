@@ -35,15 +35,17 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
     code, out, err = call(monkeypatch, capsys, "run", "--workers", "0")
     assert code == 0, err
     assert "hub_only" not in out, "no --encoder: only encoders with weights on this machine"
-    assert out.count("done") == 14, "the default suite: 4 object and 3 part tasks per encoder"
+    assert out.count("done") == 18, "the default suite: 5 object and 4 part tasks per encoder"
     for task in (
         "linear",
         "linear_bn",
         "attentive",
         "knn",
+        "object_segmentation",
         "part_retrieval",
         "part_linear",
         "part_attentive",
+        "part_segmentation",
     ):
         assert f"lite0 x embedded x {task}:" in out
     from probebench.paths import results_dir
@@ -72,9 +74,9 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
     first = {p.name: json.loads(p.read_text())["metrics"] for p in runs.glob("lite0__*.json")}
 
     code, out, _ = call(monkeypatch, capsys, "run", "-e", "lite0", "--workers", "0")
-    assert code == 0 and out.count("skipped") == 7
+    assert code == 0 and out.count("skipped") == 9
     code, out, _ = call(monkeypatch, capsys, "run", "-e", "lite0", "--workers", "0", "--force")
-    assert code == 0 and out.count("done") == 7
+    assert code == 0 and out.count("done") == 9
     again = {p.name: json.loads(p.read_text())["metrics"] for p in runs.glob("lite0__*.json")}
     assert again == first, "the same command twice gives the same numbers, for every probe"
 
@@ -83,7 +85,11 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
     assert {"metric", "value", "lo", "hi", "higher_is_better", "level", "protocol"} <= set(board.columns)
     primary = dict(zip(board.task + ":" + board.encoder, board.metric, strict=True))
     assert primary["knn:lite0"] == "top1_k20" and primary["linear:lite0"] == "top1"
-    assert (board.lo <= board.value).all() and (board.value <= board.hi).all()
+    has_ci = ~board.task.str.endswith("segmentation")  # mIoU over one confusion matrix: no interval
+    assert board[has_ci].lo.notna().all() and board[~has_ci].lo.isna().all()
+    assert (board[has_ci].lo <= board[has_ci].value).all()
+    assert (board[has_ci].value <= board[has_ci].hi).all()
+    assert primary["part_segmentation:lite0"] == "miou" and board.level.isin(["object", "part"]).all()
     code, out, _ = call(monkeypatch, capsys, "leaderboard")
     assert code == 0 and "lite0" in out
     code, out, _ = call(monkeypatch, capsys, "leaderboard", "--long")

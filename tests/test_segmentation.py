@@ -222,3 +222,20 @@ def test_the_probe_runs_end_to_end_on_cached_windows(
     assert four["dataset"]["view_of"] == "embedded" and four["dataset"]["windows"]["crop"] == 64
     assert four["probe"]["windows"] == {"train": 20, "test": 10} and four["probe"]["deviations"]
     assert ("background" in four["metrics"]["per_class_iou"]) == (level == "object")
+
+
+def test_the_chunked_loss_equals_the_whole_batch_loss(monkeypatch):
+    grads = []
+    for chunk in (2**30, 300):  # one chunk; about one window per chunk
+        monkeypatch.setattr(seghead, "MAX_LOGIT_ELEMENTS", chunk)
+        torch.manual_seed(0)
+        head = seghead.LinearSegHead([4], 3)
+        torch.nn.init.normal_(head.conv.weight)
+        grid = torch.randn(5, 4, 3, 3, generator=torch.Generator().manual_seed(1))
+        labels = torch.randint(0, 3, (5, 12, 12), generator=torch.Generator().manual_seed(2))
+        labels[0, :4] = 255
+        loss = seghead._loss_backward(head([grid]), labels, (12, 12), 255)
+        up = F.interpolate(head([grid]), size=(12, 12), mode="bilinear", align_corners=False)
+        assert loss == pytest.approx(float(F.cross_entropy(up, labels, ignore_index=255)), rel=1e-5)
+        grads.append(head.conv.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
