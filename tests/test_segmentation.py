@@ -236,6 +236,6 @@ def test_the_chunked_loss_equals_the_whole_batch_loss(monkeypatch):
         labels[0, :4] = 255
         loss = seghead._loss_backward(head([grid]), labels, (12, 12), 255)
         up = F.interpolate(head([grid]), size=(12, 12), mode="bilinear", align_corners=False)
-        assert loss == pytest.approx(float(F.cross_entropy(up, labels, ignore_index=255)), rel=1e-5)
+        assert loss == pytest.approx(F.cross_entropy(up, labels, ignore_index=255).item(), rel=1e-5)
         grads.append(head.conv.weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1])
