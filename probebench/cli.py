@@ -89,7 +89,8 @@ def list_cmd(
                 "probe": t.probe.name,
                 "level": t.level,
                 "data": " ".join(f"{r}={d}:{sp}" for r, (d, sp) in t.bindings.items())
-                + (f" ({t.crops.source} crops)" if t.crops is not None else ""),
+                + (f" ({t.crops.source} crops)" if t.crops is not None else "")
+                + (f" ({t.needs.windows.crop} px windows)" if t.needs.windows is not None else ""),
                 "primary": t.primary.name,
                 "knobs": ",".join(f"{k}={v}" for k, v in t.overrides.items()) or "-",
                 "groups": ",".join(t.groups) or "-",
