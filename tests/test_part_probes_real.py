@@ -46,7 +46,6 @@ def _real_and_control(task_text: str, files: dict[str, str], metric: str) -> dic
     return out
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not CARPARTS.is_dir(), reason=f"real data folder {CARPARTS} is absent")
 def test_a_real_encoder_beats_the_control_on_part_retrieval_of_real_car_parts():
     ap = _real_and_control(TASK, {"test": "test/annotations.json"}, "ap")
@@ -60,7 +59,6 @@ SEG_TASK = """part_segmentation_carparts:
 """
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not CARPARTS.is_dir(), reason=f"real data folder {CARPARTS} is absent")
 def test_a_real_encoder_beats_the_control_on_part_segmentation_of_real_car_parts():
     """18 car-part classes over real photos, rasterised from the COCO polygons, trained on 400 windows and
