@@ -175,7 +175,12 @@ def test_part_tasks_run_on_a_cached_view_and_are_filed_under_their_dataset(tiny_
 
     spec = resolve(parse_registry(TINY_REGISTRY)["tiny_random"])
     opts = Options(batch_size=16, num_workers=0, progress=False)
-    assert [t.name for t in get_tasks("part")] == ["part_retrieval", "part_linear", "part_attentive"]
+    assert [t.name for t in get_tasks("part")] == [
+        "part_retrieval",
+        "part_linear",
+        "part_attentive",
+        "part_segmentation",
+    ]
     out = run_one(spec, [get_task("part_retrieval"), get_task("part_linear")], None, opts)
     assert [o.status for o in out] == ["done", "done"]
     (store,) = list_stores()
