@@ -193,7 +193,15 @@ def test_bad_tasks_file_is_one_line_and_exit_2_and_shipped_names_are_reserved(
 
 def test_shipped_tasks_are_data_with_groups_and_suites():
     tasks = load_tasks()
-    assert [t for t in tasks if "object" in tasks[t].groups] == ["linear", "linear_bn", "attentive", "knn"]
+    assert [t for t in tasks if "object" in tasks[t].groups] == [
+        "linear",
+        "linear_bn",
+        "attentive",
+        "knn",
+        "object_segmentation",
+    ]
+    assert {tasks[t].level for t in tasks if "part" in tasks[t].groups} == {"part"}
+    assert {tasks[t].level for t in tasks if "object" in tasks[t].groups} == {"object"}
     assert tasks["linear_bn"].knobs["variant"] == "bn" and tasks["knn_imagenet"].bindings["test"] == (
         "imagenet",
         "val",
