@@ -119,7 +119,6 @@ def test_training_learns_labels_that_the_features_carry():
         read=lambda pos: [feats[pos].astype(np.float32)],
         bucket=np.zeros(n, dtype=np.int64),
         input_hw=np.full((n, 2), 32),
-        valid_hw=np.full((n, 2), 32),
     )
     store = seghead.label_store(n, 32, 32, lambda i: labels[i], 255)
     head, details = seghead.train_head(

@@ -86,13 +86,12 @@ class Windows:
 
     read: positions (n,) of windows sharing one bucket -> per layer (n, h_l, w_l, C_l).
     bucket: (n,) a key per window; windows with equal keys have equal grids and input size.
-    input_hw: (n, 2) the input (padded window) size in pixels; valid_hw: (n, 2) the window's real pixels.
+    input_hw: (n, 2) the input (padded window) size in pixels.
     """
 
     read: GridReader
     bucket: np.ndarray
     input_hw: np.ndarray
-    valid_hw: np.ndarray
 
 
 def _to_tensors(grids: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:

@@ -46,6 +46,7 @@ class _Labels:
     reduce_zero: bool
     _row: int = -1
     _map: np.ndarray | None = None
+    _scaled: tuple[tuple[int, int], np.ndarray] | None = None  # the image's labels at one rescaled size
 
     @property
     def ignore(self) -> int:
@@ -59,7 +60,7 @@ class _Labels:
         if source != self._row:
             labels = label_map(self.role.dataset, sample, self.annotation)
             self._map = reduce_zero_label(labels, self.ignore) if self.reduce_zero else labels
-            self._row = source
+            self._row, self._scaled = source, None
         return self._map
 
     def of_window(self, row: int) -> np.ndarray:
@@ -67,7 +68,10 @@ class _Labels:
         then cut to the window."""
         ann = self.role.dataset.samples[row].ann
         (sw, sh), (x0, y0, x1, y1) = ann["scale_to"], ann["crop"]
-        return resize_nearest(self.of_image(row), sw, sh)[y0:y1, x0:x1]
+        labels = self.of_image(row)
+        if self._scaled is None or self._scaled[0] != (sw, sh):  # windows of one image share the rescale
+            self._scaled = ((sw, sh), resize_nearest(labels, sw, sh))
+        return self._scaled[1][y0:y1, x0:x1]
 
 
 def _windows(role: RoleData, layers: list[int]) -> seghead.Windows:
@@ -91,7 +95,6 @@ def _windows(role: RoleData, layers: list[int]) -> seghead.Windows:
         read=read,
         bucket=bucket.ravel(),
         input_hw=np.array([(g.input_h, g.input_w) for g in geo], dtype=np.int64),
-        valid_hw=np.array([(g.resized_h, g.resized_w) for g in geo], dtype=np.int64),
     )
 
 
