@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -42,14 +42,17 @@ class Request:
     layers: tuple[int | str, ...] = (-1,)
     tokens: tuple[str, ...] = ("cls", "pooled")
     norm: bool = True
-    patch_dtype: str = "float16"  # patch tokens and keys; cls, pooled and projection stay float32
+    patch_dtype: str = "float16"  # patch tokens and keys; cls, pooled, attention and projection stay float32
     geometry: str = "resize"
     max_side: int | None = None
+    # token kinds cached only where the encoder has them (keys and attention for discovery, which falls back
+    # to patch tokens on CNNs); the store's `token_arrays` says which were
+    optional: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not all(is_layer(x) for x in self.layers):
             raise UserError(f"layers {list(self.layers)}: give block indices, 'all' or scaled ones like 4/12")
-        bad = [t for t in self.tokens if t not in TOKEN_KINDS]
+        bad = [t for t in (*self.tokens, *self.optional) if t not in TOKEN_KINDS]
         if bad:
             raise UserError(f"unknown token kind(s) {bad}; choose from {', '.join(TOKEN_KINDS)}")
         if self.patch_dtype not in {"float16", "float32", "bfloat16"}:
@@ -139,8 +142,10 @@ def _arrays(feats: Features, layers: list[int], req: Request) -> dict[str, np.nd
             out[f"pooled.L{layer}"] = feats.pooled[layer].float().cpu().numpy()
         if "patches" in req.tokens:
             out[f"patches.L{layer}"] = feats.patches[layer].float().cpu().numpy().astype(dt)
-    if "keys" in req.tokens:
+    if feats.keys is not None:
         out["keys"] = feats.keys.float().cpu().numpy().astype(dt)
+    if feats.attention is not None:  # float32: seeds and mass thresholds sort values near 1 / N
+        out["attention"] = feats.attention.float().cpu().numpy()
     if "projection" in req.tokens:
         out["projection"] = feats.projection.float().cpu().numpy()
     return out
@@ -179,6 +184,7 @@ def store_for(spec: Spec, dataset: ImageDataset, req: Request, opts: Options, pr
         "versions": spec.versions,
         "layers": list(req.layers),
         "tokens": sorted(req.tokens),
+        **({"optional": sorted(req.optional)} if req.optional else {}),
         "norm": req.norm,
         "patch_dtype": req.patch_dtype,
         "precision": precision,
@@ -251,16 +257,18 @@ def extract(
         req = Request(
             layers=tuple(key_parts["layers"]),
             tokens=tuple(key_parts["tokens"]),
+            optional=tuple(key_parts.get("optional", ())),
             norm=req.norm,
             patch_dtype=req.patch_dtype,
             geometry=req.geometry,
             max_side=req.max_side,
         )
     layers = encoder.resolve_layers(list(req.layers))
+    req = _available(req, encoder)
     token_arrays = [f"patches.L{layer}" for layer in layers if "patches" in req.tokens]
-    token_arrays += ["keys"] if "keys" in req.tokens else []
+    token_arrays += [t for t in ("keys", "attention") if t in req.tokens]
     strides = {f"patches.L{layer}": encoder.stride(layer) for layer in layers}
-    strides["keys"] = encoder.patch_size
+    strides["keys"] = strides["attention"] = encoder.patch_size
     store.set_meta(
         layers=layers,
         encoder=encoder.describe(),
@@ -291,6 +299,13 @@ def extract(
     )
 
 
+def _available(req: Request, encoder: Encoder) -> Request:
+    """The request with its optional token kinds that this encoder has moved into `tokens`."""
+    has = {"keys": encoder.has_keys, "attention": encoder.has_attention, "projection": encoder.has_projection}
+    extra = tuple(t for t in req.optional if has.get(t, True) and t not in req.tokens)
+    return replace(req, tokens=(*req.tokens, *extra), optional=())
+
+
 def _forward_fn(
     encoder: Encoder, layers: list[int], req: Request, device: torch.device, amp_dtype: torch.dtype | None
 ) -> Callable[[torch.Tensor], dict[str, np.ndarray]]:
@@ -309,6 +324,7 @@ def _forward_fn(
                 layers,
                 norm=req.norm,
                 keys="keys" in req.tokens,
+                attention="attention" in req.tokens,
                 projection="projection" in req.tokens,
             )
         return _arrays(feats, layers, req)

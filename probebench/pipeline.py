@@ -113,7 +113,13 @@ def plan_run(
             asked: list[int | str] = list(needs.layers)
         else:
             asked = list(layers) if layers is not None else ["last"]
-        req = Request(tokens=needs.tokens, geometry=needs.geometry, max_side=needs.max_side, norm=needs.norm)
+        req = Request(
+            tokens=needs.tokens,
+            geometry=needs.geometry,
+            max_side=needs.max_side,
+            norm=needs.norm,
+            optional=needs.optional,
+        )
         feeds = {}
         for role, (dataset, _) in task.bindings.items():
             key = (task.fed(dataset), _group_key(req))
@@ -121,6 +127,7 @@ def plan_run(
             plan.requests[key] = Request(
                 layers=tuple(dict.fromkeys([*merged.layers, *(-1 if x == "last" else x for x in asked)])),
                 tokens=tuple(sorted(set(merged.tokens) | set(needs.tokens))),
+                optional=tuple(sorted(set(merged.optional) | set(needs.optional))),
                 norm=req.norm,
                 geometry=req.geometry,
                 max_side=req.max_side,
@@ -291,6 +298,7 @@ _TOKEN_TEXT = {
     "encoded": "mean of the final-normed patch tokens (CNNs: global average pool)",
     "projected": "projection head output",
     "patch grids": "patch-token grids of the probed layers, before the final normalisation",
+    "keys": "last block's keys and class attention (patch tokens where there are no keys), and patch tokens",
 }
 
 

@@ -46,7 +46,7 @@ EXTRACTOR_VERSION = "4"
 
 def is_token_array(name: str) -> bool:
     """Arrays stored ragged, one grid of tokens per image."""
-    return name.startswith("patches.") or name == "keys"
+    return name.startswith("patches.") or name in ("keys", "attention")
 
 
 class CorruptShard(Exception):

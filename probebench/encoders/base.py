@@ -21,7 +21,7 @@ from torch import nn
 from probebench.errors import UserError
 from probebench.geometry import Framing
 
-TOKEN_KINDS = ("cls", "patches", "pooled", "keys", "projection")
+TOKEN_KINDS = ("cls", "patches", "pooled", "keys", "attention", "projection")
 SCALED_LAYER = re.compile(r"^([1-9][0-9]*)/([1-9][0-9]*)$")
 
 
@@ -93,6 +93,8 @@ class Features:
     patches:    layer -> (B, h, w, C)  patch tokens as a grid (CNNs: the feature map)
     pooled:     layer -> (B, C)  mean of the patch tokens (CNNs: global average pool)
     keys:       (B, h, w, Ck)  keys of the last attention block at the patch positions, on request
+    attention:  (B, h, w, H)  the last block's attention from the class token to each patch, per head (softmax
+                over all tokens, as DINO's `get_last_selfattention` then `[:, :, 0, prefix:]`), on request
     projection: (B, D)  projection-head output, on request, where the checkpoint carries a head
     """
 
@@ -100,6 +102,7 @@ class Features:
     patches: dict[int, torch.Tensor] = field(default_factory=dict)
     pooled: dict[int, torch.Tensor] = field(default_factory=dict)
     keys: torch.Tensor | None = None
+    attention: torch.Tensor | None = None
     projection: torch.Tensor | None = None
 
 
@@ -143,6 +146,11 @@ class Encoder(ABC):
         return False
 
     @property
+    def has_attention(self) -> bool:
+        """Whether the last block's class-token attention can be returned (ViTs with a class token)."""
+        return False
+
+    @property
     def has_projection(self) -> bool:
         return False
 
@@ -161,6 +169,7 @@ class Encoder(ABC):
             "feature_dim": self.feature_dim(self.num_blocks - 1),
             "final_norm": self.final_norm,
             "has_keys": self.has_keys,
+            "has_attention": self.has_attention,
             "has_projection": self.has_projection,
             "preprocess": self.preprocess.as_dict(),
         }
@@ -190,6 +199,7 @@ class Encoder(ABC):
         *,
         norm: bool = True,
         keys: bool = False,
+        attention: bool = False,
         projection: bool = False,
     ) -> Features:
         """images (B, 3, H, W) normalised -> Features at the absolute `layers`.
@@ -204,8 +214,10 @@ class Encoder(ABC):
         with torch.inference_mode():
             return self.forward_features(images, layers, **kw)
 
-    def _require(self, keys: bool, projection: bool) -> None:
+    def _require(self, keys: bool, projection: bool, attention: bool = False) -> None:
         if keys and not self.has_keys:
             raise UserError(f"encoder {self.name!r} has no attention keys (it is not a transformer)")
+        if attention and not self.has_attention:
+            raise UserError(f"encoder {self.name!r} has no class-token attention to return")
         if projection and not self.has_projection:
             raise UserError(f"encoder {self.name!r} carries no projection head in its weights")

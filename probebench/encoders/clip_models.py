@@ -1,7 +1,8 @@
 """Adapter for open_clip models: the vision tower only, through open_clip's `forward_intermediates`.
 
 The projection output is CLIP's image embedding (`ln_post` of the class token, times `proj`). Keys are
-recomputed from the last residual block's `nn.MultiheadAttention` input projection, captured by a pre-hook.
+recomputed from the last residual block's `nn.MultiheadAttention` input projection, captured by a pre-hook,
+and so is the class token's attention.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ class OpenClipViT(Encoder):
         return hasattr(self._blocks[-1].attn, "in_proj_weight")
 
     @property
+    def has_attention(self) -> bool:
+        return self.has_keys
+
+    @property
     def has_projection(self) -> bool:
         return getattr(self.model, "proj", None) is not None
 
@@ -71,12 +76,15 @@ class OpenClipViT(Encoder):
     def final_norm(self) -> str:
         return "final LayerNorm (visual.ln_post)"
 
-    def forward_features(self, images, layers, *, norm=True, keys=False, projection=False) -> Features:
-        self._require(keys, projection)
+    def forward_features(
+        self, images, layers, *, norm=True, keys=False, attention=False, projection=False
+    ) -> Features:
+        self._require(keys, projection, attention)
         captured: list[torch.Tensor] = []
         block = self._blocks[-1]
+        hook = keys or attention
         handle = (
-            block.attn.register_forward_pre_hook(lambda m, args: captured.append(args[0])) if keys else None
+            block.attn.register_forward_pre_hook(lambda m, args: captured.append(args[0])) if hook else None
         )
         try:
             with self._position_embedding_for(images.shape[-2:]):
@@ -98,14 +106,23 @@ class OpenClipViT(Encoder):
             feats.patches[layer] = grid.permute(0, 2, 3, 1)
             feats.cls[layer] = prefix
             feats.pooled[layer] = feats.patches[layer].mean(dim=(1, 2))
-        if keys:
+        b, h, w, _ = next(iter(feats.patches.values())).shape
+        if hook:
             x = captured[-1]
             if not getattr(self.model.transformer, "batch_first", True):
                 x = x.transpose(0, 1)
             dim = x.shape[-1]
-            k = F.linear(x, block.attn.in_proj_weight[dim : 2 * dim], block.attn.in_proj_bias[dim : 2 * dim])
-            b, h, w, _ = next(iter(feats.patches.values())).shape
-            feats.keys = k[:, 1:].reshape(b, h, w, dim)
+            weight, bias = block.attn.in_proj_weight, block.attn.in_proj_bias
+            k = F.linear(x, weight[dim : 2 * dim], bias[dim : 2 * dim])
+            if keys:
+                feats.keys = k[:, 1:].reshape(b, h, w, dim)
+            if attention:
+                heads = block.attn.num_heads
+                q = F.linear(x[:, :1], weight[:dim], bias[:dim]).view(b, 1, heads, -1)
+                per_head = k.view(b, -1, heads, dim // heads).float()
+                logits = torch.einsum("bqhd,bnhd->bhqn", q.float(), per_head)
+                attn = (logits * (dim // heads) ** -0.5).softmax(dim=-1)[:, :, 0, 1:]
+                feats.attention = attn.transpose(1, 2).reshape(b, h, w, heads)
         if projection:
             feats.projection = out["image_features"]
         return feats

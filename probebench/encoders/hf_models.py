@@ -82,8 +82,10 @@ class HFViT(Encoder):
             return "none (the model has no final LayerNorm)"
         return "final LayerNorm (model.layernorm)"
 
-    def forward_features(self, images, layers, *, norm=True, keys=False, projection=False) -> Features:
-        self._require(keys, projection)
+    def forward_features(
+        self, images, layers, *, norm=True, keys=False, attention=False, projection=False
+    ) -> Features:
+        self._require(keys, projection, attention)
         captured: list[torch.Tensor] = []
         handle = (
             self._key_module.register_forward_hook(lambda m, a, out: captured.append(out)) if keys else None

@@ -1,9 +1,10 @@
 """Adapters for timm models: vision transformers and CNNs, both through `forward_intermediates`.
 
-timm's one feature API replaces per-model hooks. The only hook left is for attention keys, which no library
-returns: a pre-hook on the last block's attention captures its (normalised) input, and the keys are recomputed
-from the block's own qkv weights. Recomputing rather than hooking the qkv Linear also covers models that call
-`F.linear` with separate q/v biases (BEiT, CAE), where a Linear hook would never fire.
+timm's one feature API replaces per-model hooks. The only hook left is for attention keys and the class
+token's attention, which no library returns: a pre-hook on the last block's attention captures its
+(normalised) input, and keys and queries are recomputed from the block's own qkv weights. Recomputing rather
+than hooking the qkv Linear also covers models that call `F.linear` with separate q/v biases (BEiT, CAE),
+where a Linear hook would never fire.
 """
 
 from __future__ import annotations
@@ -29,16 +30,32 @@ def timm_preprocess(model: nn.Module) -> Preprocess:
     )
 
 
+def _project(attn: nn.Module, x: torch.Tensor, which: int) -> torch.Tensor:
+    """Queries (which=0) or keys (1) of a timm attention module for its input x (B, N, C) -> (B, N, H, D),
+    with the module's q/k norm applied as its forward does."""
+    dim = attn.qkv.weight.shape[0] // 3
+    rows = slice(which * dim, (which + 1) * dim)
+    bias = attn.qkv.bias[rows] if getattr(attn.qkv, "bias", None) is not None else None
+    if bias is None and which == 0 and getattr(attn, "q_bias", None) is not None:  # BEiT-style q/v biases
+        bias = attn.q_bias
+    b, n, _ = x.shape
+    out = F.linear(x, attn.qkv.weight[rows], bias).view(b, n, attn.num_heads, -1)
+    norm = getattr(attn, ("q_norm", "k_norm")[which], None)
+    return norm(out) if norm is not None and not isinstance(norm, nn.Identity) else out
+
+
 def attention_keys(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Keys of a timm attention module for its input x (B, N, C) -> (B, N, C), all heads concatenated."""
-    dim = attn.qkv.weight.shape[0] // 3
-    bias = attn.qkv.bias[dim : 2 * dim] if getattr(attn.qkv, "bias", None) is not None else None
-    k = F.linear(x, attn.qkv.weight[dim : 2 * dim], bias)
-    k_norm = getattr(attn, "k_norm", None)
-    if k_norm is not None and not isinstance(k_norm, nn.Identity):
-        b, n, _ = k.shape
-        k = k_norm(k.view(b, n, attn.num_heads, -1)).reshape(b, n, dim)
-    return k
+    k = _project(attn, x, 1)
+    return k.reshape(k.shape[0], k.shape[1], -1)
+
+
+def class_attention(attn: nn.Module, x: torch.Tensor, prefix: int) -> torch.Tensor:
+    """The class token's attention over the patches, x (B, N, C) -> (B, N - prefix, H): softmax over all N
+    tokens (prefix tokens included, as the block computes it), then the patch columns."""
+    q, k = _project(attn, x[:, :1], 0), _project(attn, x, 1)
+    logits = torch.einsum("bqhd,bnhd->bhqn", q.float(), k.float()) * float(attn.scale)
+    return logits.softmax(dim=-1)[:, :, 0, prefix:].transpose(1, 2)
 
 
 def allow_any_size(model: nn.Module) -> nn.Module:
@@ -92,6 +109,13 @@ class TimmViT(Encoder):
         return hasattr(self.model.blocks[-1].attn, "qkv")
 
     @property
+    def has_attention(self) -> bool:
+        # BEiT-style relative position biases enter the logits: not recomputed here, so not offered.
+        attn = self.model.blocks[-1].attn
+        relative = getattr(attn, "relative_position_bias_table", None) is not None
+        return self.has_keys and self.num_prefix_tokens > 0 and hasattr(attn, "scale") and not relative
+
+    @property
     def has_projection(self) -> bool:
         return self.projection_head is not None
 
@@ -99,11 +123,13 @@ class TimmViT(Encoder):
     def final_norm(self) -> str:
         return "final LayerNorm (model.norm)" if not isinstance(self.model.norm, nn.Identity) else "none"
 
-    def forward_features(self, images, layers, *, norm=True, keys=False, projection=False) -> Features:
-        self._require(keys, projection)
+    def forward_features(
+        self, images, layers, *, norm=True, keys=False, attention=False, projection=False
+    ) -> Features:
+        self._require(keys, projection, attention)
         captured: list[torch.Tensor] = []
         handle = None
-        if keys:
+        if keys or attention:
             last = self.model.blocks[-1].attn
             handle = last.register_forward_pre_hook(lambda mod, args: captured.append(args[0]))
         try:
@@ -127,10 +153,13 @@ class TimmViT(Encoder):
             feats.patches[layer] = grid.permute(0, 2, 3, 1)  # (B, C, h, w) -> (B, h, w, C)
             feats.cls[layer] = prefix
             feats.pooled[layer] = feats.patches[layer].mean(dim=(1, 2))
+        b, h, w, _ = next(iter(feats.patches.values())).shape
         if keys:
             k = attention_keys(self.model.blocks[-1].attn, captured[-1])[:, self.num_prefix_tokens :]
-            b, h, w, _ = next(iter(feats.patches.values())).shape
             feats.keys = k.reshape(b, h, w, -1)
+        if attention:
+            a = class_attention(self.model.blocks[-1].attn, captured[-1], self.num_prefix_tokens)
+            feats.attention = a.reshape(b, h, w, -1)
         if projection:
             grid, prefix = by_layer[self.num_blocks - 1]
             cls = prefix[:, 0] if norm else self.model.norm(prefix[:, 0])
@@ -171,8 +200,10 @@ class TimmCNN(Encoder):
     def final_norm(self) -> str:
         return "none (the last layer is the classifier's input map: conv head + BN + activation)"
 
-    def forward_features(self, images, layers, *, norm=True, keys=False, projection=False) -> Features:
-        self._require(keys, projection)
+    def forward_features(
+        self, images, layers, *, norm=True, keys=False, attention=False, projection=False
+    ) -> Features:
+        self._require(keys, projection, attention)
         stages = [layer for layer in layers if layer < len(self._info)]
         final, inter = self.model.forward_intermediates(images, indices=stages or [0], norm=norm)
         maps = dict(zip(stages, inter, strict=False)) | {len(self._info): final}

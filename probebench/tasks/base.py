@@ -40,6 +40,7 @@ class Needs:
     sweep gives one record per layer).
     norm: the encoder's final normalisation applied to every layer's tokens (retrieval) or not (segmentation).
     windows: the probe reads sliding windows of each image (a cached view), not whole images.
+    optional: token kinds read where the encoder has them (attention keys and maps for discovery).
     """
 
     tokens: tuple[str, ...]
@@ -49,6 +50,7 @@ class Needs:
     labels: bool = True  # every image of the task's splits must carry a class label
     norm: bool = True
     windows: WindowSpec | None = None
+    optional: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,8 @@ def suggest(name: str, known: list[str] | dict, what: str) -> UserError:
 
 
 def get_probe(name: str) -> Probe:
-    import probebench.tasks.object  # noqa: F401 - registers the shipped probes
+    import probebench.tasks.discovery  # noqa: F401 - registers the shipped probes
+    import probebench.tasks.object  # noqa: F401
     import probebench.tasks.part  # noqa: F401
     import probebench.tasks.segmentation  # noqa: F401
 

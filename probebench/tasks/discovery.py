@@ -1,0 +1,366 @@
+"""Unsupervised object discovery (HEAP, with LOST, TokenCut, FOUND, DINO-seg and trivial boxes as baselines):
+CorLoc, saliency and segmentation retrieval from one set of cached features.
+
+A task reads, per image at its own size (native geometry, zero-padded to a multiple of the patch), the last
+block's keys and class attention where the encoder has them, and the last block's patch tokens (which stand in
+for keys on encoders without attention, and give retrieval descriptors). Roles: `train` fits the trained
+methods (HEAP, FOUND; DUTS-TR in the papers' tasks), `reference` is the retrieval database (VOC12 train),
+`test` is scored. Methods are a knob; `heap_no_<loss>` trains HEAP without that loss (the `heap_ablation`
+task) and `heap_untrained` scores its initial head (the honest control).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from probebench.data import objects
+from probebench.data.labelmaps import ignore_index, label_classes
+from probebench.discovery import baselines, found, heap
+from probebench.discovery.base import Discovery, ImageFeatures, box_to_pixels, mask_to_pixels
+from probebench.errors import UserError
+from probebench.probes.discovery import Saliency, SegRetrieval, box_iou, correct, miou
+from probebench.tasks.base import Context, Evaluation, Metric, Needs, Probe, RoleData, register_probe
+
+UNTRAINED = {
+    "lost": lambda f, k: baselines.lost(f, k["lost_k"]),
+    "tokencut": lambda f, k: baselines.tokencut(f, k["tokencut_tau"], k["tokencut_eps"]),
+    "dinoseg": lambda f, k: baselines.dinoseg(f, k["dinoseg_head"]),
+    "centre": lambda f, k: baselines.centre(f),
+    "whole": lambda f, k: baselines.whole(f),
+}
+HEAP_VARIANTS = ("heap", "heap_untrained", *(f"heap_no_{loss}" for loss in heap.LOSSES))
+METHODS = (*HEAP_VARIANTS, "found", *UNTRAINED)
+NEEDS_ATTENTION = ("found", "dinoseg")
+
+
+@dataclass
+class _Source:
+    """One role's images as discovery methods read them."""
+
+    role: RoleData
+    keys: str  # the token array standing in for keys
+    tokens: str
+    attention: bool
+
+    def __call__(self, positions: np.ndarray) -> list[ImageFeatures]:
+        rows = self.role.rows[np.asarray(positions, dtype=np.int64)]
+        store = self.role.store
+        keys = store.load_grids(self.keys, rows)
+        tokens = store.load_grids(self.tokens, rows) if self.tokens != self.keys else keys
+        att = store.load_grids("attention", rows) if self.attention else [None] * len(rows)
+        geo = store.load_geometry(rows, self.keys)
+        return [
+            ImageFeatures(k, a, t, g, keys_are_tokens=self.keys == self.tokens)
+            for k, a, t, g in zip(keys, att, tokens, geo, strict=True)
+        ]
+
+
+def _source(role: RoleData, layer: int) -> _Source:
+    arrays = role.store.manifest["token_arrays"]
+    tokens = f"patches.L{layer}"
+    keys = "keys" if "keys" in arrays else tokens
+    return _Source(role, keys, tokens, "attention" in arrays and keys == "keys")
+
+
+def _png(mask: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255).convert("1").save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _heap_config(k: dict, losses: tuple[str, ...], iterations: int) -> heap.HeapConfig:
+    return heap.HeapConfig(
+        groups=k["heap_groups"],
+        layers=k["heap_layers"],
+        dim=k["heap_dim"],
+        heads=k["heap_heads"],
+        tau=k["heap_tau"],
+        tau_contrast=k["heap_tau_contrast"],
+        fg_rule=k["heap_fg_rule"],
+        seed_threshold=k["seed_threshold"],
+        losses=losses,
+        inter_topk=k["heap_topk"],
+        iterations=iterations,
+        batch=k["heap_batch"],
+        lr=k["heap_lr"],
+        weight_decay=k["heap_weight_decay"],
+    )
+
+
+@register_probe
+class DiscoveryProbe(Probe):
+    name = "discovery"
+    level = "discovery"
+    description = "object discovery: HEAP and baselines; CorLoc, saliency (acc, IoU, max F), seg retrieval"
+    protocol_version = "1"
+    roles = ("train", "reference", "test")
+    default_splits = {"train": "train", "reference": "train", "test": "test"}
+    reads = "keys"
+
+    def defaults(self) -> dict:
+        return {
+            "methods": ["heap", "found", "lost", "tokencut", "dinoseg", "centre", "whole"],
+            "max_side": 0,  # 0: every image at its own size, as LOST; else the longer side is capped
+            "gt_boxes": "instances",
+            "exclude_hard": False,
+            "retrieval_annotation": "object_mask",  # class label maps for retrieval; "none" skips it
+            "retrieval_classes": [],  # a subset scored as well, e.g. FOUND's 7 VOC classes
+            "outputs": True,
+            "lost_k": baselines.LOST_K,
+            "tokencut_tau": baselines.TOKENCUT_TAU,
+            "tokencut_eps": baselines.TOKENCUT_EPS,
+            "dinoseg_head": baselines.DINOSEG_HEAD,
+            "seed_threshold": found.THRESHOLD,
+            "found_iterations": found.ITERATIONS,
+            "found_batch": found.BATCH,
+            "found_lr": found.LR,
+            **{f"heap_{k}": v for k, v in _heap_defaults().items()},
+        }
+
+    def check(self, knobs: dict) -> None:
+        unknown = [m for m in knobs["methods"] if m not in METHODS]
+        if unknown or not knobs["methods"]:
+            raise ValueError(f"knobs.methods: choose from {', '.join(METHODS)} (got {unknown or 'none'})")
+        if knobs["gt_boxes"] not in objects.BOX_MODES:
+            raise ValueError(f"knobs.gt_boxes: use {' or '.join(objects.BOX_MODES)}")
+        if knobs["heap_fg_rule"] not in heap.FG_RULES:
+            raise ValueError(f"knobs.heap_fg_rule: use {' or '.join(heap.FG_RULES)}")
+        if knobs["max_side"] < 0 or knobs["heap_iterations"] < 1 or knobs["found_iterations"] < 1:
+            raise ValueError("knobs.max_side must be >= 0, and the iteration counts >= 1")
+        if knobs["heap_dim"] % knobs["heap_heads"]:
+            raise ValueError("knobs.heap_dim must be a multiple of knobs.heap_heads")
+
+    def needs(self, knobs: dict) -> Needs:
+        return Needs(
+            tokens=("patches",),
+            layers=("last",),
+            geometry="native",
+            max_side=knobs["max_side"] or None,
+            labels=False,
+            optional=("keys", "attention"),
+        )
+
+    def primary(self, knobs: dict) -> Metric:
+        return Metric(f"{knobs['methods'][0]}_corloc")
+
+    # -- evaluation ----------------------------------------------------------------------------------------
+    def evaluate(self, ctx: Context) -> Evaluation:
+        k = ctx.knobs
+        (layer,) = ctx.layers
+        train, test = _source(ctx.roles["train"], layer), _source(ctx.roles["test"], layer)
+        methods = list(dict.fromkeys(k["methods"]))
+        skipped = {}
+        if not test.attention:
+            why = "no class-token attention (the encoder has no keys or no class token)"
+            skipped = {m: why for m in methods if m in NEEDS_ATTENTION}
+            methods = [m for m in methods if m not in skipped]
+            for m in skipped:
+                ctx.warn(f"{m} skipped: {why}")
+        if test.keys != "keys":
+            ctx.warn(f"no attention keys: the patch tokens of block {layer} stand in for keys")
+        if len(train.role.rows) == 0 and any(m in HEAP_VARIANTS or m == "found" for m in methods):
+            raise UserError("discovery: the train role has no images to fit HEAP and FOUND on")
+        predictors, details, outputs = self._fit(methods, train, ctx)
+        metrics, per_image = self._score(methods, predictors, test, ctx, outputs)
+        retrieval = self._retrieval(methods, predictors, _source(ctx.roles["reference"], layer), test, ctx)
+        metrics |= retrieval
+        details |= {
+            "probe": "object discovery",
+            "methods": methods,
+            "skipped_methods": skipped,
+            "keys": "last block's keys (heads concatenated, prefix tokens dropped)"
+            if test.keys == "keys"
+            else f"patch tokens of block {layer} (the encoder has no keys)",
+            "attention": "class token -> patches, last block, per head" if test.attention else None,
+            "geometry": "native: each image at its own size, zero-padded to a multiple of the patch size"
+            + (f", longer side capped at {k['max_side']}" if k["max_side"] else ""),
+            "ground_truth": {"boxes": k["gt_boxes"], "exclude_hard": k["exclude_hard"]},
+            "found_deviations": found.DEVIATIONS if "found" in methods else [],
+            "bilateral_solver": "absent: no maintained implementation installs here",
+        }
+        if k["outputs"]:
+            outputs["boxes.jsonl"] = "\n".join(json.dumps(r) for r in per_image).encode() + b"\n"
+        return Evaluation(metrics, details, outputs if k["outputs"] else {})
+
+    def _fit(self, methods: list[str], train: _Source, ctx: Context):
+        """Train the trained methods; returns predictors (features -> Discovery), details, outputs."""
+        k, n = ctx.knobs, len(train.role.rows)
+        predictors: dict[str, Callable[[ImageFeatures], Discovery]] = {}
+        details: dict = {"train_images": n}
+        outputs: dict[str, bytes] = {}
+        for m in methods:
+            if m in UNTRAINED:
+                predictors[m] = lambda f, m=m: UNTRAINED[m](f, k)
+            elif m == "found":
+                cfg = found.FoundConfig(
+                    k["found_iterations"], k["found_batch"], k["found_lr"], k["seed_threshold"]
+                )
+                head, curve = found.train(train, n, cfg, ctx.seed)
+                predictors[m] = lambda f, head=head: found.predict(head, f)
+                details["found"] = {"config": vars(cfg), **curve, "parameters": _params(head)}
+            else:
+                losses = (
+                    heap.LOSSES
+                    if m in ("heap", "heap_untrained")
+                    else tuple(x for x in heap.LOSSES if f"heap_no_{x}" != m)
+                )
+                cfg = _heap_config(k, losses, k["heap_iterations"])
+                if m == "heap_untrained":
+                    import torch
+
+                    torch.manual_seed(ctx.seed)
+                    h = heap.HeapHead(train([0])[0].keys.shape[-1], cfg).eval()
+                    curve = {"iterations": 0}
+                else:
+                    h, curve = heap.train(train, n, cfg, ctx.seed)
+                    curve = {**curve, "curve": [round(v, 5) for v in curve["curve"]]}
+                    h.eval()
+                predictors[m] = lambda f, h=h: heap.predict(h, f)
+                details[m] = {"config": _jsonable(vars(cfg)), **curve, "parameters": _params(h)}
+                if m == "heap":
+                    outputs["heap_head.pt"] = heap.save(h)
+        return predictors, details, outputs
+
+    def _score(self, methods, predictors, test: _Source, ctx: Context, outputs: dict):
+        """CorLoc and saliency of every method on the test images; per-image records and mask files."""
+        k, ds = ctx.knobs, test.role.dataset
+        with_boxes = objects.has_boxes(ds) or objects.has_foreground(ds)
+        with_fg = objects.has_foreground(ds)
+        hits = {m: [] for m in methods}
+        sal = {m: Saliency() for m in methods}
+        regions: dict[str, list] = {m: [] for m in methods}
+        per_image = []
+        for pos in range(len(test.role.rows)):
+            (feats,) = test([pos])
+            sample = ds.samples[int(test.role.rows[pos])]
+            truth = objects.boxes(ds, sample, k["gt_boxes"], k["exclude_hard"]) if with_boxes else None
+            fg = objects.foreground(ds, sample) if with_fg else None
+            line = {"image": sample.path, "size": [feats.geometry.width, feats.geometry.height]}
+            if truth is not None:
+                line["gt_boxes"] = truth.round(2).tolist()
+            for m in methods:
+                d = predictors[m](feats)
+                if d.regions is not None:
+                    regions[m].append((d.regions, d.embeddings))
+                box, full = self._pixels(d, feats)
+                entry = {"box": None if box is None else [round(v, 2) for v in box]}
+                if truth is not None and with_boxes:
+                    ok = correct(None if box is None else np.asarray(box), truth)
+                    hits[m].append(ok)
+                    entry["correct"] = ok
+                    entry["iou"] = (
+                        round(float(box_iou(box, truth).max()), 4) if box is not None and len(truth) else 0.0
+                    )
+                if fg is not None:
+                    sal[m].add(full, fg)
+                if k["outputs"]:
+                    name = f"mask.{m}.{pos:06d}.png"
+                    outputs[name] = _png(full > 0.5)
+                    entry["mask"] = name
+                line[m] = entry
+            per_image.append(line)
+        metrics: dict = {"n_images": len(per_image)}
+        for m in methods:
+            if hits[m]:
+                metrics[f"{m}_corloc"] = 100.0 * float(np.mean(hits[m]))
+            if with_fg:
+                metrics |= {f"{m}_{name}": v for name, v in sal[m].metrics().items()}
+        if k["outputs"]:
+            for m, maps in regions.items():
+                if maps:
+                    outputs[f"{m}_regions.npz"] = _regions_npz(maps)
+        return metrics, per_image
+
+    @staticmethod
+    def _pixels(d: Discovery, feats: ImageFeatures) -> tuple[list[float] | None, np.ndarray]:
+        """The box in stored-image pixels and the (H, W) foreground map at the stored size."""
+        geo = feats.geometry
+        if d.image_fraction is not None:
+            x0, y0, x1, y1 = d.image_fraction
+            box = [x0 * geo.width, y0 * geo.height, x1 * geo.width, y1 * geo.height]
+            full = np.zeros((geo.height, geo.width), dtype=np.float32)
+            full[int(round(box[1])) : int(round(box[3])), int(round(box[0])) : int(round(box[2]))] = 1.0
+            return box, full
+        box = None if d.box is None else box_to_pixels(d.box, geo, d.clip)
+        return box, mask_to_pixels(d.foreground, geo, smooth=d.soft is not None)
+
+    def _retrieval(self, methods, predictors, ref: _Source, test: _Source, ctx: Context) -> dict:
+        """Segmentation retrieval per method, where both datasets carry class label maps."""
+        annotation = ctx.knobs["retrieval_annotation"]
+        if annotation == "none":
+            return {}
+        try:
+            names = label_classes(test.role.dataset, annotation)
+            label_classes(ref.role.dataset, annotation)
+        except UserError:
+            return {}
+        if len(names) < 2 or not objects.has_foreground(test.role.dataset):
+            return {}
+        subset = [names.index(c) for c in ctx.knobs["retrieval_classes"] if c in names]
+        out = {}
+        for m in methods:
+            engine = SegRetrieval(len(names), ignore_index(test.role.dataset))
+            for pos in range(len(ref.role.rows)):
+                (feats,) = ref([pos])
+                sample = ref.role.dataset.samples[int(ref.role.rows[pos])]
+                d = predictors[m](feats)
+                mask = self._pixels(d, feats)[1] > 0.5
+                desc = SegRetrieval.descriptor(feats.tokens, d.mask.astype(np.float64))
+                engine.add_reference(desc, mask, objects.classes(ref.role.dataset, sample, annotation))
+            conf = np.zeros((len(names), len(names)), dtype=np.int64)
+            for pos in range(len(test.role.rows)):
+                (feats,) = test([pos])
+                sample = test.role.dataset.samples[int(test.role.rows[pos])]
+                d = predictors[m](feats)
+                mask = self._pixels(d, feats)[1] > 0.5
+                pred = engine.predict(SegRetrieval.descriptor(feats.tokens, d.mask.astype(np.float64)), mask)
+                truth = objects.classes(test.role.dataset, sample, annotation)
+                ok = truth != engine.ignore
+                conf += np.bincount(truth[ok] * len(names) + pred[ok], minlength=len(names) ** 2).reshape(
+                    len(names), len(names)
+                )
+            out[f"{m}_retrieval_miou"] = 100.0 * miou(conf)
+            if subset:
+                out[f"{m}_retrieval_miou_subset"] = 100.0 * miou(conf, subset)
+            out[f"{m}_retrieval_references"] = len(engine.labels)
+        return out
+
+
+def _params(module) -> int:
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def _jsonable(cfg: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+
+
+def _regions_npz(maps: list) -> bytes:
+    """Region maps (one (h, w) uint8 array per test image) and region embeddings (n, K, d) float16."""
+    buf = io.BytesIO()
+    arrays = {f"map_{i:06d}": m for i, (m, _) in enumerate(maps)}
+    np.savez_compressed(buf, embeddings=np.stack([e for _, e in maps]).astype(np.float16), **arrays)
+    return buf.getvalue()
+
+
+def _heap_defaults() -> dict:
+    cfg = heap.HeapConfig()
+    return {
+        "groups": cfg.groups,
+        "layers": cfg.layers,
+        "dim": cfg.dim,
+        "heads": cfg.heads,
+        "tau": cfg.tau,
+        "tau_contrast": cfg.tau_contrast,
+        "fg_rule": cfg.fg_rule,
+        "topk": cfg.inter_topk,
+        "iterations": cfg.iterations,
+        "batch": cfg.batch,
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+    }

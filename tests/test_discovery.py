@@ -1,0 +1,282 @@
+"""Object discovery: metrics on hand-made cases, the baselines' conventions, the TokenCut solver, FOUND's
+seed, HEAP's training, and the class-token attention the encoders return."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from probebench.discovery import baselines, found, heap
+from probebench.discovery.base import ImageFeatures, box_to_pixels, mask_to_pixels
+from probebench.discovery.spectral import second_eigenvector, second_eigenvector_dense
+from probebench.geometry import Geometry
+from probebench.probes.discovery import BINS, Saliency, SegRetrieval, box_iou, correct, f_curve, miou
+
+
+def _geo(h: int, w: int, cell: int = 16, width: int | None = None, height: int | None = None) -> Geometry:
+    """A native-geometry image of (width, height) px padded to the (h, w) grid of `cell` px cells."""
+    width, height = width or w * cell, height or h * cell
+    return Geometry(width, height, width, height, 0, 0, w * cell, h * cell, w, h, cell)
+
+
+def _scene(h: int = 8, w: int = 10, box=(3, 2, 7, 5), dim: int = 32, seed: int = 0) -> ImageFeatures:
+    """Keys of a grid: background patches near one direction, object patches (in `box`, cells x0 y0 x1 y1)
+    near an orthogonal one, a little noise; class attention high on the object."""
+    rng = np.random.default_rng(seed)
+    bg, obj = np.zeros(dim), np.zeros(dim)
+    bg[0], obj[1] = 1.0, 1.0
+    keys = bg + 0.03 * rng.normal(size=(h, w, dim))
+    x0, y0, x1, y1 = box
+    keys[y0:y1, x0:x1] = obj + 0.03 * rng.normal(size=(y1 - y0, x1 - x0, dim))
+    keys[..., 2] += 0.5  # opposite signs on one axis: object and background keys dot to about -0.25
+    keys[y0:y1, x0:x1, 2] -= 1.0
+    att = np.full((h, w, 8), 0.2 / (h * w)) + 0.001 * rng.random((h, w, 8))
+    att[y0:y1, x0:x1] += 1.0 / ((y1 - y0) * (x1 - x0))
+    att /= att.sum(axis=(0, 1), keepdims=True)
+    return ImageFeatures(keys.astype(np.float32), att.astype(np.float32), keys.astype(np.float32), _geo(h, w))
+
+
+# -- metrics ----------------------------------------------------------------------------------------------
+def test_corloc_counts_a_perfect_box_and_refuses_one_just_below_half():
+    truth = np.array([[0.0, 0.0, 100.0, 100.0], [200.0, 200.0, 220.0, 220.0]])
+    assert box_iou(np.array([0, 0, 100, 100]), truth)[0] == pytest.approx(1.0)
+    assert correct(np.array([0, 0, 100, 100]), truth)
+    below = np.array([0.0, 0.0, 100.0, 49.99])  # IoU 0.4999 with the first box
+    assert box_iou(below, truth)[0] == pytest.approx(0.4999, abs=1e-6)
+    assert not correct(below, truth)
+    # LOST's eps in the heights and the union put an exact half a hair below 0.5: it is a miss there too
+    assert not correct(np.array([0.0, 0.0, 100.0, 50.0]), truth)
+    assert correct(np.array([0.0, 0.0, 100.0, 50.01]), truth)
+    assert correct(np.array([201.0, 201.0, 221.0, 221.0]), truth)  # any ground-truth box will do
+    assert not correct(None, truth) and not correct(np.array([0, 0, 10, 10]), np.zeros((0, 4)))
+
+
+def test_saliency_metrics_on_hand_made_masks():
+    truth = np.zeros((10, 10), dtype=bool)
+    truth[2:6, 2:7] = True  # 20 of 100 pixels
+    perfect, empty, full = Saliency(), Saliency(), Saliency()
+    perfect.add(truth.astype(float), truth)
+    empty.add(np.zeros((10, 10)), truth)
+    full.add(np.ones((10, 10)), truth)
+    assert perfect.metrics() == {
+        "saliency_acc": 1.0,
+        "saliency_iou": 1.0,
+        "saliency_max_f": pytest.approx(1.0),
+    }
+    # an empty mask: right on the 80 background pixels, IoU 0, precision 1 but recall 0 -> F 0
+    assert empty.metrics() == {"saliency_acc": 0.8, "saliency_iou": 0.0, "saliency_max_f": 0.0}
+    # all foreground: precision 0.2, recall 1 -> F = 1.3 * 0.2 / (0.3 * 0.2 + 1)
+    m = full.metrics()
+    assert (m["saliency_acc"], m["saliency_iou"]) == (pytest.approx(0.2), pytest.approx(0.2))
+    assert m["saliency_max_f"] == pytest.approx(1.3 * 0.2 / (0.06 + 1))
+    both = Saliency()
+    both.add(np.zeros((4, 4)), np.zeros((4, 4), dtype=bool))
+    assert both.metrics()["saliency_iou"] == 1.0 and both.empty_both == 1
+
+
+def test_max_f_averages_each_threshold_over_images_before_the_max():
+    rng = np.random.default_rng(0)
+    preds = [rng.random((12, 9)) for _ in range(3)]
+    truths = [rng.random((12, 9)) > 0.6 for _ in range(3)]
+    curves = []
+    for p, t in zip(preds, truths, strict=True):  # TokenCut's loop, threshold by threshold
+        row = []
+        for thr in np.arange(0.0, 1.0, 1.0 / BINS):
+            m = p > thr
+            tp, area, gt = (m & t).sum(), m.sum(), t.sum()
+            prec, rec = (1.0 if area == 0 else tp / area), (1.0 if gt == 0 else tp / gt)
+            row.append(0.0 if 0.3 * prec + rec == 0 else 1.3 * prec * rec / (0.3 * prec + rec))
+        curves.append(row)
+        np.testing.assert_allclose(f_curve(p, t), row, atol=1e-12)
+    sal = Saliency()
+    for p, t in zip(preds, truths, strict=True):
+        sal.add(p, t)
+    assert sal.metrics()["saliency_max_f"] == pytest.approx(np.mean(curves, axis=0).max())
+    assert sal.metrics()["saliency_max_f"] < np.mean(np.max(curves, axis=1))  # not the mean of maxima
+
+
+def test_segmentation_retrieval_labels_a_query_by_its_nearest_reference():
+    engine = SegRetrieval(num_classes=3)
+    mask = np.zeros((4, 4), dtype=bool)
+    mask[1:3, 1:3] = True
+    truth = np.zeros((4, 4), dtype=np.int64)
+    truth[1:3, 1:3] = 2
+    tokens = np.zeros((4, 4, 2))
+    tokens[..., 0] = 1.0
+    engine.add_reference(SegRetrieval.descriptor(tokens, mask.astype(float)), mask, truth)
+    engine.add_reference(None, np.zeros((4, 4), dtype=bool), truth)  # an empty mask is skipped
+    assert engine.labels == [2] and engine.skipped == 1
+    pred = engine.predict(SegRetrieval.descriptor(tokens, mask.astype(float)), mask)
+    assert (pred == truth).all()
+    conf = np.bincount(truth.ravel() * 3 + pred.ravel(), minlength=9).reshape(3, 3)
+    assert miou(conf) == 1.0 and miou(conf, [2]) == 1.0
+
+
+# -- geometry of boxes and masks --------------------------------------------------------------------------
+def test_boxes_are_cells_times_the_patch_clipped_to_the_unpadded_image():
+    geo = _geo(5, 7, cell=16, width=100, height=70)  # padded to 112 x 80
+    assert box_to_pixels((2, 1, 7, 5), geo) == [32.0, 16.0, 100.0, 70.0]
+    assert box_to_pixels((2, 1, 7, 5), geo, clip=False) == [32.0, 16.0, 112.0, 80.0]
+    halved = Geometry(200, 140, 100, 70, 0, 0, 112, 80, 7, 5, 16)  # capped to half size
+    assert box_to_pixels((2, 1, 7, 5), halved) == [64.0, 32.0, 200.0, 140.0]
+    grid = np.zeros((5, 7))
+    grid[4, 6] = 1
+    up = mask_to_pixels(grid, geo, smooth=False)
+    assert up.shape == (70, 100) and up[64:, 96:].all() and up.sum() == 6 * 4
+
+
+# -- the baselines ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", [baselines.lost, baselines.tokencut])
+def test_lost_and_tokencut_box_the_object(method):
+    feats = _scene()
+    d = method(feats)
+    assert d.box == (3, 2, 7, 5)
+    assert box_to_pixels(d.box, feats.geometry) == [48.0, 32.0, 112.0, 80.0]
+
+
+def test_lost_breaks_degree_ties_in_raster_order():
+    keys = np.ones((3, 4, 8), dtype=np.float32)  # every patch alike: every degree equal
+    feats = ImageFeatures(keys, None, keys, _geo(3, 4))
+    assert baselines.lost(feats).box == (0, 0, 4, 3)  # the seed (patch 0) spreads to everything
+
+
+def test_dinoseg_keeps_the_top_mass_and_the_quirks_of_its_component_choice():
+    feats = _scene()
+    # one component of attention: LOST's code boxes the zero region (label 0), here the whole grid
+    assert baselines.dinoseg(feats, head=4).box == (0, 0, 10, 8)
+    # two separate blobs of attention: LOST's code never picks the last-numbered component
+    h, w = 8, 10
+    att = np.full((h, w, 1), 1e-6, dtype=np.float32)
+    att[0:2, 0:2] = 1.0  # component 1 (4 patches)
+    att[5:8, 5:9] = 1.0  # component 2 (12 patches), larger but last in raster order
+    two = ImageFeatures(feats.keys, att / att.sum(), feats.keys, _geo(h, w))
+    assert baselines.dinoseg(two, head=0).box == (0, 0, 2, 2)
+
+
+def test_the_fast_eigensolver_gives_tokencuts_partition():
+    rng = np.random.default_rng(1)
+    for side in (6, 14, 20):
+        yy, xx = np.mgrid[:side, :side]
+        obj = (((yy - side / 2) ** 2 + (xx - side / 3) ** 2) < (side / 4) ** 2).ravel()
+        f = rng.normal(size=(side * side, 16)) + 2.5 * obj[:, None] * rng.normal(size=16)
+        f /= np.linalg.norm(f, axis=1, keepdims=True)
+        w = np.where(f @ f.T > 0.2, 1.0, 1e-5)
+        dense, fast = second_eigenvector_dense(w), second_eigenvector(w)
+        assert abs(np.corrcoef(dense, fast)[0, 1]) > 1 - 1e-8
+        a, b = dense > dense.mean(), fast > fast.mean()
+        assert (a == b).all() or (a == ~b).all()
+
+
+def test_centre_and_whole_boxes_are_exact_fractions_of_the_image():
+    d = baselines.centre(_scene())
+    assert d.image_fraction == (0.25, 0.25, 0.75, 0.75)
+    assert baselines.whole(_scene()).image_fraction == (0.0, 0.0, 1.0, 1.0)
+
+
+# -- FOUND --------------------------------------------------------------------------------------------------
+def test_found_seeds_on_the_least_attended_patch_and_masks_the_background():
+    feats = _scene()
+    bkg, seed = found.background(feats)
+    y, x = divmod(seed, 10)
+    assert not (3 <= x < 7 and 2 <= y < 5)  # the seed lies in the background
+    expected = np.ones((8, 10), dtype=bool)
+    expected[2:5, 3:7] = False
+    assert (bkg == expected).all()
+    beta = found.head_weights(feats.attention)
+    assert beta.shape == (8,) and np.isfinite(beta).all()
+
+
+def test_found_trains_a_head_that_segments_the_object():
+    scenes = [_scene(box=(1 + i % 4, 1 + i % 3, 5 + i % 4, 4 + i % 3), seed=i) for i in range(12)]
+    head, curve = found.train(lambda pos: [scenes[int(p)] for p in pos], 12, found.FoundConfig(60, 6), seed=0)
+    d = found.predict(head, scenes[0])
+    assert d.box == (1, 1, 5, 4) and curve["loss_last"] < curve["loss_first"]
+
+
+# -- HEAP ---------------------------------------------------------------------------------------------------
+def _heap_scenes(n: int = 16) -> list[ImageFeatures]:
+    return [_scene(box=(1 + i % 5, 1 + i % 3, 5 + i % 5, 5 + i % 3), seed=i) for i in range(n)]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def test_heap_training_is_deterministic_lowers_its_loss_and_beats_its_untrained_head():
+    scenes = _heap_scenes()
+    load = lambda pos: [scenes[int(p)] for p in pos]  # noqa: E731
+    cfg = heap.HeapConfig(groups=4, layers=1, dim=32, heads=2, iterations=60, batch=8, lr=3e-3)
+    head, curve = heap.train(load, len(scenes), cfg, seed=0)
+    again, _ = heap.train(load, len(scenes), cfg, seed=0)
+    for (name, a), b in zip(head.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert curve["loss_last"]["total"] < curve["loss_first"]["total"]
+    torch.manual_seed(0)
+    untrained = heap.HeapHead(32, cfg).eval()
+    head.eval()
+    truth = [np.zeros((8, 10), dtype=bool) for _ in scenes]
+    for t, i in zip(truth, range(len(scenes)), strict=True):
+        t[1 + i % 3 : 5 + i % 3, 1 + i % 5 : 5 + i % 5] = True
+    trained_iou = np.mean([_iou(heap.predict(head, s).mask, t) for s, t in zip(scenes, truth, strict=True)])
+    untrained_iou = np.mean(
+        [_iou(heap.predict(untrained, s).mask, t) for s, t in zip(scenes, truth, strict=True)]
+    )
+    assert trained_iou > untrained_iou and trained_iou > 0.8
+
+
+def test_heap_heads_save_and_reload_to_the_same_predictions(tmp_path):
+    scenes = _heap_scenes(4)
+    cfg = heap.HeapConfig(groups=4, layers=1, dim=16, heads=2, iterations=3, batch=2, fg_rule="learned")
+    head, _ = heap.train(lambda pos: [scenes[int(p)] for p in pos], 4, cfg, seed=3)
+    path = tmp_path / "heap_head.pt"
+    path.write_bytes(heap.save(head.eval()))
+    back = heap.load(path)
+    assert back.cfg == head.cfg
+    a, b = heap.predict(head, scenes[1]), heap.predict(back, scenes[1])
+    assert (a.mask == b.mask).all() and np.allclose(a.embeddings, b.embeddings) and a.regions.shape == (8, 10)
+
+
+@pytest.mark.parametrize("dropped", heap.LOSSES)
+def test_each_heap_loss_can_be_removed(dropped):
+    scenes = _heap_scenes(4)
+    x, valid = heap._batch(scenes)
+    bg = heap._pad_masks([heap.coarse_background(s, 0.3) for s in scenes], x.shape[1])
+    torch.manual_seed(0)
+    keep = tuple(t for t in heap.LOSSES if t != dropped)
+    full = heap.HeapHead(32, heap.HeapConfig(dim=16, heads=2))
+    ablated = heap.HeapHead(32, heap.HeapConfig(dim=16, heads=2, losses=keep))
+    ablated.load_state_dict(full.state_dict())
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    a, b = heap.losses(full, x, valid, bg, gen()), heap.losses(ablated, x, valid, bg, gen())
+    assert float(a["total"] - b["total"]) == pytest.approx(float(a[dropped]), rel=1e-5)
+
+
+def test_the_border_seed_stands_in_where_there_is_no_attention():
+    feats = _scene()
+    tokens_only = ImageFeatures(feats.keys, None, feats.keys, feats.geometry, keys_are_tokens=True)
+    bkg = heap.coarse_background(tokens_only, 0.3)
+    assert bkg[0].all() and not bkg[2:5, 3:7].any()
+
+
+# -- the attention the encoders return ----------------------------------------------------------------------
+def test_timm_class_attention_is_the_blocks_own_softmax():
+    import timm
+
+    from probebench.encoders.base import Preprocess
+    from probebench.encoders.timm_models import wrap_timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64).eval()
+    model.blocks[-1].attn.fused_attn = False  # so the softmax output passes through attn_drop
+    enc = wrap_timm(model, Preprocess(64, 1.0, "bicubic", (0.5,) * 3, (0.5,) * 3))
+    x = torch.randn(2, 3, 64, 96)
+    feats = enc(x, [-1], keys=True, attention=True)
+    seen = []
+    hook = model.blocks[-1].attn.attn_drop.register_forward_hook(lambda m, a, out: seen.append(out))
+    with torch.no_grad():
+        model.forward_features(x)
+    hook.remove()
+    expected = seen[-1][:, :, 0, 1:].transpose(1, 2).reshape(2, 4, 6, 3)
+    assert feats.attention.shape == (2, 4, 6, 3)
+    torch.testing.assert_close(feats.attention, expected, atol=1e-6, rtol=1e-5)
