@@ -463,9 +463,11 @@ def data_download(
         raise UserError("no data root: set PROBEBENCH_DATA or pass --data-root to the folder datasets go in")
     url, filename, spec = named.download
     archive = fetch(url, base / ".downloads" / filename, spec)
-    extract_archive(archive, base / name)
+    extract_archive(archive, base / named.path)
     ds = load_named(name, base)
-    typer.echo(f"{name}: {len(ds)} images in {base / name} ({archive.name} verified, {spec.split(':')[0]})")
+    typer.echo(
+        f"{name}: {len(ds)} images in {base / named.path} ({archive.name} verified, {spec.split(':')[0]})"
+    )
 
 
 @cache_app.command("ls")

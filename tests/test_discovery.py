@@ -3,6 +3,8 @@ seed, HEAP's training, and the class-token attention the encoders return."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -280,3 +282,158 @@ def test_timm_class_attention_is_the_blocks_own_softmax():
     expected = seen[-1][:, :, 0, 1:].transpose(1, 2).reshape(2, 4, 6, 3)
     assert feats.attention.shape == (2, 4, 6, 3)
     torch.testing.assert_close(feats.attention, expected, atol=1e-6, rtol=1e-5)
+
+
+# -- the task end to end ----------------------------------------------------------------------------------
+def test_discovery_runs_every_method_and_writes_per_image_outputs(
+    tmp_path, monkeypatch, capsys, tiny_embedded
+):
+    import json
+
+    from conftest import TINY_REGISTRY, call_cli, use_registry
+    from PIL import Image
+
+    from probebench.paths import results_dir
+
+    use_registry(tmp_path, monkeypatch, TINY_REGISTRY)
+    tasks = tmp_path / "tasks.yaml"
+    knobs = (
+        "heap_iterations: 4, heap_batch: 4, heap_dim: 16, heap_heads: 2, found_iterations: 3, found_batch: 4"
+    )
+    methods = "[heap, heap_untrained, heap_no_inter, found, lost, tokencut, dinoseg, centre, whole]"
+    tasks.write_text(
+        f"disc: {{probe: discovery, dataset: embedded, knobs: {{methods: {methods}, {knobs}}}}}\n"
+    )
+    code, out, err = call_cli(
+        monkeypatch, capsys, "run", "-e", "tiny_random", "-t", "disc", "--tasks", str(tasks)
+    )
+    assert code == 0, out + err
+    (path,) = results_dir().rglob("tiny_random__embedded__disc.json")
+    record = json.loads(path.read_text())
+    m = record["metrics"]
+    for method in (
+        "heap",
+        "heap_untrained",
+        "heap_no_inter",
+        "found",
+        "lost",
+        "tokencut",
+        "dinoseg",
+        "centre",
+    ):
+        assert 0 <= m[f"{method}_corloc"] <= 100 and 0 <= m[f"{method}_saliency_max_f"] <= 1
+        assert f"{method}_retrieval_miou" in m
+    assert m["whole_corloc"] == pytest.approx(100 * np.mean([_whole_hits(tiny_embedded)]))
+    assert record["primary"]["name"] == "heap_corloc" and record["task"]["level"] == "discovery"
+    assert record["knobs"]["geometry"]["mode"] == "native" and record["probe"]["keys"].startswith(
+        "last block"
+    )
+    assert (
+        record["probe"]["heap"]["loss_first"]["total"] > 0 and record["probe"]["found"]["parameters"] == 193
+    )
+    folder = path.with_suffix("")
+    lines = [json.loads(x) for x in (folder / "boxes.jsonl").read_text().splitlines()]
+    assert len(lines) == m["n_images"] == len(tiny_embedded.split_indices("test"))
+    first = lines[0]
+    assert set(first["heap"]) == {"box", "correct", "iou", "mask"} and first["gt_boxes"]
+    with Image.open(folder / first["tokencut"]["mask"]) as im:
+        assert im.size == tuple(first["size"])
+    head = heap.load(folder / "heap_head.pt")
+    assert head.cfg.iterations == 4
+    regions = np.load(folder / "heap_regions.npz")
+    assert regions["embeddings"].shape[:2] == (len(lines), head.cfg.groups)
+    # finished results are skipped on a re-run
+    code, out, _ = call_cli(
+        monkeypatch, capsys, "run", "-e", "tiny_random", "-t", "disc", "--tasks", str(tasks)
+    )
+    assert code == 0 and "skip" in out.lower()
+
+
+def _whole_hits(dataset) -> float:
+    """The whole-image box's CorLoc on the embedded test images, from their ground truth alone."""
+    from probebench.data import objects
+
+    hits = []
+    for row in dataset.split_indices("test"):
+        s = dataset.samples[row]
+        w, h = s.ann["size"]
+        hits.append(correct(np.array([0.0, 0.0, w, h]), objects.boxes(dataset, s)))
+    return float(np.mean(hits))
+
+
+def test_encoders_without_attention_skip_found_and_dinoseg_and_say_so(
+    tmp_path, monkeypatch, capsys, tiny_embedded
+):
+    import json
+
+    from conftest import TINY_REGISTRY, call_cli, use_registry
+
+    from probebench.paths import results_dir
+
+    use_registry(tmp_path, monkeypatch, TINY_REGISTRY)
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(
+        "disc: {probe: discovery, dataset: embedded, knobs: {heap_iterations: 2, heap_dim: 16}}\n"
+    )
+    code, out, err = call_cli(monkeypatch, capsys, "run", "-e", "lite0", "-t", "disc", "--tasks", str(tasks))
+    assert code == 0, out + err
+    record = json.loads(next(results_dir().rglob("lite0__embedded__disc.json")).read_text())
+    assert set(record["probe"]["skipped_methods"]) == {"found", "dinoseg"}
+    assert "found_corloc" not in record["metrics"] and "lost_corloc" in record["metrics"]
+    assert record["probe"]["keys"].startswith("patch tokens")
+    assert any("stand in for keys" in w for w in record["warnings"])
+
+
+def test_bad_discovery_knobs_are_one_line(tmp_path, monkeypatch, capsys):
+    from conftest import call_cli
+
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text("disc: {probe: discovery, dataset: embedded, knobs: {methods: [heap, lsot]}}\n")
+    code, out, err = call_cli(monkeypatch, capsys, "list", "tasks", "--tasks", str(tasks))
+    assert code == 2 and "knobs.methods" in err and "Traceback" not in err
+
+
+# -- ground truth -------------------------------------------------------------------------------------------
+def test_ground_truth_boxes_follow_losts_conventions():
+    from probebench.data import objects
+    from probebench.data.base import ImageDataset, Sample
+
+    voc = Sample(
+        "a.jpg",
+        0,
+        "test",
+        {"boxes": [[0, 0, 10, 10, 0], [5, 5, 50, 40, 1]], "difficult": [1, 0], "truncated": [0, 0]},
+    )
+    ds = ImageDataset("v", Path("."), ["a", "b"], [voc])
+    assert objects.boxes(ds, voc).tolist() == [[0, 0, 10, 10], [5, 5, 50, 40]]
+    assert objects.boxes(ds, voc, exclude_hard=True).tolist() == [[5, 5, 50, 40]]
+    assert objects.boxes(ds, voc, "union").tolist() == [[0, 0, 50, 40]]
+    all_hard = Sample("b.jpg", 0, "test", {"boxes": [[0, 0, 1, 1, 0]], "difficult": [0], "truncated": [1]})
+    assert objects.boxes(ds, all_hard, exclude_hard=True) is None  # the image leaves CorLoc
+    coco = Sample(
+        "c.jpg", 0, "train", {"boxes": [[1.4, 2.6, 10.5, 20.2, 0], [0, 0, 5, 5, 0]], "iscrowd": [0, 1]}
+    )
+    assert objects.boxes(ds, coco).tolist() == [[1, 3, 10, 20]]  # crowd dropped, rounded
+
+
+def test_a_voc_segmentation_folder_reads_with_its_palette_classes(tmp_path):
+    from PIL import Image
+
+    from probebench.data.formats import read_dataset
+    from probebench.data.labelmaps import label_map
+
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / sub).mkdir(parents=True)
+    labels = np.zeros((8, 8), dtype=np.uint8)
+    labels[2:5, 2:6], labels[0, :] = 15, 255  # a person and an ignored border
+    for stem, split in (("2008_000001", "train"), ("2008_000002", "val")):
+        Image.new("RGB", (8, 8)).save(voc / "JPEGImages" / f"{stem}.jpg")
+        mask = Image.fromarray(labels, mode="P")
+        mask.putpalette([0, 0, 0] * 256)
+        mask.save(voc / "SegmentationClass" / f"{stem}.png")
+        (voc / "ImageSets/Segmentation" / f"{split}.txt").write_text(stem + "\n")
+    ds = read_dataset("voc_seg", tmp_path, "voc12_seg")
+    assert ds.splits == ["train", "val"] and ds.extra["mask_classes"][15] == "person"
+    got = label_map(ds, ds.samples[0], "mask")
+    assert (got == labels).all()

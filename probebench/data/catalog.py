@@ -27,6 +27,11 @@ class Named:
     options: dict = field(default_factory=dict)
     # A stable direct download: (url, file name, "md5:<hex>" or "sha256:<hex>"); None: needs a manual step.
     download: tuple[str, str, str] | None = None
+    folder: str | None = None  # the folder under the data root, when another entry's (the same archive)
+
+    @property
+    def path(self) -> str:
+        return self.folder or self.name
 
 
 CATALOG: dict[str, Named] = {
@@ -153,6 +158,21 @@ CATALOG: dict[str, Named] = {
             ),
         ),
         Named(
+            "voc12_seg",
+            "voc_seg",
+            "voc12/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation}",
+            {"train": 1464, "val": 1449},
+            "Run `probebench data download voc12` (the same archive holds the segmentation split), or "
+            "extract VOCtrainval_11-May-2012.tar under voc12/.",
+            "segmentation retrieval (FOUND, HEAP)",
+            download=(
+                "https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+                "VOCtrainval_11-May-2012.tar",
+                "md5:6cd6e144f989b92b3379bac3b3de84fd",
+            ),
+            folder="voc12",
+        ),
+        Named(
             "coco20k",
             "coco",
             "coco20k/{train2014,instances_train2014.json,coco_20k_filenames.txt}",
@@ -208,9 +228,9 @@ def named_root(named: Named, data_root: Path | None = None) -> Path:
     if base is None:
         raise UserError(
             f"dataset {named.name!r}: no data root; set PROBEBENCH_DATA or pass --data-root to the "
-            f"folder that holds {named.name}/ ({named.how})"
+            f"folder that holds {named.path}/ ({named.how})"
         )
-    root = base / named.name
+    root = base / named.path
     if not root.is_dir():
         raise UserError(f"dataset {named.name!r} not found at {root}: {named.how}")
     return root

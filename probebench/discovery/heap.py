@@ -1,7 +1,7 @@
 """HEAP (Zhang et al., AAAI 2024), reconstructed: group tokens cross-attend to frozen patch features, patches
 are assigned to groups, regions are split into foreground and background, and three contrastive losses train
 the head. HEAP's code and hyper-parameters are not public; what follows is the reconstruction written down in
-`docs/heap.md` (every choice, why, and the knob that changes it).
+README.md, "HEAP, reconstructed" (every choice, why, and the knob that changes it).
 
 Shapes: B images, N patches (padded per batch; `valid` marks real ones), C input channels, d head width,
 K groups.

@@ -37,6 +37,7 @@ UNTRAINED = {
 HEAP_VARIANTS = ("heap", "heap_untrained", *(f"heap_no_{loss}" for loss in heap.LOSSES))
 METHODS = (*HEAP_VARIANTS, "found", *UNTRAINED)
 NEEDS_ATTENTION = ("found", "dinoseg")
+PRIMARY = ("corloc", "saliency_max_f", "saliency_iou", "retrieval_miou", "retrieval_miou_subset")
 
 
 @dataclass
@@ -106,6 +107,7 @@ class DiscoveryProbe(Probe):
     def defaults(self) -> dict:
         return {
             "methods": ["heap", "found", "lost", "tokencut", "dinoseg", "centre", "whole"],
+            "primary": "corloc",  # the first method's metric a leaderboard shows
             "max_side": 0,  # 0: every image at its own size, as LOST; else the longer side is capped
             "gt_boxes": "instances",
             "exclude_hard": False,
@@ -127,6 +129,8 @@ class DiscoveryProbe(Probe):
         unknown = [m for m in knobs["methods"] if m not in METHODS]
         if unknown or not knobs["methods"]:
             raise ValueError(f"knobs.methods: choose from {', '.join(METHODS)} (got {unknown or 'none'})")
+        if knobs["primary"] not in PRIMARY:
+            raise ValueError(f"knobs.primary: use one of {', '.join(PRIMARY)}")
         if knobs["gt_boxes"] not in objects.BOX_MODES:
             raise ValueError(f"knobs.gt_boxes: use {' or '.join(objects.BOX_MODES)}")
         if knobs["heap_fg_rule"] not in heap.FG_RULES:
@@ -147,7 +151,7 @@ class DiscoveryProbe(Probe):
         )
 
     def primary(self, knobs: dict) -> Metric:
-        return Metric(f"{knobs['methods'][0]}_corloc")
+        return Metric(f"{knobs['methods'][0]}_{knobs['primary']}")
 
     # -- evaluation ----------------------------------------------------------------------------------------
     def evaluate(self, ctx: Context) -> Evaluation:
@@ -162,6 +166,14 @@ class DiscoveryProbe(Probe):
             methods = [m for m in methods if m not in skipped]
             for m in skipped:
                 ctx.warn(f"{m} skipped: {why}")
+        if "dinoseg" in methods and len(test.role.rows):
+            heads = test([0])[0].attention.shape[-1]
+            if k["dinoseg_head"] >= heads:
+                ctx.warn(
+                    f"dinoseg: the encoder has {heads} heads, no head {k['dinoseg_head']}; "
+                    f"head {heads - 1} is used"
+                )
+                k = ctx.knobs = {**k, "dinoseg_head": heads - 1}
         if test.keys != "keys":
             ctx.warn(f"no attention keys: the patch tokens of block {layer} stand in for keys")
         if len(train.role.rows) == 0 and any(m in HEAP_VARIANTS or m == "found" for m in methods):
@@ -178,6 +190,7 @@ class DiscoveryProbe(Probe):
             if test.keys == "keys"
             else f"patch tokens of block {layer} (the encoder has no keys)",
             "attention": "class token -> patches, last block, per head" if test.attention else None,
+            "dinoseg_head": k["dinoseg_head"] if "dinoseg" in methods else None,
             "geometry": "native: each image at its own size, zero-padded to a multiple of the patch size"
             + (f", longer side capped at {k['max_side']}" if k["max_side"] else ""),
             "ground_truth": {"boxes": k["gt_boxes"], "exclude_hard": k["exclude_hard"]},
@@ -235,11 +248,15 @@ class DiscoveryProbe(Probe):
         hits = {m: [] for m in methods}
         sal = {m: Saliency() for m in methods}
         regions: dict[str, list] = {m: [] for m in methods}
+        no_boxes = 0
         per_image = []
         for pos in range(len(test.role.rows)):
             (feats,) = test([pos])
             sample = ds.samples[int(test.role.rows[pos])]
             truth = objects.boxes(ds, sample, k["gt_boxes"], k["exclude_hard"]) if with_boxes else None
+            if truth is not None and len(truth) == 0:  # nothing to find: no box can be right, so not counted
+                no_boxes += 1
+                truth = None
             fg = objects.foreground(ds, sample) if with_fg else None
             line = {"image": sample.path, "size": [feats.geometry.width, feats.geometry.height]}
             if truth is not None:
@@ -250,7 +267,7 @@ class DiscoveryProbe(Probe):
                     regions[m].append((d.regions, d.embeddings))
                 box, full = self._pixels(d, feats)
                 entry = {"box": None if box is None else [round(v, 2) for v in box]}
-                if truth is not None and with_boxes:
+                if truth is not None:
                     ok = correct(None if box is None else np.asarray(box), truth)
                     hits[m].append(ok)
                     entry["correct"] = ok
@@ -265,7 +282,9 @@ class DiscoveryProbe(Probe):
                     entry["mask"] = name
                 line[m] = entry
             per_image.append(line)
-        metrics: dict = {"n_images": len(per_image)}
+        metrics: dict = {"n_images": len(per_image), "corloc_images": len(per_image) - no_boxes}
+        if no_boxes:
+            ctx.warn(f"{no_boxes} test image(s) have no ground-truth box and are left out of CorLoc")
         for m in methods:
             if hits[m]:
                 metrics[f"{m}_corloc"] = 100.0 * float(np.mean(hits[m]))

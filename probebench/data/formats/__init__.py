@@ -46,6 +46,13 @@ def _voc(root: Path, name: str, opts: dict) -> ImageDataset:
     return read_voc(root, name, tuple(splits) if splits else ("train", "test", "trainval", "val"))
 
 
+def _voc_seg(root: Path, name: str, opts: dict) -> ImageDataset:
+    from probebench.data.formats.voc import read_voc_segmentation
+
+    splits = opts.get("splits")
+    return read_voc_segmentation(root, name, tuple(splits) if splits else ("train", "val"))
+
+
 def _mask_folder(root: Path, name: str, opts: dict) -> ImageDataset:
     from probebench.data.formats.masks import read_mask_folder
 
@@ -68,6 +75,9 @@ FORMATS: dict[str, Format] = {
     "cub": Format(_cub, (), "CUB-200-2011: images/, images.txt, image_class_labels.txt, ..."),
     "coco": Format(_coco, ("splits", "filelist"), "COCO json per split ({split: json file})"),
     "voc": Format(_voc, ("splits",), "Pascal VOC: JPEGImages/, Annotations/ (per split or ImageSets)"),
+    "voc_seg": Format(
+        _voc_seg, ("splits",), "Pascal VOC: JPEGImages/, SegmentationClass/, ImageSets/Segmentation/"
+    ),
     "mask_folder": Format(
         _mask_folder,
         ("images", "labels", "split", "merge", "ignore_index", "test_fraction"),

@@ -116,3 +116,40 @@ def read_voc(
     if not samples:
         raise UserError(f"{root}: no VOC split found (looked for {', '.join(splits)})")
     return ImageDataset(name, root.parent, classes or [], samples, description=f"Pascal VOC layout at {root}")
+
+
+VOC_CLASSES = [
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+]  # fmt: skip
+
+
+def read_voc_segmentation(root: Path, name: str = "voc_seg", splits: tuple[str, ...] = ("train", "val")):
+    """VOC's segmentation split: `ImageSets/Segmentation/<split>.txt`, `SegmentationClass/<id>.png` (palette
+    indices: 0 background, 1-20 the classes, 255 the ignored borders), `JPEGImages/<id>.jpg`. The folder may
+    be `root` itself or the `VOC20xx` folder under it (the official tar unpacks to `VOCdevkit/VOC2012/`)."""
+    if not (root / "SegmentationClass").is_dir():
+        found = sorted([*root.glob("*/SegmentationClass"), *root.glob("*/*/SegmentationClass")])
+        root = found[0].parent if found else root
+    lists = root / "ImageSets" / "Segmentation"
+    samples = []
+    for split in splits:
+        listing = lists / f"{split}.txt"
+        if not listing.is_file():
+            continue
+        for stem in (x.split()[0] for x in listing.read_text().splitlines() if x.strip()):
+            ann = {"mask": f"SegmentationClass/{stem}.png"}
+            samples.append(Sample(f"JPEGImages/{stem}.jpg", -1, split, ann))
+    if not samples:
+        raise UserError(
+            f"{root}: no VOC segmentation split found (ImageSets/Segmentation/{{{','.join(splits)}}}.txt)"
+        )
+    return ImageDataset(
+        name,
+        root,
+        list(VOC_CLASSES[1:]),
+        samples,
+        description=f"Pascal VOC segmentation split at {root}",
+        extra={"mask_classes": list(VOC_CLASSES), "ignore_index": 255},
+    )
