@@ -35,7 +35,7 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
     code, out, err = call(monkeypatch, capsys, "run", "--workers", "0")
     assert code == 0, err
     assert "hub_only" not in out, "no --encoder: only encoders with weights on this machine"
-    assert out.count("done") == 18, "the default suite: 5 object and 4 part tasks per encoder"
+    assert out.count("done") == 20, "the default suite: 5 object, 4 part and 1 discovery task per encoder"
     for task in (
         "linear",
         "linear_bn",
@@ -46,6 +46,7 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
         "part_linear",
         "part_attentive",
         "part_segmentation",
+        "discovery",
     ):
         assert f"lite0 x embedded x {task}:" in out
     from probebench.paths import results_dir
@@ -74,9 +75,9 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
     first = {p.name: json.loads(p.read_text())["metrics"] for p in runs.glob("lite0__*.json")}
 
     code, out, _ = call(monkeypatch, capsys, "run", "-e", "lite0", "--workers", "0")
-    assert code == 0 and out.count("skipped") == 9
+    assert code == 0 and out.count("skipped") == 10
     code, out, _ = call(monkeypatch, capsys, "run", "-e", "lite0", "--workers", "0", "--force")
-    assert code == 0 and out.count("done") == 9
+    assert code == 0 and out.count("done") == 10
     again = {p.name: json.loads(p.read_text())["metrics"] for p in runs.glob("lite0__*.json")}
     assert again == first, "the same command twice gives the same numbers, for every probe"
 
@@ -89,7 +90,8 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
     assert board[has_ci].lo.notna().all() and board[~has_ci].lo.isna().all()
     assert (board[has_ci].lo <= board[has_ci].value).all()
     assert (board[has_ci].value <= board[has_ci].hi).all()
-    assert primary["part_segmentation:lite0"] == "miou" and board.level.isin(["object", "part"]).all()
+    assert primary["part_segmentation:lite0"] == "miou" and primary["discovery:lite0"] == "heap_corloc"
+    assert board.level.isin(["object", "part", "discovery"]).all()
     code, out, _ = call(monkeypatch, capsys, "leaderboard")
     assert code == 0 and "lite0" in out
     code, out, _ = call(monkeypatch, capsys, "leaderboard", "--long")

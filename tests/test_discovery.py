@@ -170,6 +170,13 @@ def test_the_fast_eigensolver_gives_tokencuts_partition():
         assert (a == b).all() or (a == ~b).all()
 
 
+def test_a_uniform_graph_gets_tokencuts_own_arbitrary_but_fixed_split():
+    w = np.ones((16, 16))  # every patch like every other: eigenvalues repeat, any split is an eigenvector
+    dense = second_eigenvector_dense(w)
+    for _ in range(3):  # ARPACK alone would draw a different vector on each call here
+        assert np.array_equal(second_eigenvector(w), dense)
+
+
 def test_centre_and_whole_boxes_are_exact_fractions_of_the_image():
     d = baselines.centre(_scene())
     assert d.image_fraction == (0.25, 0.25, 0.75, 0.75)

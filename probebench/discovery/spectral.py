@@ -16,6 +16,8 @@ import numpy as np
 import scipy.linalg
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
+DEGENERATE = 1e-8  # relative gap below which the second and third eigenvalues count as equal
+
 
 def second_eigenvector_dense(w: np.ndarray) -> np.ndarray:
     """TokenCut's own solve: the second-smallest generalised eigenvector of (D - W, D), (N,)."""
@@ -26,8 +28,9 @@ def second_eigenvector_dense(w: np.ndarray) -> np.ndarray:
 def second_eigenvector(w: np.ndarray) -> np.ndarray:
     """The same eigenvector (up to sign and scale) by deflated Lanczos on the normalised affinity, (N,).
 
-    w: (N, N) symmetric, positive weights. Falls back to the dense solve when Lanczos does not converge
-    (nearly equal second and third eigenvalues, where the partition itself is ill-defined).
+    w: (N, N) symmetric, positive weights. Falls back to the dense solve when Lanczos does not converge or the
+    second and third eigenvalues are equal (a uniform image's graph), where the partition is the solver's
+    choice and only the dense solve makes TokenCut's.
     """
     n = w.shape[0]
     if n < 4:
@@ -39,7 +42,11 @@ def second_eigenvector(w: np.ndarray) -> np.ndarray:
     s -= 3.0 * np.outer(z0, z0)  # mu = 1 moves to -2, below every other eigenvalue (all in [-1, 1])
     v0 = np.cos(np.arange(n) + 1.0)  # fixed start vector: the same answer on every run
     try:
-        _, vec = eigsh(s, k=1, which="LA", v0=v0, tol=1e-12, maxiter=20 * n)
+        vals, vecs = eigsh(s, k=2, which="LA", v0=v0, tol=1e-12, maxiter=20 * n)
     except ArpackNoConvergence:
         return second_eigenvector_dense(w)
-    return vec[:, 0] * inv_sqrt
+    # A repeated eigenvalue leaves the eigenvector (and the partition) arbitrary: ARPACK's restarts then draw
+    # from a random state that persists across calls, so the dense solve decides, as in TokenCut.
+    if vals[1] - vals[0] < DEGENERATE * max(1.0, abs(vals[1])):
+        return second_eigenvector_dense(w)
+    return vecs[:, 1] * inv_sqrt

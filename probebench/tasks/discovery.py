@@ -25,6 +25,7 @@ from probebench.discovery import baselines, found, heap
 from probebench.discovery.base import Discovery, ImageFeatures, box_to_pixels, mask_to_pixels
 from probebench.errors import UserError
 from probebench.probes.discovery import Saliency, SegRetrieval, box_iou, correct, miou
+from probebench.probes.metrics import bootstrap
 from probebench.tasks.base import Context, Evaluation, Metric, Needs, Probe, RoleData, register_probe
 
 UNTRAINED = {
@@ -287,7 +288,9 @@ class DiscoveryProbe(Probe):
             ctx.warn(f"{no_boxes} test image(s) have no ground-truth box and are left out of CorLoc")
         for m in methods:
             if hits[m]:
-                metrics[f"{m}_corloc"] = 100.0 * float(np.mean(hits[m]))
+                ok = np.asarray(hits[m], dtype=bool)
+                metrics[f"{m}_corloc"] = 100.0 * float(ok.mean())
+                metrics[f"{m}_corloc_ci95"] = list(bootstrap(ok, np.zeros(len(ok)), ctx.seed)["acc"])
             if with_fg:
                 metrics |= {f"{m}_{name}": v for name, v in sal[m].metrics().items()}
         if k["outputs"]:
