@@ -123,6 +123,10 @@ class EncoderEntry(_Strict):
     source: Source
     preprocess: Preprocess = Preprocess()
     feature: Literal["cls", "pooled"] | None = None  # default image feature; None = cls if the model has one
+    # How a ViT's position embedding reaches another grid (native geometry): timm's resampling, or DINO's
+    # `interpolate_pos_encoding` (bicubic by scale factor (n + 0.1) / sqrt(N), no antialias), which the
+    # DINO-based codebases (DINO, iBOT, LOST, TokenCut, FOUND) use.
+    pos_embed: Literal["timm", "dino"] = "timm"
     paper: str | None = None
     notes: str | None = None
 

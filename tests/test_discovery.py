@@ -47,9 +47,9 @@ def test_corloc_counts_a_perfect_box_and_refuses_one_just_below_half():
     below = np.array([0.0, 0.0, 100.0, 49.99])  # IoU 0.4999 with the first box
     assert box_iou(below, truth)[0] == pytest.approx(0.4999, abs=1e-6)
     assert not correct(below, truth)
-    # LOST's eps in the heights and the union put an exact half a hair below 0.5: it is a miss there too
-    assert not correct(np.array([0.0, 0.0, 100.0, 50.0]), truth)
-    assert correct(np.array([0.0, 0.0, 100.0, 50.01]), truth)
+    # LOST's eps vanishes in the float32 arithmetic its integer boxes get: an exact half is 0.5, a hit
+    assert correct(np.array([0, 0, 100, 50]), truth)
+    assert correct(np.array([0, 0, 32, 64]), np.array([[0, 0, 32, 32]]))
     assert correct(np.array([201.0, 201.0, 221.0, 221.0]), truth)  # any ground-truth box will do
     assert not correct(None, truth) and not correct(np.array([0, 0, 10, 10]), np.zeros((0, 4)))
 
@@ -198,9 +198,12 @@ def test_found_seeds_on_the_least_attended_patch_and_masks_the_background():
 
 def test_found_trains_a_head_that_segments_the_object():
     scenes = [_scene(box=(1 + i % 4, 1 + i % 3, 5 + i % 4, 4 + i % 3), seed=i) for i in range(12)]
-    head, curve = found.train(lambda pos: [scenes[int(p)] for p in pos], 12, found.FoundConfig(60, 6), seed=0)
+    load = lambda pos: [scenes[int(p)] for p in pos]  # noqa: E731
+    head, curve = found.train(load, 12, found.FoundConfig(60, 6, epochs=40), seed=0)
     d = found.predict(head, scenes[0])
     assert d.box == (1, 1, 5, 4) and curve["loss_last"] < curve["loss_first"]
+    assert curve["steps"] == 61  # the authors' loop stops after the step numbered max_iter
+    assert found.train(load, 12, found.FoundConfig(500, 5), seed=0)[1]["steps"] == 9  # or after 3 epochs
 
 
 # -- HEAP ---------------------------------------------------------------------------------------------------
@@ -444,3 +447,36 @@ def test_a_voc_segmentation_folder_reads_with_its_palette_classes(tmp_path):
     assert ds.splits == ["train", "val"] and ds.extra["mask_classes"][15] == "person"
     got = label_map(ds, ds.samples[0], "mask")
     assert (got == labels).all()
+
+
+def test_dino_entries_interpolate_the_position_embedding_as_dino_does():
+    """DINO's `interpolate_pos_encoding`: bicubic by scale factor (n + 0.1) / sqrt(N) per axis, no antialias;
+    timm resamples to the size with antialias. At the trained size both leave the embedding alone."""
+    import timm
+    import torch.nn.functional as F
+
+    from probebench.encoders.base import Preprocess
+    from probebench.encoders.timm_models import wrap_timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64).eval()
+    pre = Preprocess(64, 1.0, "bicubic", (0.5,) * 3, (0.5,) * 3)
+    dino, plain = wrap_timm(model, pre, pos_embed="dino"), wrap_timm(model, pre)
+    original = model.pos_embed.detach().clone()
+    seen = []
+    hook = model.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    x = torch.randn(1, 3, 96, 128)  # a 6 x 8 grid from a 4 x 4 one
+    dino(x, [0])
+    grid = original[:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, scale_factor=(6.1 / 4, 8.1 / 4), mode="bicubic").permute(0, 2, 3, 1)
+    tokens = model.patch_embed(x).reshape(1, 48, -1) + expected.reshape(1, 48, -1)
+    torch.testing.assert_close(seen[-1][:, 1:], tokens, atol=1e-5, rtol=1e-5)
+    assert torch.equal(model.pos_embed, original) and tuple(model.patch_embed.grid_size) == (4, 4)
+    plain(x, [0])
+    assert not torch.allclose(seen[-1][:, 1:], tokens, atol=1e-4)  # timm's resampling differs
+    small = torch.randn(1, 3, 64, 64)
+    dino(small, [0])
+    a = seen[-1]
+    plain(small, [0])
+    assert torch.equal(a, seen[-1])
+    hook.remove()

@@ -43,6 +43,7 @@ class Discovery:
     image_fraction: the trivial baselines' box as fractions (x0, y0, x1, y1) of the stored image's sides,
         exact in pixels (its mask is that box too), instead of `box` and `mask`
     regions, embeddings: a grouping method's (h, w) region map and (K, d) region embeddings
+    logits: (h, w) where the soft map is their sigmoid: upsampled before the sigmoid, as FOUND evaluates
     """
 
     mask: np.ndarray
@@ -52,6 +53,7 @@ class Discovery:
     image_fraction: tuple[float, float, float, float] | None = None
     regions: np.ndarray | None = None
     embeddings: np.ndarray | None = None
+    logits: np.ndarray | None = None
 
     @property
     def foreground(self) -> np.ndarray:

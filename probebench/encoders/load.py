@@ -252,7 +252,7 @@ def build(spec: Spec) -> Encoder:
         from probebench.encoders.timm_models import wrap_timm
 
         model = _hub_call(entry, lambda: timm.create_model(src.model, pretrained=True))
-        return wrap_timm(model, spec.preprocess, name=name)
+        return wrap_timm(model, spec.preprocess, name=name, pos_embed=entry.pos_embed)
     if src.kind == "transformers":
         from transformers import AutoModel
 
@@ -301,7 +301,7 @@ def _build_timm_arch(spec: Spec) -> Encoder:
         load_mapped(model, select_weights(raw, src.mapping), src.mapping, what)
         if src.kind == "checkpoint" and src.projection is not None:
             head = build_projection_head(dig(raw, src.mapping.state_dict_key), src.projection, what)
-    return wrap_timm(model, spec.preprocess, name=entry.name, projection_head=head)
+    return wrap_timm(model, spec.preprocess, name=entry.name, projection_head=head, pos_embed=entry.pos_embed)
 
 
 def _hub_call(entry: EncoderEntry, fn):

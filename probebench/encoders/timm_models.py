@@ -9,6 +9,9 @@ where a Linear hook would never fire.
 
 from __future__ import annotations
 
+import contextlib
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -85,9 +88,37 @@ class TimmViT(Encoder):
         *,
         name: str = "",
         projection_head: nn.Module | None = None,
+        pos_embed: str = "timm",
     ) -> None:
         super().__init__(allow_any_size(model), preprocess, name=name)
         self.projection_head = projection_head.eval() if projection_head is not None else None
+        self.pos_embed = pos_embed
+
+    @contextlib.contextmanager
+    def _dino_position_embedding(self, size: tuple[int, int]):
+        """For another grid than the trained one, swap in the position embedding DINO's
+        `interpolate_pos_encoding` makes (and tell timm the grid is native, so it resamples nothing)."""
+        model, p = self.model, self.patch_size
+        grid = (size[0] // p, size[1] // p)
+        trained = tuple(model.patch_embed.grid_size)
+        n = trained[0] * trained[1]
+        prefix = 0 if getattr(model, "no_embed_class", False) else self.num_prefix_tokens
+        if self.pos_embed != "dino" or grid == trained or model.pos_embed is None or trained[0] != trained[1]:
+            yield
+            return
+        original = model.pos_embed
+        side = math.sqrt(n)
+        patch = original[:, prefix:].reshape(1, trained[0], trained[1], -1).permute(0, 3, 1, 2)
+        resized = F.interpolate(
+            patch.float(), scale_factor=((grid[0] + 0.1) / side, (grid[1] + 0.1) / side), mode="bicubic"
+        )
+        resized = resized.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1).to(original.dtype)
+        model.pos_embed = nn.Parameter(torch.cat([original[:, :prefix], resized], dim=1), requires_grad=False)
+        model.patch_embed.grid_size = grid
+        try:
+            yield
+        finally:
+            model.pos_embed, model.patch_embed.grid_size = original, trained
 
     @property
     def num_blocks(self) -> int:
@@ -135,14 +166,15 @@ class TimmViT(Encoder):
         try:
             # projection needs the last block even when only earlier layers are requested.
             wanted = sorted(set(layers) | ({self.num_blocks - 1} if projection else set()))
-            outs = self.model.forward_intermediates(
-                images,
-                indices=wanted,
-                return_prefix_tokens=True,
-                norm=norm,
-                output_fmt="NCHW",
-                intermediates_only=True,
-            )
+            with self._dino_position_embedding(tuple(images.shape[-2:])):
+                outs = self.model.forward_intermediates(
+                    images,
+                    indices=wanted,
+                    return_prefix_tokens=True,
+                    norm=norm,
+                    output_fmt="NCHW",
+                    intermediates_only=True,
+                )
         finally:
             if handle is not None:
                 handle.remove()
@@ -217,9 +249,14 @@ class TimmCNN(Encoder):
 
 
 def wrap_timm(
-    model: nn.Module, preprocess: Preprocess, *, name: str = "", projection_head: nn.Module | None = None
+    model: nn.Module,
+    preprocess: Preprocess,
+    *,
+    name: str = "",
+    projection_head: nn.Module | None = None,
+    pos_embed: str = "timm",
 ) -> Encoder:
     """Pick the adapter by what the model is: transformers have `blocks` of attention, CNNs do not."""
     if hasattr(model, "patch_embed") and hasattr(model, "blocks"):
-        return TimmViT(model, preprocess, name=name, projection_head=projection_head)
+        return TimmViT(model, preprocess, name=name, projection_head=projection_head, pos_embed=pos_embed)
     return TimmCNN(model, preprocess, name=name)

@@ -1,8 +1,8 @@
 """Metrics of unsupervised object discovery, as the baselines' own evaluation code computes them.
 
 - CorLoc (LOST `main_lost.py`): one box per image; correct when its IoU with any ground-truth box is >= 0.5,
-  IoU as LOST's `bbox_iou` (ultralytics' formula: eps 1e-7 added to the heights and to the union, so a box
-  at exactly half the union scores a hair below 0.5 and is a miss, as there).
+  IoU as LOST's `bbox_iou` (ultralytics' formula, eps 1e-7 added to the heights and to the union) in float32,
+  as it runs on LOST's integer boxes: a box at exactly half the union scores 0.5 and counts.
 - Saliency (TokenCut `unsupervised_saliency_detection/metric.py`): per image, accuracy and IoU of the mask
   binarised at > 0.5, averaged over images; max F-beta with beta^2 = 0.3: precision and recall per image at
   the 255 thresholds 0, 1/255, ..., 254/255 (prediction > threshold; precision 1 for an empty prediction,
@@ -24,15 +24,17 @@ BINS = 255
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one box (4,) with many (M, 4), all [x0, y0, x1, y1], as LOST's `bbox_iou`."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(box, dtype=np.float64)
+    """IoU of one box (4,) with many (M, 4), all [x0, y0, x1, y1], as LOST's `bbox_iou` computes it on the
+    integer boxes it is given: in float32, where its eps of 1e-7 vanishes against box sizes."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    b = np.asarray(box, dtype=np.float32)
+    eps = np.float32(IOU_EPS)
     iw = np.clip(np.minimum(b[2], boxes[:, 2]) - np.maximum(b[0], boxes[:, 0]), 0, None)
     ih = np.clip(np.minimum(b[3], boxes[:, 3]) - np.maximum(b[1], boxes[:, 1]), 0, None)
     inter = iw * ih
-    area1 = (b[2] - b[0]) * (b[3] - b[1] + IOU_EPS)
-    area2 = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1] + IOU_EPS)
-    return inter / (area1 + area2 - inter + IOU_EPS)
+    area1 = (b[2] - b[0]) * (b[3] - b[1] + eps)
+    area2 = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1] + eps)
+    return (inter / (area1 + area2 - inter + eps)).astype(np.float64)
 
 
 def correct(box: np.ndarray | None, truth: np.ndarray) -> bool:

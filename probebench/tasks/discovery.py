@@ -122,6 +122,7 @@ class DiscoveryProbe(Probe):
             "seed_threshold": found.THRESHOLD,
             "found_iterations": found.ITERATIONS,
             "found_batch": found.BATCH,
+            "found_epochs": found.EPOCHS,
             "found_lr": found.LR,
             **{f"heap_{k}": v for k, v in _heap_defaults().items()},
         }
@@ -197,6 +198,9 @@ class DiscoveryProbe(Probe):
             "ground_truth": {"boxes": k["gt_boxes"], "exclude_hard": k["exclude_hard"]},
             "found_deviations": found.DEVIATIONS if "found" in methods else [],
             "bilateral_solver": "absent: no maintained implementation installs here",
+            "saliency": "TokenCut's metric (ground truth > 0, beta^2 0.3, F averaged over images per "
+            "threshold); each method's whole mask (FOUND's 'multi' map), on images padded to the patch "
+            "(TokenCut's saliency script resizes them to a multiple of the patch instead)",
         }
         if k["outputs"]:
             outputs["boxes.jsonl"] = "\n".join(json.dumps(r) for r in per_image).encode() + b"\n"
@@ -213,7 +217,11 @@ class DiscoveryProbe(Probe):
                 predictors[m] = lambda f, m=m: UNTRAINED[m](f, k)
             elif m == "found":
                 cfg = found.FoundConfig(
-                    k["found_iterations"], k["found_batch"], k["found_lr"], k["seed_threshold"]
+                    iterations=k["found_iterations"],
+                    batch=k["found_batch"],
+                    epochs=k["found_epochs"],
+                    lr=k["found_lr"],
+                    threshold=k["seed_threshold"],
                 )
                 head, curve = found.train(train, n, cfg, ctx.seed)
                 predictors[m] = lambda f, head=head: found.predict(head, f)
@@ -310,6 +318,8 @@ class DiscoveryProbe(Probe):
             full[int(round(box[1])) : int(round(box[3])), int(round(box[0])) : int(round(box[2]))] = 1.0
             return box, full
         box = None if d.box is None else box_to_pixels(d.box, geo, d.clip)
+        if d.logits is not None:  # FOUND: logits upsampled bilinearly, then the sigmoid
+            return box, 1.0 / (1.0 + np.exp(-mask_to_pixels(d.logits, geo, smooth=True)))
         return box, mask_to_pixels(d.foreground, geo, smooth=d.soft is not None)
 
     def _retrieval(self, methods, predictors, ref: _Source, test: _Source, ctx: Context) -> dict:

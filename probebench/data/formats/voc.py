@@ -65,6 +65,7 @@ def read_voc_split(
     classes = classes or sorted({o["name"] for *_, objs in parsed for o in objs})
     samples = []
     for image, w, h, objs in parsed:
+        objs = [o for o in objs if o["name"] in classes]  # flags stay aligned with the boxes kept
         boxes = [
             [
                 max(0.0, o["box"][0] - 1),
@@ -74,7 +75,6 @@ def read_voc_split(
                 classes.index(o["name"]),
             ]
             for o in objs
-            if o["name"] in classes
         ]
         counts = Counter(b[4] for b in boxes)
         area = Counter()
