@@ -62,19 +62,19 @@ def test_saliency_metrics_on_hand_made_masks():
     empty.add(np.zeros((10, 10)), truth)
     full.add(np.ones((10, 10)), truth)
     assert perfect.metrics() == {
-        "saliency_acc": 1.0,
-        "saliency_iou": 1.0,
-        "saliency_max_f": pytest.approx(1.0),
+        "saliency_acc": 100.0,
+        "saliency_iou": 100.0,
+        "saliency_max_f": pytest.approx(100.0),
     }
     # an empty mask: right on the 80 background pixels, IoU 0, precision 1 but recall 0 -> F 0
-    assert empty.metrics() == {"saliency_acc": 0.8, "saliency_iou": 0.0, "saliency_max_f": 0.0}
+    assert empty.metrics() == {"saliency_acc": 80, "saliency_iou": 0.0, "saliency_max_f": 0.0}
     # all foreground: precision 0.2, recall 1 -> F = 1.3 * 0.2 / (0.3 * 0.2 + 1)
     m = full.metrics()
-    assert (m["saliency_acc"], m["saliency_iou"]) == (pytest.approx(0.2), pytest.approx(0.2))
-    assert m["saliency_max_f"] == pytest.approx(1.3 * 0.2 / (0.06 + 1))
+    assert (m["saliency_acc"], m["saliency_iou"]) == (pytest.approx(20), pytest.approx(20))
+    assert m["saliency_max_f"] == pytest.approx(100 * 1.3 * 0.2 / (0.06 + 1))
     both = Saliency()
     both.add(np.zeros((4, 4)), np.zeros((4, 4), dtype=bool))
-    assert both.metrics()["saliency_iou"] == 1.0 and both.empty_both == 1
+    assert both.metrics()["saliency_iou"] == 100 and both.empty_both == 1
 
 
 def test_max_f_averages_each_threshold_over_images_before_the_max():
@@ -94,8 +94,8 @@ def test_max_f_averages_each_threshold_over_images_before_the_max():
     sal = Saliency()
     for p, t in zip(preds, truths, strict=True):
         sal.add(p, t)
-    assert sal.metrics()["saliency_max_f"] == pytest.approx(np.mean(curves, axis=0).max())
-    assert sal.metrics()["saliency_max_f"] < np.mean(np.max(curves, axis=1))  # not the mean of maxima
+    assert sal.metrics()["saliency_max_f"] == pytest.approx(100 * np.mean(curves, axis=0).max())
+    assert sal.metrics()["saliency_max_f"] < 100 * np.mean(np.max(curves, axis=1))  # not the mean of maxima
 
 
 def test_segmentation_retrieval_labels_a_query_by_its_nearest_reference():
@@ -331,7 +331,7 @@ def test_discovery_runs_every_method_and_writes_per_image_outputs(
         "dinoseg",
         "centre",
     ):
-        assert 0 <= m[f"{method}_corloc"] <= 100 and 0 <= m[f"{method}_saliency_max_f"] <= 1
+        assert 0 <= m[f"{method}_corloc"] <= 100 and 0 <= m[f"{method}_saliency_max_f"] <= 100
         assert f"{method}_retrieval_miou" in m
     assert m["whole_corloc"] == pytest.approx(100 * np.mean([_whole_hits(tiny_embedded)]))
     assert record["primary"]["name"] == "heap_corloc" and record["task"]["level"] == "discovery"

@@ -62,11 +62,12 @@ class Saliency:
         self.f_sum += f_curve(pred, truth)
 
     def metrics(self) -> dict:
+        """In % (TokenCut's README prints them so; FOUND's tables as fractions, .712 = 71.2 here)."""
         n = max(len(self.acc), 1)
         return {
-            "saliency_acc": float(np.mean(self.acc)) if self.acc else float("nan"),
-            "saliency_iou": float(np.mean(self.iou)) if self.iou else float("nan"),
-            "saliency_max_f": float((self.f_sum / n).max()) if self.acc else float("nan"),
+            "saliency_acc": 100.0 * float(np.mean(self.acc)) if self.acc else float("nan"),
+            "saliency_iou": 100.0 * float(np.mean(self.iou)) if self.iou else float("nan"),
+            "saliency_max_f": 100.0 * float((self.f_sum / n).max()) if self.acc else float("nan"),
         }
 
 
