@@ -56,7 +56,7 @@ def grids(side: int, count: int) -> list[np.ndarray]:
 
 def graph(keys: np.ndarray) -> np.ndarray:
     f = keys.reshape(-1, keys.shape[-1]).astype(np.float64)
-    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    f /= np.linalg.norm(f, axis=1, keepdims=True) + 1e-12  # as F.normalize: an all-zero feature stays zero
     return np.where(f @ f.T > 0.2, 1.0, 1e-5)
 
 
