@@ -128,3 +128,28 @@ def tiny_clip(tmp_path: Path, name: str = "tiny-clip"):
     (tmp_path / f"{name}.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(tmp_path / f"{name}.json")
     return open_clip.create_model(name, pretrained=None).eval()
+
+
+RANDOM_VITT = """random_vitt:
+  family: control
+  method: random init
+  arch: ViT-Ti/16
+  source: {kind: random, arch: vit_tiny_patch16_224, seed: 0}
+"""
+
+
+def real_and_control(task_text: str, preloaded: dict) -> dict:
+    """The one task of `task_text` on preloaded real data for EfficientNet-Lite0 (ImageNet weights) and a
+    random-init ViT-Ti control: {encoder name: Outcome}."""
+    from probebench.encoders.load import resolve
+    from probebench.extract import Options
+    from probebench.pipeline import run_one
+    from probebench.registry import load_registry, parse_registry
+    from probebench.tasks.spec import parse_tasks
+
+    (task,) = parse_tasks(task_text, "test").values()
+    out = {}
+    for entry in (load_registry()["efficientnet_lite0"], *parse_registry(RANDOM_VITT).values()):
+        opts = Options(batch_size=32, num_workers=1, progress=False)
+        (out[entry.name],) = run_one(resolve(entry), [task], None, opts, preloaded=preloaded)
+    return out

@@ -480,3 +480,20 @@ def test_dino_entries_interpolate_the_position_embedding_as_dino_does():
     plain(small, [0])
     assert torch.equal(a, seen[-1])
     hook.remove()
+
+
+def test_discovery_on_data_without_boxes_or_masks_is_one_line(tmp_path, monkeypatch, capsys):
+    from conftest import TINY_REGISTRY, call_cli, use_registry
+    from PIL import Image
+
+    use_registry(tmp_path, monkeypatch, TINY_REGISTRY)
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / "flat" / split / cls).mkdir(parents=True)
+            Image.new("RGB", (64, 64), (40 * len(cls), 90, 9)).save(tmp_path / "flat" / split / cls / "x.png")
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text("disc: {probe: discovery, dataset: flat, knobs: {heap_iterations: 2}}\n")
+    (tmp_path / "datasets.yaml").write_text(f"flat: {{format: image_folder, root: {tmp_path / 'flat'}}}\n")
+    args = ["-t", "disc", "--tasks", str(tasks), "--datasets", str(tmp_path / "datasets.yaml")]
+    code, out, err = call_cli(monkeypatch, capsys, "run", "-e", "tiny_random", *args)
+    assert code == 2 and "neither boxes nor foreground masks" in err and "Traceback" not in err

@@ -12,22 +12,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, real_and_control
 
 from probebench.data.formats.voc import read_voc
-from probebench.encoders.load import resolve
-from probebench.extract import Options
-from probebench.pipeline import run_one
-from probebench.registry import load_registry, parse_registry
-from probebench.tasks.spec import parse_tasks
 
 FRUIT = SHARED_DATA / "fruit"
-CONTROL = """random_vitt:
-  family: control
-  method: random init
-  arch: ViT-Ti/16
-  source: {kind: random, arch: vit_tiny_patch16_224, seed: 0}
-"""
 TASK = """discovery_fruit:
   probe: discovery
   dataset: fruit
@@ -42,18 +31,7 @@ TASK = """discovery_fruit:
 
 @pytest.mark.skipif(not FRUIT.is_dir(), reason=f"real data folder {FRUIT} is absent")
 def test_real_features_find_fruit_that_random_ones_do_not():
-    fruit = read_voc(FRUIT, "fruit")
-    (task,) = parse_tasks(TASK, "test").values()
-    out = {}
-    for entry in (load_registry()["efficientnet_lite0"], *parse_registry(CONTROL).values()):
-        (result,) = run_one(
-            resolve(entry),
-            [task],
-            None,
-            Options(batch_size=16, num_workers=1, progress=False),
-            preloaded={"fruit": fruit},
-        )
-        out[entry.name] = result
+    out = real_and_control(TASK, {"fruit": read_voc(FRUIT, "fruit")})
     real, control = (out[n].metrics for n in ("efficientnet_lite0", "random_vitt"))
     assert real["heap_corloc"] > control["heap_corloc"] + 10, (real, control)
     assert real["heap_corloc"] > real["heap_untrained_corloc"] + 5, real

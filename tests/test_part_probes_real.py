@@ -5,21 +5,10 @@ clear margin: features mixed up between crops, or crops off their parts, would c
 from __future__ import annotations
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, real_and_control
 
 from probebench.data.formats.coco import read_coco
-from probebench.encoders.load import resolve
-from probebench.extract import Options
-from probebench.pipeline import run_one
-from probebench.registry import load_registry, parse_registry
-from probebench.tasks.spec import parse_tasks
 
-CONTROL = """random_vitt:
-  family: control
-  method: random init
-  arch: ViT-Ti/16
-  source: {kind: random, arch: vit_tiny_patch16_224, seed: 0}
-"""
 CARPARTS = SHARED_DATA / "carparts"
 TASK = """part_retrieval_carparts:
   probe: part_retrieval
@@ -31,19 +20,8 @@ TASK = """part_retrieval_carparts:
 
 def _real_and_control(task_text: str, files: dict[str, str], metric: str) -> dict[str, float]:
     """`metric` of the task on carparts for EfficientNet-Lite0 (ImageNet weights) and the random control."""
-    carparts = read_coco(CARPARTS, "carparts", files)
-    (task,) = parse_tasks(task_text, "test").values()
-    out = {}
-    for entry in (load_registry()["efficientnet_lite0"], *parse_registry(CONTROL).values()):
-        (result,) = run_one(
-            resolve(entry),
-            [task],
-            None,
-            Options(batch_size=32, num_workers=1, progress=False),
-            preloaded={"carparts": carparts},
-        )
-        out[entry.name] = result.metrics[metric]
-    return out
+    out = real_and_control(task_text, {"carparts": read_coco(CARPARTS, "carparts", files)})
+    return {name: result.metrics[metric] for name, result in out.items()}
 
 
 @pytest.mark.skipif(not CARPARTS.is_dir(), reason=f"real data folder {CARPARTS} is absent")

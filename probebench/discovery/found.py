@@ -88,19 +88,22 @@ def train(
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=STEP, gamma=GAMMA)
     order, cursor, losses = torch.randperm(n, generator=gen), 0, []
     bce = nn.BCEWithLogitsLoss()
+    targets: dict[int, torch.Tensor] = {}
     steps = min(config.iterations + 1, config.epochs * -(-n // config.batch))
     for step in range(steps):
         if cursor >= n:  # a new epoch, reshuffled, as the authors' DataLoader(shuffle=True)
             order, cursor = torch.randperm(n, generator=gen), 0
-        batch = load(order[cursor : cursor + config.batch].numpy())
+        positions = order[cursor : cursor + config.batch].tolist()
+        batch = load(np.asarray(positions))
         cursor += config.batch
         logits = torch.cat([_logits(head, f).reshape(-1) for f in batch])
         binary = (logits.detach().sigmoid() > 0.5).float()
         loss = W_BS * bce(logits, binary)
         if step < STOP_SEED_LOSS:
-            coarse = torch.cat(
-                [torch.from_numpy(~background(f, config.threshold)[0]).reshape(-1).float() for f in batch]
-            )
+            for p, f in zip(positions, batch, strict=True):  # each image's pseudo-label once, not per visit
+                if p not in targets:
+                    targets[p] = torch.from_numpy(~background(f, config.threshold)[0]).reshape(-1).float()
+            coarse = torch.cat([targets[p] for p in positions])
             loss = loss + bce(logits, coarse)
         else:
             loss = loss + W_SELF * bce(logits, binary)

@@ -178,11 +178,18 @@ class DiscoveryProbe(Probe):
                 k = ctx.knobs = {**k, "dinoseg_head": heads - 1}
         if test.keys != "keys":
             ctx.warn(f"no attention keys: the patch tokens of block {layer} stand in for keys")
+        ds = test.role.dataset
+        if not (objects.has_boxes(ds) or objects.has_foreground(ds)):
+            raise UserError(
+                f"discovery on {ds.name!r}: its images have neither boxes nor foreground masks to score "
+                "against; use a dataset with boxes (VOC, COCO) or masks (saliency sets, mask folders)"
+            )
         if len(train.role.rows) == 0 and any(m in HEAP_VARIANTS or m == "found" for m in methods):
             raise UserError("discovery: the train role has no images to fit HEAP and FOUND on")
         predictors, details, outputs = self._fit(methods, train, ctx)
-        metrics, per_image = self._score(methods, predictors, test, ctx, outputs)
-        retrieval = self._retrieval(methods, predictors, _source(ctx.roles["reference"], layer), test, ctx)
+        metrics, per_image, answers = self._score(methods, predictors, test, ctx, outputs)
+        reference = _source(ctx.roles["reference"], layer)
+        retrieval = self._retrieval(methods, predictors, reference, test, answers, ctx)
         metrics |= retrieval
         details |= {
             "probe": "object discovery",
@@ -257,6 +264,7 @@ class DiscoveryProbe(Probe):
         hits = {m: [] for m in methods}
         sal = {m: Saliency() for m in methods}
         regions: dict[str, list] = {m: [] for m in methods}
+        answers: dict[str, list[Discovery]] = {m: [] for m in methods}  # grid-size answers, for retrieval
         no_boxes = 0
         per_image = []
         for pos in range(len(test.role.rows)):
@@ -272,6 +280,7 @@ class DiscoveryProbe(Probe):
                 line["gt_boxes"] = truth.round(2).tolist()
             for m in methods:
                 d = predictors[m](feats)
+                answers[m].append(d)
                 if d.regions is not None:
                     regions[m].append((d.regions, d.embeddings))
                 box, full = self._pixels(d, feats)
@@ -305,7 +314,7 @@ class DiscoveryProbe(Probe):
             for m, maps in regions.items():
                 if maps:
                     outputs[f"{m}_regions.npz"] = _regions_npz(maps)
-        return metrics, per_image
+        return metrics, per_image, answers
 
     @staticmethod
     def _pixels(d: Discovery, feats: ImageFeatures) -> tuple[list[float] | None, np.ndarray]:
@@ -322,8 +331,11 @@ class DiscoveryProbe(Probe):
             return box, 1.0 / (1.0 + np.exp(-mask_to_pixels(d.logits, geo, smooth=True)))
         return box, mask_to_pixels(d.foreground, geo, smooth=d.soft is not None)
 
-    def _retrieval(self, methods, predictors, ref: _Source, test: _Source, ctx: Context) -> dict:
-        """Segmentation retrieval per method, where both datasets carry class label maps."""
+    def _retrieval(
+        self, methods, predictors, ref: _Source, test: _Source, answers: dict, ctx: Context
+    ) -> dict:
+        """Segmentation retrieval per method, where both datasets carry class label maps; the test images'
+        answers come from scoring (`answers`), the reference images' are computed here."""
         annotation = ctx.knobs["retrieval_annotation"]
         if annotation == "none":
             return {}
@@ -349,7 +361,7 @@ class DiscoveryProbe(Probe):
             for pos in range(len(test.role.rows)):
                 (feats,) = test([pos])
                 sample = test.role.dataset.samples[int(test.role.rows[pos])]
-                d = predictors[m](feats)
+                d = answers[m][pos]
                 mask = self._pixels(d, feats)[1] > 0.5
                 pred = engine.predict(SegRetrieval.descriptor(feats.tokens, d.mask.astype(np.float64)), mask)
                 truth = objects.classes(test.role.dataset, sample, annotation)
