@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from probebench.discovery import baselines, found, heap
+from probebench.discovery import baselines, found, heap, spectral
 from probebench.discovery.base import ImageFeatures, box_to_pixels, mask_to_pixels
-from probebench.discovery.spectral import second_eigenvector, second_eigenvector_dense
+from probebench.discovery.spectral import partition_is_certain, second_eigenvector, second_eigenvector_dense
 from probebench.geometry import Geometry
 from probebench.probes.discovery import BINS, Saliency, SegRetrieval, box_iou, correct, f_curve, miou
 
@@ -137,10 +137,26 @@ def test_lost_and_tokencut_box_the_object(method):
     assert box_to_pixels(d.box, feats.geometry) == [48.0, 32.0, 112.0, 80.0]
 
 
-def test_lost_breaks_degree_ties_in_raster_order():
-    keys = np.ones((3, 4, 8), dtype=np.float32)  # every patch alike: every degree equal
-    feats = ImageFeatures(keys, None, keys, _geo(3, 4))
-    assert baselines.lost(feats).box == (0, 0, 4, 3)  # the seed (patch 0) spreads to everything
+def test_lost_layer_normalises_patch_features_standing_in_for_keys_as_its_cnn_path():
+    rng = np.random.default_rng(0)
+    keys = np.array([1.0, 0.2]) + 0.05 * rng.random((8, 10, 2))  # non-negative, as CNN features after ReLU
+    keys[2:5, 3:7] = np.array([0.2, 1.0]) + 0.05 * rng.random((3, 4, 2))
+    keys = keys.astype(np.float32)
+    as_keys = ImageFeatures(keys, None, keys, _geo(8, 10), keys_are_tokens=False)
+    assert baselines.lost(as_keys).box == (0, 0, 10, 8)  # every similarity positive: nothing stands out
+    as_tokens = ImageFeatures(keys, None, keys, _geo(8, 10), keys_are_tokens=True)
+    assert baselines.lost(as_tokens).box == (3, 2, 7, 5)
+
+
+def test_lost_breaks_degree_ties_as_its_own_torch_argsort_call_does():
+    # three cliques of 10 patches (columns 0-1, 2-3, 4-5): every degree is 9, so the seed is a pure tie-break
+    keys = np.zeros((5, 6, 3), dtype=np.float32)
+    for c in range(3):
+        keys[:, 2 * c : 2 * c + 2, c] = 1.0
+    feats = ImageFeatures(keys, None, keys, _geo(5, 6))
+    seed = int(torch.argsort(-torch.full((30,), 9.0), descending=True)[0])  # LOST: argsort(cent, descending)
+    column = 2 * ((seed % 6) // 2)
+    assert baselines.lost(feats).box == (column, 0, column + 2, 5)
 
 
 def test_dinoseg_keeps_the_top_mass_and_the_quirks_of_its_component_choice():
@@ -168,6 +184,41 @@ def test_the_fast_eigensolver_gives_tokencuts_partition():
         assert abs(np.corrcoef(dense, fast)[0, 1]) > 1 - 1e-8
         a, b = dense > dense.mean(), fast > fast.mean()
         assert (a == b).all() or (a == ~b).all()
+
+
+def test_a_partition_is_certain_only_when_no_entry_could_cross_the_mean_or_overtake_the_seed():
+    y, scale = np.array([1.0, 0.9, -0.5, -0.6]), np.ones(4)
+    assert partition_is_certain(y, scale, 1e-3)
+    assert not partition_is_certain(y, scale, 0.3)  # within 0.3, -0.6 could overtake the seed 1.0
+    near_mean = np.array([1.0, 0.9, 0.2002, -0.6, -0.7])  # mean 0.16: entry 2 sits 0.04 above it
+    assert partition_is_certain(near_mean, np.ones(5), 0.01)
+    assert not partition_is_certain(near_mean, np.ones(5), 0.05)
+    rival = np.array([1.0, -0.999, 0.5, -0.4])  # the seed could be either end: opposite sides of the mean
+    assert not partition_is_certain(rival, np.ones(4), 1e-3)
+    assert partition_is_certain(rival, np.ones(4), 1e-4)
+    twins = np.array(
+        [1.0, 1.0, -0.5, -0.6]
+    )  # identical patches tie for the seed: the component is the solver's
+    assert not partition_is_certain(twins, np.ones(4), 1e-12)
+
+
+def test_an_uncertified_lanczos_pass_falls_back_to_a_tight_one_then_to_the_dense_solve(monkeypatch):
+    rng = np.random.default_rng(3)
+    f = rng.normal(size=(144, 16))
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    w = np.where(f @ f.T > 0.2, 1.0, 1e-5)
+    tols = []
+    real = spectral.eigsh
+    monkeypatch.setattr(spectral, "eigsh", lambda *a, **k: tols.append(k["tol"]) or real(*a, **k))
+    certain = second_eigenvector(w)
+    assert tols == [spectral.FIRST_TOL]
+    monkeypatch.setattr(spectral, "partition_is_certain", lambda *a: False)
+    tols.clear()
+    tight = second_eigenvector(w)
+    assert tols == [spectral.FIRST_TOL, spectral.TOL]
+    assert np.array_equal(tight, second_eigenvector_dense(w))  # neither pass proved it: TokenCut's own solve
+    same = lambda y: y > y.mean() if (y > y.mean())[np.argmax(np.abs(y))] else y <= y.mean()  # noqa: E731
+    assert (same(certain) == same(tight)).all() and (same(tight) == same(second_eigenvector_dense(w))).all()
 
 
 def test_a_uniform_graph_gets_tokencuts_own_arbitrary_but_fixed_split():

@@ -1,9 +1,11 @@
 """The untrained baselines on one image's keys, following their authors' code convention by convention.
 
-- LOST (Simeoni et al. 2021, `object_discovery.lost`): raw key dot products; degree = the number of positive
-  similarities off the diagonal; the seed is the lowest-degree patch; the 100 lowest-degree patches that are
-  positively similar to the seed vote (sum of their rows, itself included); the box is the 4-connected
-  component of the positive votes that holds the seed, cells times the patch size, ends clipped to the image.
+- LOST (Simeoni et al. 2021, `object_discovery.lost`): raw key dot products (patch features standing in
+  for keys are first layer-normalised over the whole map, as `main_lost.py` does for ResNet and VGG);
+  degree = the number of positive similarities off the diagonal; the seed is the lowest-degree patch; the
+  100 lowest-degree patches that are positively similar to the seed vote (sum of their rows, itself
+  included); the box is the 4-connected component of the positive votes that holds the seed, cells times
+  the patch size, ends clipped to the image.
 - TokenCut (Wang et al. 2022, `object_discovery.ncut`): L2-normalised keys; binary graph cos > tau, other
   weights eps (diagonal included); second generalised eigenvector of (D - W, D) (`spectral`); split at its
   mean; the seed is the patch of largest |y|; the partition is flipped when the seed falls outside it; the
@@ -14,9 +16,10 @@
   of the zero region), cells times the patch size, not clipped.
 - The trivial boxes: the whole image, and the centred box covering the middle half of each side.
 
-Ties: LOST sorts degrees with `torch.argsort`, which is not stable; here the sort is stable, so among equal
-degrees the patch first in raster order (row by row) is the seed and comes first in the 100. TokenCut's
-`np.argmax` already takes the first of equal |y|.
+Ties: LOST sorts degrees with `torch.argsort`, which is not stable; the same call is made here, so among
+equal degrees (at the seed and at the 100th place) the order is PyTorch's CPU sort's: deterministic for a
+given PyTorch build (the record holds its version), not raster order. TokenCut's `np.argmax` takes the first
+of equal |y|; where |y| ties, or entries sit exactly at the mean, the dense solve decides (`spectral`).
 """
 
 from __future__ import annotations
@@ -49,12 +52,19 @@ def _seed_component(binary: np.ndarray, seed: int) -> np.ndarray:
 def lost(feats: ImageFeatures, k_patches: int = LOST_K) -> Discovery:
     h, w = feats.grid
     f = _flat(feats.keys)
+    if feats.keys_are_tokens:
+        # LOST's ResNet and VGG path: `nn.LayerNorm(feats.size()[1:])`, freshly made, normalises the whole
+        # (N, C) map by one mean and one variance, so that non-negative CNN features get signed similarities
+        f = F.layer_norm(f, f.shape)
     a = f @ f.T
     off = a.clone()
     off.fill_diagonal_(0)
     off[off < 0] = 0
     degree = (off > 0).sum(dim=1)
-    order = torch.argsort(degree, stable=True)  # lowest degree first; ties in raster order
+    # LOST's own call, lowest degree first: among equal degrees the order is PyTorch's (unstable) CPU sort's,
+    # fixed for a given PyTorch build. Equal degrees are common (they are integers), at the seed and at the
+    # 100th place alike, so a stable sort would change LOST's boxes (`tests/test_authors_code.py`).
+    order = torch.argsort(-degree.float(), descending=True)
     seed = int(order[0])
     potentials = order[:k_patches]
     similars = potentials[a[seed, potentials] > 0.0]

@@ -197,7 +197,8 @@ class DiscoveryProbe(Probe):
             "skipped_methods": skipped,
             "keys": "last block's keys (heads concatenated, prefix tokens dropped)"
             if test.keys == "keys"
-            else f"patch tokens of block {layer} (the encoder has no keys)",
+            else f"patch tokens of block {layer} (the encoder has no keys; LOST layer-normalises them over "
+            "the whole map first, as its ResNet and VGG path)",
             "attention": "class token -> patches, last block, per head" if test.attention else None,
             "dinoseg_head": k["dinoseg_head"] if "dinoseg" in methods else None,
             "geometry": "native: each image at its own size, zero-padded to a multiple of the patch size"
