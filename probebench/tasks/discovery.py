@@ -100,7 +100,7 @@ class DiscoveryProbe(Probe):
     name = "discovery"
     level = "discovery"
     description = "object discovery: HEAP and baselines; CorLoc, saliency (acc, IoU, max F), seg retrieval"
-    protocol_version = "1"
+    protocol_version = "2"  # 2: LOST and TokenCut tie-breaks and LOST's CNN LayerNorm as the authors' code
     roles = ("train", "reference", "test")
     default_splits = {"train": "train", "reference": "train", "test": "test"}
     reads = "keys"
