@@ -5,7 +5,7 @@ enc = pb.load_encoder("efficientnet_lite0")          # an Encoder (the one contr
 feats = enc(images, layers=[-1])                     # Features: cls, patches (B, h, w, C), pooled, ...
 store = pb.extract("efficientnet_lite0", "embedded") # a FeatureStore in the cache
 pb.run(["efficientnet_lite0"], ["knn"])              # records under results/runs/
-df = pb.leaderboard()                                # a pandas DataFrame
+df = pb.leaderboard()                                # a pandas DataFrame, a row per number
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from probebench.extract import extract as _extract
 from probebench.pipeline import Outcome
 from probebench.pipeline import run as _run
 from probebench.registry import get_entry, load_registry
-from probebench.results.records import leaderboard as _leaderboard
 from probebench.tasks import get_tasks, load_tasks
 
 
@@ -85,6 +84,13 @@ def run(
     )
 
 
-def leaderboard(results: str | Path | None = None) -> pd.DataFrame:
-    """All result records as one DataFrame."""
-    return _leaderboard(Path(results) if results else None)
+def leaderboard(results: str | Path | None = None, view: str = "long") -> pd.DataFrame:
+    """The merged records under `results` (default results/): `view` long (a row per number), wide
+    (encoders x scores), families (per-family mean and spread) or papers (published numbers beside ours)."""
+    from probebench.results import tables
+
+    long = tables.build(Path(results) if results else None).long
+    views = {"long": lambda df: df, "wide": tables.wide, "families": tables.families, "papers": tables.papers}
+    if view not in views:
+        raise ValueError(f"view {view!r}: use one of {', '.join(views)}")
+    return views[view](long)

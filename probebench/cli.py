@@ -319,7 +319,7 @@ def run(
     from probebench.pipeline import available_encoders
     from probebench.pipeline import run as run_pipeline
     from probebench.registry import get_entry
-    from probebench.results.records import write_leaderboard
+    from probebench.results import tables
     from probebench.tasks import get_suite, get_tasks, load_tasks
 
     opts = _options(batch_size, workers, device, strict, max_pixels)
@@ -359,33 +359,52 @@ def run(
             f"{out.status:8s} {out.encoder} x {out.dataset} x {out.task}{where}: "
             f"{_shown(out.metrics, out.primary)}"
         )
-    path, df = write_leaderboard()
-    _left_out(df)
-    typer.echo(f"leaderboard: {path}")
+    board = tables.build()
+    paths = tables.write(board)
+    _left_out(board)
+    typer.echo(f"leaderboard: {paths['leaderboard.csv']}")
 
 
-def _left_out(df) -> None:
-    """Name every record the leaderboard could not read, and say how many."""
-    problems = df.attrs.get("left_out", [])
-    for line in problems:
+def _left_out(board) -> None:
+    """Name every record file the leaderboard could not read, then one line per kind of thing left out."""
+    for line in board.problems:
         typer.echo(f"left out {line}", err=True)
-    if problems:
-        typer.echo(f"leaderboard: {len(problems)} record file(s) left out (see above)", err=True)
+    for line in board.notes:
+        typer.echo(f"leaderboard: {line}", err=True)
+
+
+VIEWS = ("wide", "long", "families", "papers")
 
 
 @app.command()
 def leaderboard(
-    long: bool = typer.Option(False, "--long", help="One row per number (each k, each probe) instead."),
+    view: str = typer.Option("wide", "--view", help=f"Which table to print: {', '.join(VIEWS)}."),
+    fmt: str = typer.Option("markdown", "--format", help="csv, markdown or json."),
+    task: list[str] = typer.Option(None, "--task", "-t", help="Only these tasks (repeatable)."),
+    level: list[str] = typer.Option(None, "--level", help="Only these levels: object, part, discovery."),
+    family: list[str] = typer.Option(None, "--family", help="Only these encoder families (repeatable)."),
+    encoder: list[str] = typer.Option(None, "--encoder", "-e", help="Only these encoders (repeatable)."),
+    dataset: list[str] = typer.Option(None, "--dataset", "-d", help="Only these datasets (repeatable)."),
 ):
-    """Merge results/runs/*.json into results/leaderboard.csv (or leaderboard_long.csv) and print it."""
-    from probebench.results.records import write_leaderboard
+    """Merge results/runs/*.json into results/leaderboard*.csv and print one view of it, filtered."""
+    from probebench.results import tables
 
-    path, df = write_leaderboard(long=long)
-    typer.echo(
-        df.to_string(index=False, float_format=lambda v: f"{v:.2f}") if not df.empty else "(no results)"
-    )
-    _left_out(df)
-    typer.echo(f"written: {path}")
+    if view not in VIEWS:
+        raise UserError(f"--view {view!r}: use one of {', '.join(VIEWS)}")
+    if fmt not in tables.FORMATS:
+        raise UserError(f"--format {fmt!r}: use one of {', '.join(tables.FORMATS)}")
+    board = tables.build()
+    paths = tables.write(board)
+    long = tables.select(board.long, task=task, level=level, family=family, encoder=encoder, dataset=dataset)
+    shown = {
+        "wide": tables.wide,
+        "long": lambda df: df,
+        "families": tables.families,
+        "papers": tables.papers,
+    }[view](long)
+    typer.echo(tables.render(shown, fmt) if not shown.empty else "(no results)")
+    _left_out(board)
+    typer.echo(f"written: {', '.join(str(p) for p in paths.values())}", err=True)
 
 
 @app.command()

@@ -365,6 +365,7 @@ def build_record(
             **task.knobs,  # first: what the run resolved (layers, geometry) is written over the raw knobs
             "feature": read,
             "layer": layers[0] if len(layers) == 1 else layers,
+            "layer_sweep": target.sweep,  # one of a --layer sweep's records, not the task's own
             "layers_cached": any_result.layers,
             "norm": key_parts["norm"],
             "token": _TOKEN_TEXT[read],

@@ -3,6 +3,7 @@ listing, and one-line errors with exit code 2."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pandas as pd
@@ -81,27 +82,36 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
     again = {p.name: json.loads(p.read_text())["metrics"] for p in runs.glob("lite0__*.json")}
     assert again == first, "the same command twice gives the same numbers, for every probe"
 
-    board = pd.read_csv(results_dir() / "leaderboard.csv")
-    assert set(board.encoder) == {"lite0", "tiny_random"} and board.synthetic.all()
-    assert {"metric", "value", "lo", "hi", "higher_is_better", "level", "protocol"} <= set(board.columns)
-    primary = dict(zip(board.task + ":" + board.encoder, board.metric, strict=True))
-    assert primary["knn:lite0"] == "top1_k20" and primary["linear:lite0"] == "top1"
+    long = pd.read_csv(results_dir() / "leaderboard.csv")
+    long["variant"] = long["variant"].fillna("")  # CSV has no empty string apart from a missing value
+    assert set(long.encoder) == {"lite0", "tiny_random"} and long.synthetic.all()
+    assert {"metric", "variant", "value", "lo", "hi", "level", "protocol", "commit"} <= set(long.columns)
+    board = long[long.primary]
+    assert len(board) == 20, "one primary number per record"
+    primary = dict(zip(board.task + ":" + board.encoder, board.metric + "/" + board.variant, strict=True))
+    assert primary["knn:lite0"] == "top1/k=20" and primary["linear:lite0"] == "top1/"
+    assert primary["part_segmentation:lite0"] == "miou/" and primary["discovery:lite0"] == "corloc/heap"
     has_ci = ~board.task.str.endswith("segmentation")  # mIoU over one confusion matrix: no interval
     assert board[has_ci].lo.notna().all() and board[~has_ci].lo.isna().all()
     assert (board[has_ci].lo <= board[has_ci].value).all()
     assert (board[has_ci].value <= board[has_ci].hi).all()
-    assert primary["part_segmentation:lite0"] == "miou" and primary["discovery:lite0"] == "heap_corloc"
     assert board.level.isin(["object", "part", "discovery"]).all()
-    code, out, _ = call(monkeypatch, capsys, "leaderboard")
-    assert code == 0 and "lite0" in out
-    code, out, _ = call(monkeypatch, capsys, "leaderboard", "--long")
-    long = pd.read_csv(results_dir() / "leaderboard_long.csv")
     knn = long[(long.encoder == "lite0") & (long.task == "knn") & (long.metric == "top1")]
-    assert code == 0 and list(knn.setting) == ["k=10", "k=20", "k=100", "k=200"]
-    top1 = long[long.metric == "top1"]
-    assert (top1.lo <= top1.value).all() and (top1.value <= top1.hi).all()
+    assert list(knn.variant) == ["k=10", "k=100", "k=20", "k=200"]
     assert long[long.task == "linear"].setting.str.startswith("C=").all()
-    assert long.primary.sum() == len(board), "one primary number per record"
+    wide = pd.read_csv(results_dir() / "leaderboard_wide.csv")
+    assert list(wide.encoder) == ["lite0", "tiny_random"]  # supervised before control
+    assert "knn/embedded/top1/k=20" in wide.columns and "discovery/embedded/corloc/heap" in wide.columns
+    code, out, _ = call(monkeypatch, capsys, "leaderboard")
+    assert code == 0 and out.startswith("| encoder") and "lite0" in out
+    code, out, _ = call(monkeypatch, capsys, "leaderboard", "--view", "long", "--format", "json", "-t", "knn")
+    rows = json.loads(out)
+    assert code == 0 and {r["task"] for r in rows} == {"knn"} and len(rows) == len(long[long.task == "knn"])
+    code, out, _ = call(monkeypatch, capsys, "leaderboard", "--view", "families", "--format", "csv")
+    fam = pd.read_csv(io.StringIO(out))
+    assert code == 0 and set(fam.family) == {"supervised", "control"} and (fam.n_encoders == 1).all()
+    code, _, err = call(monkeypatch, capsys, "leaderboard", "--format", "html")
+    assert code == 2 and "--format 'html': use one of csv, markdown, json" in err
 
 
 def test_real_encoder_beats_the_random_control(registry):

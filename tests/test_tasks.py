@@ -258,10 +258,10 @@ def test_leaderboard_names_records_it_cannot_read_and_counts_them(registry, monk
         (runs_dir() / f"{name}.json").write_text(json.dumps(foreign))
     (runs_dir() / "binary.json").write_bytes(b"\xff\xfe\x00")
     code, out, err = call(monkeypatch, capsys, "leaderboard")
-    assert code == 0 and "knn" in out and "top1_k20" in out and "Traceback" not in err
+    assert code == 0 and "knn" in out and "top1/k=20" in out and "Traceback" not in err
     assert "old.json: record schema 1, expected 2" in err and "cut.json: not readable JSON" in err
     assert "list.json: record schema none" in err and "typed.json: not a valid record" in err
-    assert "6 record file(s) left out" in err
+    assert "left out 6 file(s) in runs/ that are not readable records" in err
 
 
 def _tiny(kind: str, tmp_path):

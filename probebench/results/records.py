@@ -10,13 +10,11 @@ from __future__ import annotations
 import functools
 import json
 import platform
-import re
 import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-import pandas as pd
 from pydantic import ValidationError
 
 from probebench.cache.store import _atomic_write_bytes
@@ -132,116 +130,3 @@ def read_records(root: Path | None = None) -> tuple[list[ResultRecord], list[str
         except ValidationError as exc:
             problems.append(f"{path.name}: not a valid record ({exc.error_count()} problem(s))")
     return records, problems
-
-
-def _common(r: ResultRecord) -> dict:
-    return {
-        "encoder": r.encoder["name"],
-        "family": r.encoder["family"],
-        "task": r.task.name,
-        "level": r.task.level,
-        "dataset": r.dataset.get("view_of", r.dataset["name"]),  # crops are filed under their dataset
-        "synthetic": r.synthetic,
-        "feature": r.knobs.get("feature"),
-        "layer": r.knobs.get("layer"),
-        "seed": r.seed,
-    }
-
-
-def _provenance(r: ResultRecord) -> dict:
-    return {
-        "protocol": r.task.protocol_version,
-        "weights": r.encoder["weights_id"],
-        "commit": r.git.get("commit"),
-    }
-
-
-def _interval(metrics: dict, name: str) -> tuple[float | None, float | None]:
-    ci = metrics.get(f"{name}_ci95")
-    return (ci[0], ci[1]) if isinstance(ci, list | tuple) and len(ci) == 2 else (None, None)
-
-
-def leaderboard(root: Path | None = None) -> pd.DataFrame:
-    """One row per record with its primary metric (named, with its interval and direction), best first
-    within each task and dataset."""
-    records, problems = read_records(root)
-    rows = []
-    for r in records:
-        lo, hi = _interval(r.metrics, r.primary.name)
-        rows.append(
-            {
-                **_common(r),
-                "metric": r.primary.name,
-                "value": r.primary.value,
-                "lo": lo,
-                "hi": hi,
-                "higher_is_better": r.primary.higher_is_better,
-                **_provenance(r),
-            }
-        )
-    df = pd.DataFrame(rows)
-    df.attrs["left_out"] = problems
-    if df.empty:
-        return df
-    # Best first: sort on the value signed by its direction, so lower-is-better metrics also lead.
-    df["_rank"] = df["value"].where(df["higher_is_better"], -df["value"])
-    df = df.sort_values(["task", "dataset", "_rank"], ascending=[True, True, False], kind="stable")
-    return df.drop(columns="_rank").reset_index(drop=True)
-
-
-_VARIANT = re.compile(r"^(?P<base>.+)_k(?P<k>\d+)$")
-
-
-def _setting(record: ResultRecord, variant: str) -> str:
-    """The hyper-parameter behind a number: k for kNN, the chosen C or epoch for the trained probes."""
-    if variant:
-        return variant
-    if "chosen_c" in record.probe:
-        return f"C={record.probe['chosen_c']:.3g}"
-    if "chosen_epoch" in record.probe:
-        return f"epoch={record.probe['chosen_epoch']}/{record.probe['epochs']}"
-    return ""
-
-
-def long_table(root: Path | None = None) -> pd.DataFrame:
-    """One row per number: every scalar metric of every record, with its interval and setting (k for kNN's
-    per-k metrics, the chosen C or epoch otherwise)."""
-    records, problems = read_records(root)
-    rows = []
-    for r in records:
-        for name, value in r.metrics.items():
-            counts = name.startswith("n_")  # sample counts (n_test) describe a number, they are not one
-            if (
-                counts
-                or name.endswith("_ci95")
-                or isinstance(value, bool)
-                or not isinstance(value, int | float)
-            ):
-                continue
-            m = _VARIANT.match(name)
-            base, variant = (m["base"], f"k={m['k']}") if m else (name, "")
-            lo, hi = _interval(r.metrics, name)
-            rows.append(
-                {
-                    **_common(r),
-                    "metric": base,
-                    "setting": _setting(r, variant),
-                    "value": value,
-                    "lo": lo,
-                    "hi": hi,
-                    "primary": name == r.primary.name,
-                    **_provenance(r),
-                }
-            )
-    df = pd.DataFrame(rows)
-    df.attrs["left_out"] = problems
-    return df
-
-
-def write_leaderboard(root: Path | None = None, long: bool = False) -> tuple[Path, pd.DataFrame]:
-    """results/leaderboard.csv (one row per record), or with `long` leaderboard_long.csv (one per number)."""
-    df = long_table(root) if long else leaderboard(root)
-    path = (root or results_dir()) / ("leaderboard_long.csv" if long else "leaderboard.csv")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, df.to_csv(index=False, float_format="%.2f").encode())
-    return path, df

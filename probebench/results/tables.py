@@ -1,0 +1,292 @@
+"""The leaderboard: result records merged into the tables a researcher would put in a paper.
+
+- `build()` reads every record under results/runs/ into one long table, a row per number. It leaves out,
+  and says so in one line each: records of an older protocol version than the task's probe runs now,
+  duplicates of the same (encoder, task, dataset, layer, feature, seed) (the newest is kept), metrics
+  without a value, and files that are not records.
+- `wide()`: encoders as rows, task x dataset x primary metric as columns.
+- `families()`: mean, spread and count of each score per encoder family, so the papers' claims can be read
+  family by family.
+- `papers()`: every published number (`papers.yaml`) that has a record of ours beside it, and the difference.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from probebench.errors import UserError
+from probebench.paths import results_dir
+from probebench.registry import FAMILIES
+from probebench.results.papers import KEY, published
+from probebench.results.records import ResultRecord, read_records
+from probebench.results.schema import SCHEMA_VERSION
+
+FLAG_POINTS = 1.0  # a difference from the paper beyond this many points is flagged
+LONG_COLUMNS = [
+    "encoder",
+    "family",
+    "task",
+    "level",
+    "dataset",
+    "metric",
+    "variant",
+    "value",
+    "lo",
+    "hi",
+    "synthetic",
+    "protocol",
+    "commit",
+    "primary",
+    "layer",
+    "layer_sweep",
+    "feature",
+    "seed",
+    "setting",
+    "weights",
+]
+FORMATS = ("csv", "markdown", "json")
+_K = re.compile(r"^(?P<base>.+)_k(?P<k>\d+)$")
+
+
+@dataclass
+class Board:
+    long: pd.DataFrame  # LONG_COLUMNS, one row per number
+    notes: list[str] = field(default_factory=list)  # one line per kind of thing left out
+    problems: list[str] = field(default_factory=list)  # each record file that could not be read, by name
+
+
+def split_metric(name: str, methods: list[str]) -> tuple[str, str]:
+    """A record's metric name -> (metric, variant): kNN's `top1_k20` is (top1, k=20); a discovery record's
+    `lost_corloc` is (corloc, lost), its methods being named in its knobs."""
+    if m := _K.match(name):
+        return m["base"], f"k={m['k']}"
+    for method in sorted(methods, key=len, reverse=True):  # heap_no_intra before heap
+        if name.startswith(method + "_"):
+            return name[len(method) + 1 :], method
+    return name, ""
+
+
+def _setting(record: ResultRecord) -> str:
+    """The hyper-parameter the probe chose: the C or the epoch."""
+    if "chosen_c" in record.probe:
+        return f"C={record.probe['chosen_c']:.3g}"
+    if "chosen_epoch" in record.probe:
+        return f"epoch={record.probe['chosen_epoch']}/{record.probe['epochs']}"
+    return ""
+
+
+def _rows(r: ResultRecord) -> list[dict]:
+    ci = {k[: -len("_ci95")]: v for k, v in r.metrics.items() if k.endswith("_ci95")}
+    methods = r.knobs.get("methods") or []
+    layer = r.knobs.get("layer")
+    common = {
+        "encoder": r.encoder["name"],
+        "family": r.encoder["family"],
+        "task": r.task.name,
+        "level": r.task.level,
+        "dataset": r.dataset.get("view_of", r.dataset["name"]),  # crops are filed under their dataset
+        "synthetic": r.synthetic,
+        "protocol": r.task.protocol_version,
+        "commit": r.git.get("commit"),
+        "layer": json.dumps(layer) if isinstance(layer, list) else layer,
+        "layer_sweep": bool(r.knobs.get("layer_sweep", False)),
+        "feature": r.knobs.get("feature"),
+        "seed": r.seed,
+        "setting": _setting(r),
+        "weights": r.encoder.get("weights_id"),
+    }
+    rows = []
+    for name, value in r.metrics.items():
+        if name.startswith("n_") or name.endswith("_ci95") or isinstance(value, bool):
+            continue  # sample counts describe a number; intervals ride along with theirs
+        if not isinstance(value, int | float):
+            continue
+        metric, variant = split_metric(name, methods)
+        lo, hi = ci.get(name, (None, None)) if isinstance(ci.get(name), list | tuple) else (None, None)
+        rows.append(
+            {
+                **common,
+                "metric": metric,
+                "variant": variant,
+                "value": float(value),
+                "lo": lo,
+                "hi": hi,
+                "primary": name == r.primary.name,
+            }
+        )
+    return rows
+
+
+def _current_protocol(probe: str) -> str | None:
+    """The protocol version the probe runs now; None for a probe this checkout does not have."""
+    from probebench.tasks.base import get_probe
+
+    try:
+        return get_probe(probe).protocol_version
+    except UserError:
+        return None
+
+
+def build(root: Path | None = None) -> Board:
+    """Every current record's numbers, and a line for each kind of record left out."""
+    records, problems = read_records(root)
+    notes = []
+    if problems:
+        notes.append(
+            f"left out {len(problems)} file(s) in runs/ that are not readable records of schema "
+            f"{SCHEMA_VERSION} (named above); re-run them"
+        )
+    now = {p: _current_protocol(p) for p in {r.task.probe for r in records}}
+    older = [r for r in records if now[r.task.probe] not in (None, r.task.protocol_version)]
+    if older:
+        tasks = sorted({f"{r.task.name} (v{r.task.protocol_version})" for r in older})
+        notes.append(
+            f"left out {len(older)} record(s) of an older protocol version: {', '.join(tasks)}; "
+            "re-run them with --force to include them"
+        )
+    current = [r for r in records if r not in older]
+    # The same result recorded twice (a copy from another machine, a renamed file): keep the newest.
+    newest: dict[tuple, ResultRecord] = {}
+    for r in sorted(current, key=lambda r: r.created or ""):
+        layer = r.knobs.get("layer")
+        key = (
+            r.encoder["name"],
+            r.task.name,
+            r.dataset.get("view_of", r.dataset["name"]),
+            json.dumps(layer),
+            bool(r.knobs.get("layer_sweep", False)),
+            r.knobs.get("feature"),
+            r.seed,
+        )
+        newest[key] = r
+    if dropped := len(current) - len(newest):
+        notes.append(f"left out {dropped} duplicate record(s) of the same result; kept the newest of each")
+    rows = [row for r in newest.values() for row in _rows(r)]
+    empty = [r for r in newest.values() if r.primary.value is None]
+    if empty:
+        names = ", ".join(sorted(f"{r.encoder['name']} x {r.task.name}" for r in empty))
+        notes.append(f"{len(empty)} record(s) have no value for their primary metric: {names}")
+    long = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    long = long.sort_values(["level", "task", "dataset", "metric", "variant", "encoder"], kind="stable")
+    return Board(long.reset_index(drop=True), notes, problems)
+
+
+def select(
+    df: pd.DataFrame,
+    *,
+    task: list[str] | None = None,
+    level: list[str] | None = None,
+    family: list[str] | None = None,
+    encoder: list[str] | None = None,
+    dataset: list[str] | None = None,
+) -> pd.DataFrame:
+    """Rows matching every given filter (each a list of accepted values)."""
+    for column, accepted in (
+        ("task", task),
+        ("level", level),
+        ("family", family),
+        ("encoder", encoder),
+        ("dataset", dataset),
+    ):
+        if accepted:
+            df = df[df[column].isin(accepted)]
+    return df
+
+
+def headline(long: pd.DataFrame) -> pd.DataFrame:
+    """The primary metric of each task's own record (no layer sweeps)."""
+    return long[long["primary"] & ~long["layer_sweep"]]
+
+
+def column_name(row: pd.Series) -> str:
+    """task/dataset/metric[/variant]: how a wide table names a score."""
+    parts = [row["task"], row["dataset"], row["metric"]] + ([row["variant"]] if row["variant"] else [])
+    return "/".join(parts)
+
+
+def wide(long: pd.DataFrame) -> pd.DataFrame:
+    """Encoders as rows (with their family), one column per task x dataset x primary metric."""
+    h = headline(long)
+    if h.empty:
+        return pd.DataFrame(columns=["encoder", "family"])
+    h = h.assign(column=h.apply(column_name, axis=1))
+    table = h.pivot_table(index=["encoder", "family"], columns="column", values="value", aggfunc="first")
+    table.columns.name = None
+    table = table.reset_index()
+    table["_order"] = table["family"].map(family_order)
+    return table.sort_values(["_order", "encoder"]).drop(columns="_order").reset_index(drop=True)
+
+
+def family_order(family: str) -> int:
+    """The registry's family order; families it does not know come last."""
+    return FAMILIES.index(family) if family in FAMILIES else len(FAMILIES)
+
+
+def families(long: pd.DataFrame) -> pd.DataFrame:
+    """Per family and score (task, dataset, metric, variant): mean, standard deviation, min, max and count of
+    the encoders' values (headline rows)."""
+    h = headline(long)
+    cols = ["family", "level", "task", "dataset", "metric", "variant"]
+    if h.empty:
+        return pd.DataFrame(columns=[*cols, "mean", "std", "min", "max", "n_encoders", "encoders"])
+    g = h.groupby(cols, sort=False)
+    out = g["value"].agg(["mean", "std", "min", "max"]).join(g["encoder"].agg(["count", _names]))
+    out = out.rename(columns={"count": "n_encoders", "_names": "encoders"}).reset_index()
+    out["_order"] = out["family"].map(family_order)
+    return (
+        out.sort_values(["level", "task", "dataset", "metric", "variant", "_order"])
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )
+
+
+def _names(s: pd.Series) -> str:
+    return " ".join(sorted(s))
+
+
+def papers(long: pd.DataFrame, flag: float = FLAG_POINTS) -> pd.DataFrame:
+    """Each published number that has a number of ours beside it: ours, the paper's, the difference
+    (ours - paper) and whether it is beyond `flag` points."""
+    pub = published()
+    ours = long[~long["layer_sweep"]][[*KEY, "value", "lo", "hi", "synthetic", "family"]]
+    both = pub.merge(ours, on=KEY, how="inner")
+    both["difference"] = both["value"] - both["paper_value"]
+    both["flagged"] = both["difference"].abs() > flag
+    cols = [*KEY, "family", "value", "lo", "hi", "paper_value", "difference", "flagged", "paper", "table"]
+    return both[[*cols, "note", "synthetic"]].reset_index(drop=True)
+
+
+def write(board: Board, root: Path | None = None) -> dict[str, Path]:
+    """results/leaderboard.csv (long), leaderboard_wide.csv, leaderboard_families.csv and
+    leaderboard_papers.csv, each written atomically."""
+    from probebench.cache.store import _atomic_write_bytes
+
+    root = root or results_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    tables = {
+        "leaderboard.csv": board.long,
+        "leaderboard_wide.csv": wide(board.long),
+        "leaderboard_families.csv": families(board.long),
+        "leaderboard_papers.csv": papers(board.long),
+    }
+    paths = {}
+    for name, df in tables.items():
+        paths[name] = root / name
+        _atomic_write_bytes(paths[name], df.to_csv(index=False, float_format="%.2f").encode())
+    return paths
+
+
+def render(df: pd.DataFrame, fmt: str) -> str:
+    """A table as csv, markdown (a GitHub table) or json (a list of row objects)."""
+    if fmt == "csv":
+        return df.to_csv(index=False, float_format="%.2f")
+    if fmt == "markdown":
+        return df.to_markdown(index=False, floatfmt=".2f", missingval="")
+    if fmt == "json":
+        return df.to_json(orient="records", indent=1, double_precision=4)
+    raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")
