@@ -21,6 +21,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/probebench run
+	$(BIN)/probebench report
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

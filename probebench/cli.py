@@ -408,6 +408,17 @@ def leaderboard(
 
 
 @app.command()
+def report():
+    """Write results/report.html (self-contained) and report.md, with the plots under results/plots/."""
+    from probebench.report.build import build
+
+    out = build()
+    typer.echo(f"report: {out.html}")
+    typer.echo(f"markdown: {out.markdown}")
+    typer.echo(f"plots: {len(out.plots)} files in {out.html.parent / 'plots'}")
+
+
+@app.command()
 def doctor(datasets: Path = DatasetsOpt, data_root: Path = DataRootOpt):
     """Check every named and user dataset: found, image counts against those expected, one image decoded."""
     from probebench.data.catalog import CATALOG, check_counts, named_root, read_named

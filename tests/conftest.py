@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -153,3 +154,64 @@ def real_and_control(task_text: str, preloaded: dict) -> dict:
         opts = Options(batch_size=32, num_workers=1, progress=False)
         (out[entry.name],) = run_one(resolve(entry), [task], None, opts, preloaded=preloaded)
     return out
+
+
+def make_record(
+    encoder: str,
+    task: str,
+    metrics: dict,
+    *,
+    probe: str = "linear",
+    level: str = "object",
+    dataset: str = "embedded",
+    family: str = "supervised",
+    primary: str = "top1",
+    protocol: str = "1",
+    created: str = "2026-11-25T00:00:00+00:00",
+    knobs: dict | None = None,
+    synthetic: bool = True,
+):
+    """A hand-made result record (the leaderboard and report tests merge these)."""
+    from probebench.results.schema import Primary, ResultRecord, RoleInfo, TaskInfo
+
+    data = {"name": dataset, "synthetic": synthetic}
+    role = RoleInfo(
+        dataset=data,
+        split="test",
+        n_images=10,
+        skipped_images=0,
+        skipped_files=[],
+        cache_key="k",
+        cache_path="p",
+    )
+    return ResultRecord(
+        encoder={"name": encoder, "family": family, "weights_id": f"sha-{encoder}"},
+        task=TaskInfo(
+            name=task, probe=probe, level=level, protocol_version=protocol, description="", source="x"
+        ),
+        dataset=data,
+        roles={"test": role},
+        metrics=metrics,
+        primary=Primary(name=primary, value=metrics.get(primary), higher_is_better=True),
+        probe={},
+        knobs={"layer": 11, "feature": "cls", **(knobs or {})},
+        seed=0,
+        timings={},
+        config_hash="h",
+        versions={},
+        git={"commit": "abc"},
+        created=created,
+    )
+
+
+def save_record(root: Path, record, name: str | None = None) -> Path:
+    """Write `record` under root/runs/ as the pipeline names it (or as `name`), keeping its `created`."""
+    from probebench.results.records import record_path, write_record
+
+    path = record_path(record.encoder["name"], record.dataset["name"], record.task.name, root)
+    write_record(path.with_name(name) if name else path, record)
+    if record.created:  # write_record stamps the time; keep the one the test chose
+        raw = json.loads(path.with_name(name or path.name).read_text())
+        raw["created"] = record.created
+        path.with_name(name or path.name).write_text(json.dumps(raw))
+    return path.with_name(name or path.name)

@@ -8,65 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import make_record as _record
+from conftest import save_record as _save
 
 from probebench.results import tables
 from probebench.results.papers import published
-from probebench.results.records import record_path, write_record
-from probebench.results.schema import Primary, ResultRecord, RoleInfo, TaskInfo
-
-
-def _record(
-    encoder: str,
-    task: str,
-    metrics: dict,
-    *,
-    probe: str = "linear",
-    level: str = "object",
-    dataset: str = "embedded",
-    family: str = "supervised",
-    primary: str = "top1",
-    protocol: str = "1",
-    created: str = "2026-11-25T00:00:00+00:00",
-    knobs: dict | None = None,
-    synthetic: bool = True,
-) -> ResultRecord:
-    data = {"name": dataset, "synthetic": synthetic}
-    role = RoleInfo(
-        dataset=data,
-        split="test",
-        n_images=10,
-        skipped_images=0,
-        skipped_files=[],
-        cache_key="k",
-        cache_path="p",
-    )
-    return ResultRecord(
-        encoder={"name": encoder, "family": family, "weights_id": f"sha-{encoder}"},
-        task=TaskInfo(
-            name=task, probe=probe, level=level, protocol_version=protocol, description="", source="x"
-        ),
-        dataset=data,
-        roles={"test": role},
-        metrics=metrics,
-        primary=Primary(name=primary, value=metrics.get(primary), higher_is_better=True),
-        probe={},
-        knobs={"layer": 11, "feature": "cls", **(knobs or {})},
-        seed=0,
-        timings={},
-        config_hash="h",
-        versions={},
-        git={"commit": "abc"},
-        created=created,
-    )
-
-
-def _save(root: Path, record: ResultRecord, name: str | None = None) -> None:
-    path = record_path(record.encoder["name"], record.dataset["name"], record.task.name, root)
-    write_record(path.with_name(name) if name else path, record)
-    if record.created:  # write_record stamps the time; keep the one the test chose
-        raw = json.loads(path.with_name(name or path.name).read_text())
-        raw["created"] = record.created
-        path.with_name(name or path.name).write_text(json.dumps(raw))
 
 
 @pytest.fixture

@@ -222,6 +222,31 @@ def wide(long: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["_order", "encoder"]).drop(columns="_order").reset_index(drop=True)
 
 
+def variants(long: pd.DataFrame) -> pd.DataFrame:
+    """Each record's primary metric under every variant it has (each discovery method, each kNN k): rows
+    (encoder, family, task, dataset, metric), one column per variant. Empty where no record has variants."""
+    h = headline(long)
+    keys = ["encoder", "task", "dataset", "metric"]
+    rows = long[~long.layer_sweep].merge(h[keys].drop_duplicates(), on=keys)
+    rows = rows[rows.variant != ""]
+    if rows.empty:
+        return pd.DataFrame(columns=["encoder", "family", "task", "dataset", "metric"])
+    table = rows.pivot_table(
+        index=["encoder", "family", "task", "dataset", "metric"],
+        columns="variant",
+        values="value",
+        aggfunc="first",
+    )
+    table.columns.name = None
+    table = table.reset_index()
+    table["_order"] = table["family"].map(family_order)
+    return (
+        table.sort_values(["task", "dataset", "_order", "encoder"])
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )
+
+
 def family_order(family: str) -> int:
     """The registry's family order; families it does not know come last."""
     return FAMILIES.index(family) if family in FAMILIES else len(FAMILIES)
@@ -285,8 +310,10 @@ def render(df: pd.DataFrame, fmt: str) -> str:
     """A table as csv, markdown (a GitHub table) or json (a list of row objects)."""
     if fmt == "csv":
         return df.to_csv(index=False, float_format="%.2f")
-    if fmt == "markdown":
-        return df.to_markdown(index=False, floatfmt=".2f", missingval="")
+    if fmt == "markdown":  # tabulate leaves NaN as "nan"; an empty cell reads better
+        return (
+            df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=".2f", missingval="")
+        )
     if fmt == "json":
         return df.to_json(orient="records", indent=1, double_precision=4)
     raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")

@@ -1,0 +1,1 @@
+"""The report: figures drawn from the leaderboard (`plots`) and the HTML and Markdown documents (`build`)."""

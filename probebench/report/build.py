@@ -1,0 +1,263 @@
+"""`probebench report`: the leaderboard and its figures as one self-contained HTML file and as Markdown.
+
+The HTML embeds every figure (PNG, base64) and carries its own small script to sort tables by a column, so
+it opens anywhere with nothing beside it. The Markdown links the same figures under results/plots/. Both
+have one section per level (object, part, discovery), the papers' numbers beside ours, the per-family
+summary, and a provenance section: library versions, commits, each encoder's weights checksum, and every
+deviation from the papers' protocols that a record or a published number carries.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from probebench.paths import results_dir
+from probebench.report import plots
+from probebench.results import tables
+from probebench.results.papers import citations
+from probebench.results.records import outputs_dir, read_records, record_path
+
+LEVELS = ("object", "part", "discovery")
+GRID_RECORDS = 6  # discovery records drawn as image grids (each a few hundred kB in the HTML)
+
+
+@dataclass
+class Section:
+    title: str
+    text: list[str] = field(default_factory=list)  # paragraphs (plain text)
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, table)
+    figures: list[tuple[str, Path]] = field(default_factory=list)  # (caption, PNG path)
+
+
+@dataclass
+class Report:
+    html: Path
+    markdown: Path
+    plots: list[Path]
+
+
+def _level_section(level: str, long: pd.DataFrame, plot_dir: Path) -> Section | None:
+    rows = long[long.level == level]
+    if rows.empty:
+        return None
+    sec = Section(f"{level.capitalize()} level")
+    sec.tables.append(
+        ("Headline score of each task (its primary metric); encoders by family", tables.wide(rows))
+    )
+    if not (by_variant := tables.variants(rows)).empty:
+        sec.tables.append(("The headline metric under every variant (each method, each k)", by_variant))
+    fam = tables.families(rows)
+    sec.tables.append(("Per family: mean, spread and count over encoders", fam))
+    if (fig := plots.bars(rows)) is not None:
+        sec.figures.append(
+            (
+                f"{level}-level scores, encoders grouped by family",
+                plots.save(fig, plot_dir / f"bars_{level}")[0],
+            )
+        )
+    if level in ("object", "part") and (fig := plots.layer_curves(rows)) is not None:
+        sec.figures.append(
+            ("Score against block index (layer sweeps)", plots.save(fig, plot_dir / f"layers_{level}")[0])
+        )
+    if level == "part" and (fig := plots.encoded_vs_projected(rows)) is not None:
+        sec.figures.append(
+            (
+                "Part retrieval: encoded against projected features",
+                plots.save(fig, plot_dir / "projection")[0],
+            )
+        )
+    return sec
+
+
+def _discovery_grids(long: pd.DataFrame, root: Path, plot_dir: Path, records: dict) -> list[tuple[str, Path]]:
+    out = []
+    seen = long[(long.level == "discovery") & long.primary & ~long.layer_sweep]
+    for row in seen.drop_duplicates(["encoder", "task", "dataset"]).head(GRID_RECORDS).itertuples():
+        folder = outputs_dir(record_path(row.encoder, row.dataset, row.task, root))
+        rec = records.get((row.encoder, row.task, row.dataset))
+        image_root = Path(rec.roles["test"].dataset.get("root", "")) if rec is not None else None
+        synthetic = " (synthetic)" if row.synthetic else ""
+        title = f"{row.encoder} on {row.dataset}{synthetic}, task {row.task}"
+        fig = plots.discovery_grid(folder, image_root, title)
+        if fig is not None:
+            stem = plot_dir / f"discovery_{row.encoder}_{row.dataset}_{row.task}"
+            out.append((title, plots.save(fig, stem)[0]))
+    return out
+
+
+def _provenance(records: list, board: tables.Board) -> Section:
+    sec = Section("Provenance")
+    commits = sorted(
+        {f"{r.git.get('commit')}" + (" (with local changes)" if r.git.get("dirty") else "") for r in records}
+    )
+    sec.text.append(f"Records: {len(records)}, from commit(s) {', '.join(commits) or '-'}.")
+    sec.text += [f"Left out: {note}" for note in board.notes]
+    weights = pd.DataFrame(
+        sorted({(r.encoder["name"], r.encoder["family"], str(r.encoder.get("weights_id"))) for r in records}),
+        columns=["encoder", "family", "weights (sha256, or the random-init seed)"],
+    )
+    sec.tables.append(("Each encoder's weights", weights))
+    versions = pd.DataFrame(
+        sorted({(lib, str(v)) for r in records for lib, v in r.versions.items()}),
+        columns=["library", "version"],
+    )
+    sec.tables.append(("Library versions the records were made with", versions))
+    deviations = sorted(
+        {(r.task.name, text) for r in records for text in _deviations(r)}, key=lambda x: (x[0], x[1])
+    )
+    sec.tables.append(
+        (
+            "Deviations from the papers' protocols and warnings, as the records state them",
+            pd.DataFrame(deviations, columns=["task", "deviation or warning"]),
+        )
+    )
+    return sec
+
+
+def _deviations(record) -> list[str]:
+    """Every deviation a record writes down (probe details named *deviation*), and its warnings."""
+    out = list(record.warnings)
+    for key, value in record.probe.items():
+        if "deviation" in key and value:
+            out += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    return out
+
+
+def build(root: Path | None = None) -> Report:
+    """Write results/report.html, results/report.md and results/plots/*; return their paths."""
+    root = root or results_dir()
+    plot_dir = root / "plots"
+    board = tables.build(root)
+    tables.write(board, root)
+    long = board.long
+    records, _ = read_records(root)
+    by_key = {
+        (r.encoder["name"], r.task.name, r.dataset.get("view_of", r.dataset["name"])): r for r in records
+    }
+    sections = [_summary(long, board)]
+    if (fig := plots.object_vs_part(long)) is not None:
+        sections[0].figures.append(
+            ("Objects against parts, one point per encoder", plots.save(fig, plot_dir / "object_vs_part")[0])
+        )
+    for level in LEVELS:
+        sec = _level_section(level, long, plot_dir)
+        if sec is not None and level == "discovery":
+            sec.figures += _discovery_grids(long, root, plot_dir, by_key)
+        if sec is not None:
+            sections.append(sec)
+    cmp = tables.papers(long)
+    papers = Section("The papers' numbers beside ours")
+    papers.text.append(
+        f"Differences beyond {tables.FLAG_POINTS:g} point are flagged. "
+        + " ".join(f"{k}: {v}." for k, v in citations().items())
+    )
+    papers.tables.append(("Published against measured (same encoder, task, dataset and metric)", cmp))
+    if cmp.empty:
+        papers.text.append(
+            "No record here matches a published number: they need the papers' weights and data."
+        )
+    sections += [papers, _provenance(records, board)]
+    html_path, md_path = root / "report.html", root / "report.md"
+    html_path.write_text(_html(sections, long))
+    md_path.write_text(_markdown(sections, root))
+    return Report(html_path, md_path, sorted(plot_dir.glob("*.png")) + sorted(plot_dir.glob("*.svg")))
+
+
+def _summary(long: pd.DataFrame, board: tables.Board) -> Section:
+    sec = Section("What ran")
+    if long.empty:
+        sec.text.append("No results yet: run `probebench run` first.")
+        return sec
+    data = long.drop_duplicates("dataset")
+    sec.text.append(
+        f"{long.encoder.nunique()} encoder(s), {long.task.nunique()} task(s), {len(long)} numbers. Data: "
+        + ", ".join(
+            d + (" (synthetic: procedurally generated, not photos)" if s else "")
+            for d, s in zip(data.dataset, data.synthetic, strict=True)
+        )
+        + "."
+    )
+    sec.text += [f"Left out: {note}" for note in board.notes]
+    return sec
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th{background:#f0f0f0;cursor:pointer;user-select:none}
+td:first-child,th:first-child{text-align:left}
+figure{margin:1em 0}img{max-width:100%}figcaption{font-size:13px;color:#555}
+.scroll{overflow-x:auto}
+"""
+_SCRIPT = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.querySelectorAll('thead th').forEach(function (th, col) {
+    th.addEventListener('click', function () {
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      var down = th.dataset.order !== 'asc';
+      th.dataset.order = down ? 'asc' : 'desc';
+      rows.sort(function (a, b) {
+        var x = a.cells[col].textContent.trim(), y = b.cells[col].textContent.trim();
+        var nx = parseFloat(x), ny = parseFloat(y);
+        var cmp = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
+        return down ? cmp : -cmp;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+"""
+
+
+def _html(sections: list[Section], long: pd.DataFrame) -> str:
+    made = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>probebench report</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        "<h1>probebench report</h1>",
+        f"<p>Written {made} from the records under results/runs/. Click a column heading to sort.</p>",
+    ]
+    for sec in sections:
+        parts.append(f"<h2>{html.escape(sec.title)}</h2>")
+        parts += [f"<p>{html.escape(t)}</p>" for t in sec.text]
+        for caption, png in sec.figures:
+            data = base64.b64encode(png.read_bytes()).decode()
+            parts.append(
+                f"<figure><img alt='{html.escape(caption, quote=True)}' src='data:image/png;base64,{data}'>"
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
+        for caption, df in sec.tables:
+            parts.append(f"<h3>{html.escape(caption)}</h3>")
+            if df.empty:
+                parts.append("<p>(none)</p>")
+                continue
+            table = df.to_html(
+                index=False, na_rep="", float_format=lambda v: f"{v:.2f}", classes="sortable", border=0
+            )
+            parts.append(f"<div class='scroll'>{table}</div>")
+    parts.append(f"<script>{_SCRIPT}</script></body></html>")
+    return "\n".join(parts)
+
+
+def _markdown(sections: list[Section], root: Path) -> str:
+    made = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    out = ["# probebench report", "", f"Written {made} from the records under results/runs/.", ""]
+    for sec in sections:
+        out += [f"## {sec.title}", ""]
+        for t in sec.text:
+            out += [t, ""]
+        for caption, png in sec.figures:
+            out += [f"![{caption}]({png.relative_to(root).as_posix()})", "", f"*{caption}*", ""]
+        for caption, df in sec.tables:
+            out += [f"### {caption}", ""]
+            out += [tables.render(df, "markdown") if not df.empty else "(none)", ""]
+    return "\n".join(out)

@@ -1,0 +1,237 @@
+"""The report's figures, each drawn from the long leaderboard table (matplotlib, no display needed).
+
+Every figure names the data its numbers come from in its title and marks synthetic data, so a figure
+copied out of the report still says what it shows. Each function returns None where the records hold
+nothing to draw (no part-level task, no layer sweep, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from probebench.results.tables import family_order, headline  # noqa: E402
+
+_PALETTE = plt.get_cmap("tab10").colors
+
+
+def family_colour(family: str) -> tuple:
+    return _PALETTE[family_order(family) % len(_PALETTE)]
+
+
+def _data_label(rows: pd.DataFrame) -> str:
+    """'embedded (synthetic), fruit': each dataset once, synthetic ones marked."""
+    seen = rows.drop_duplicates("dataset")
+    return ", ".join(
+        d + (" (synthetic)" if s else "") for d, s in zip(seen.dataset, seen.synthetic, strict=True)
+    )
+
+
+def _axis_task(h: pd.DataFrame, level: str) -> tuple[str, str] | None:
+    """The (task, dataset) of a level that most encoders have a headline number for (then by name)."""
+    rows = h[h.level == level]
+    if rows.empty:
+        return None
+    counts = rows.groupby(["task", "dataset"])["encoder"].nunique().reset_index()
+    counts = counts.sort_values(["encoder", "task", "dataset"], ascending=[False, True, True])
+    return counts.iloc[0]["task"], counts.iloc[0]["dataset"]
+
+
+def _err(rows: pd.DataFrame) -> np.ndarray | None:
+    """(2, n) error-bar lengths from lo/hi, zero where a number has no interval."""
+    if rows[["lo", "hi"]].isna().all().all():
+        return None
+    lo = (rows["value"] - rows["lo"]).fillna(0).clip(lower=0)
+    hi = (rows["hi"] - rows["value"]).fillna(0).clip(lower=0)
+    return np.vstack([lo.to_numpy(), hi.to_numpy()])
+
+
+def _legend_families(ax, families: list[str]) -> None:
+    handles = [
+        plt.Line2D([], [], marker="o", ls="", color=family_colour(f), label=f)
+        for f in sorted(set(families), key=family_order)
+    ]
+    ax.legend(handles=handles, title="family", fontsize=8, title_fontsize=8, loc="best")
+
+
+def object_vs_part(long: pd.DataFrame) -> Figure | None:
+    """The headline: each encoder's object-level score against its part-level score, coloured by family,
+    95 % intervals as error bars. The axes are the object and the part task most encoders ran."""
+    h = headline(long)
+    obj, part = _axis_task(h, "object"), _axis_task(h, "part")
+    if obj is None or part is None:
+        return None
+    x = h[(h.task == obj[0]) & (h.dataset == obj[1])].set_index("encoder")
+    y = h[(h.task == part[0]) & (h.dataset == part[1])].set_index("encoder")
+    both = x.index.intersection(y.index)
+    if both.empty:
+        return None
+    x, y = x.loc[both], y.loc[both]
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    for enc in both:
+        colour = family_colour(x.loc[enc, "family"])
+        xe, ye = _err(x.loc[[enc]]), _err(y.loc[[enc]])
+        ax.errorbar(
+            x.loc[enc, "value"], y.loc[enc, "value"], xerr=xe, yerr=ye, fmt="o", color=colour, capsize=3
+        )
+        ax.annotate(
+            enc, (x.loc[enc, "value"], y.loc[enc, "value"]), xytext=(4, 4), textcoords="offset points"
+        )
+    ax.set_xlabel(f"object level: {obj[0]} on {obj[1]}, {x.iloc[0]['metric']}")
+    ax.set_ylabel(f"part level: {part[0]} on {part[1]}, {y.iloc[0]['metric']}")
+    _legend_families(ax, list(x["family"]))
+    ax.set_title(f"Objects against parts\ndata: {_data_label(pd.concat([x, y]))}", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def bars(long: pd.DataFrame) -> Figure | None:
+    """One panel per task and dataset: each encoder's headline score, encoders grouped by family."""
+    h = headline(long)
+    if h.empty:
+        return None
+    panels = list(h.groupby(["level", "task", "dataset"], sort=True))
+    cols = min(3, len(panels))
+    rows = int(np.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    for ax, ((level, task, dataset), df) in zip(axes.flat, panels, strict=False):
+        df = df.assign(_o=df.family.map(family_order)).sort_values(["_o", "encoder"])
+        pos = np.arange(len(df))
+        ax.bar(pos, df.value, yerr=_err(df), color=[family_colour(f) for f in df.family], capsize=2)
+        ax.set_xticks(pos, df.encoder, rotation=45, ha="right", fontsize=7)
+        variant = f" ({df.variant.iloc[0]})" if df.variant.iloc[0] else ""
+        synthetic = " (synthetic)" if df.synthetic.any() else ""
+        ax.set_title(f"{level}: {task}\n{dataset}{synthetic}, {df.metric.iloc[0]}{variant}", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    _legend_families(axes.flat[0], list(h.family))
+    fig.tight_layout()
+    return fig
+
+
+def layer_curves(long: pd.DataFrame) -> Figure | None:
+    """Score against block index, one line per encoder and task, object and part side by side, where a
+    layer sweep (`--layer`) ran."""
+    sweep = long[long.layer_sweep & long.primary & long.level.isin(["object", "part"])]
+    if sweep.empty:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
+    for ax, level in zip(axes, ("object", "part"), strict=True):
+        df = sweep[sweep.level == level]
+        for (enc, task, dataset), line in df.groupby(["encoder", "task", "dataset"]):
+            line = line.assign(layer=line.layer.astype(int)).sort_values("layer")
+            ax.plot(
+                line.layer,
+                line.value,
+                marker="o",
+                color=family_colour(line.family.iloc[0]),
+                label=f"{enc}: {task} ({dataset})",
+            )
+        ax.set_xlabel("block index")
+        ax.set_ylabel("score")
+        ax.set_title(
+            f"{level} level" + (f", data: {_data_label(df)}" if not df.empty else ": no sweep"), fontsize=9
+        )
+        if not df.empty:
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def encoded_vs_projected(long: pd.DataFrame) -> Figure | None:
+    """Part retrieval with the encoded (mean patch token) against the projected (projection head) feature,
+    for each encoder that has both: the part-to-whole evidence of Zhu et al.'s Table 3."""
+    ap = long[
+        (long.level == "part")
+        & long.primary
+        & ~long.layer_sweep
+        & long.feature.isin(["encoded", "projected"])
+    ]
+    pairs = ap.pivot_table(index=["encoder", "dataset"], columns="feature", values="value", aggfunc="first")
+    if "projected" not in pairs.columns or "encoded" not in pairs.columns:
+        return None
+    pairs = pairs.dropna(subset=["encoded", "projected"])
+    if pairs.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(pairs) + 2), 3.6))
+    pos = np.arange(len(pairs))
+    ax.bar(pos - 0.2, pairs.encoded, 0.4, label="encoded", color="tab:blue")
+    ax.bar(pos + 0.2, pairs.projected, 0.4, label="projected", color="tab:orange")
+    ax.set_xticks(pos, [f"{e}\n{d}" for e, d in pairs.index], fontsize=8)
+    ax.set_ylabel(f"part retrieval, {ap.metric.iloc[0]}")
+    ax.set_title(f"Encoded against projected features\ndata: {_data_label(ap)}", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def discovery_grid(record_dir: Path, image_root: Path | None, title: str, count: int = 4) -> Figure | None:
+    """The same first `count` images of one discovery record, one column per method: its mask (tinted)
+    and box (solid) over the ground-truth boxes (dashed white). `record_dir` holds the record's
+    boxes.jsonl and mask PNGs; images are read from `image_root` where it exists, else a grey canvas."""
+    from PIL import Image
+
+    boxes = record_dir / "boxes.jsonl"
+    if not boxes.is_file():
+        return None
+    lines = [json.loads(x) for x in boxes.read_text().splitlines()[:count] if x.strip()]
+    if not lines:
+        return None
+    methods = [k for k, v in lines[0].items() if isinstance(v, dict) and "box" in v]
+    fig, axes = plt.subplots(
+        len(lines), len(methods), figsize=(1.9 * len(methods), 1.9 * len(lines)), squeeze=False
+    )
+    for r, line in enumerate(lines):
+        width, height = line["size"]
+        path = image_root / line["image"] if image_root else None
+        if path is not None and path.is_file():
+            with Image.open(path) as im:
+                picture = np.asarray(im.convert("RGB"))
+        else:
+            picture = np.full((height, width, 3), 128, dtype=np.uint8)
+        for c, method in enumerate(methods):
+            ax = axes[r, c]
+            ax.imshow(picture)
+            found = line[method]
+            mask_file = record_dir / found.get("mask", "")
+            if found.get("mask") and mask_file.is_file():
+                with Image.open(mask_file) as m:
+                    mask = np.asarray(m.convert("L")) > 127
+                ax.imshow(np.ma.masked_where(~mask, mask), cmap="autumn", alpha=0.45, interpolation="nearest")
+            for x0, y0, x1, y1 in line.get("gt_boxes", []):
+                ax.add_patch(
+                    plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="white", ls="--", lw=1.2)
+                )
+            x0, y0, x1, y1 = found["box"]
+            colour = "lime" if found.get("correct") else "red"
+            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=colour, lw=1.5))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(method, fontsize=8)
+    fig.suptitle(title + "\nbox green: correct (IoU >= 0.5), red: not; dashed: ground truth", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: Figure, stem: Path) -> list[Path]:
+    """stem.png and stem.svg; the figure is closed."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    fig.savefig(out[0], dpi=110)
+    fig.savefig(out[1])
+    plt.close(fig)
+    return out

@@ -1,0 +1,201 @@
+"""The report: every plot from a small set of hand-made records, the HTML and Markdown documents, and the
+HTML in a real headless browser (Debian's chromium through selenium; skipped where either is missing)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_record, save_record
+from PIL import Image
+
+from probebench.report import plots
+from probebench.report.build import build
+from probebench.results import tables
+
+ENCODERS = {"sup_a": "supervised", "sup_b": "supervised", "mim_a": "mim", "ctl": "control"}
+
+
+@pytest.fixture
+def root(tmp_path) -> Path:
+    """Object (linear), part (retrieval encoded and projected), a layer sweep and a discovery record with
+    its per-image outputs, for four encoders of three families, on the synthetic embedded data."""
+    r = tmp_path / "results"
+    for i, (enc, fam) in enumerate(ENCODERS.items()):
+        top1 = 90.0 - 10 * i
+        save_record(
+            r, make_record(enc, "linear", {"top1": top1, "top1_ci95": [top1 - 3, top1 + 3]}, family=fam)
+        )
+        ap = {"ap": 30.0 + 8 * i, "ap_ci95": [28.0 + 8 * i, 32.0 + 8 * i], "map": 25.0}
+        part = dict(probe="part_retrieval", level="part", family=fam, primary="ap")
+        save_record(r, make_record(enc, "part_retrieval", ap, knobs={"feature": "encoded"}, **part))
+        if fam != "control":
+            proj = {"ap": 20.0 + 5 * i}
+            save_record(
+                r, make_record(enc, "part_retrieval_projected", proj, knobs={"feature": "projected"}, **part)
+            )
+        for layer in (3, 7, 11):
+            rec = make_record(
+                enc,
+                "linear",
+                {"top1": top1 - (11 - layer)},
+                family=fam,
+                knobs={"layer": layer, "layer_sweep": True},
+            )
+            save_record(r, rec, name=f"{enc}__embedded__linear__layer{layer}.json")
+    disc = {"heap_corloc": 50.0, "lost_corloc": 40.0, "centre_corloc": 30.0}
+    rec = make_record(
+        "sup_a",
+        "discovery",
+        disc,
+        probe="discovery",
+        level="discovery",
+        primary="heap_corloc",
+        protocol="2",
+        knobs={"methods": ["heap", "lost", "centre"]},
+    )
+    path = save_record(r, rec)
+    out = path.with_suffix("")
+    out.mkdir()
+    lines = []
+    for pos in range(3):
+        line = {"image": f"images/{pos}.png", "size": [64, 48], "gt_boxes": [[10.0, 8.0, 40.0, 30.0]]}
+        for method in ("heap", "lost", "centre"):
+            mask = np.zeros((48, 64), dtype=np.uint8)
+            mask[8:30, 10 + pos : 40] = 255
+            Image.fromarray(mask).save(out / f"mask.{method}.{pos:06d}.png")
+            box = [10.0 + pos, 8.0, 40.0, 30.0] if method != "centre" else [16.0, 12.0, 48.0, 36.0]
+            line[method] = {
+                "box": box,
+                "correct": method != "centre",
+                "iou": 0.9,
+                "mask": f"mask.{method}.{pos:06d}.png",
+            }
+        lines.append(json.dumps(line))
+    (out / "boxes.jsonl").write_text("\n".join(lines) + "\n")
+    images = Path(rec.roles["test"].dataset.get("root", r / "no-images"))
+    assert not images.exists()  # the grid then draws on a grey canvas
+    return r
+
+
+def _png_decodes(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        im.load()
+        return im.size
+
+
+def test_each_plot_is_drawn_from_a_small_set_of_records_and_names_its_data(root, tmp_path):
+    long = tables.build(root).long
+    figures = {
+        "object_vs_part": plots.object_vs_part(long),
+        "bars": plots.bars(long),
+        "layers": plots.layer_curves(long),
+        "projection": plots.encoded_vs_projected(long),
+        "grid": plots.discovery_grid(
+            root / "runs" / "sup_a__embedded__discovery", None, "sup_a on embedded (synthetic)"
+        ),
+    }
+    assert all(f is not None for f in figures.values()), [k for k, f in figures.items() if f is None]
+    head = figures["object_vs_part"].axes[0]
+    assert "embedded (synthetic)" in head.get_title() and "linear" in head.get_xlabel()
+    assert "part_retrieval on embedded" in head.get_ylabel()
+    assert len(head.lines) >= 4  # one marker per encoder (plus error-bar lines)
+    assert {t.get_text() for t in head.texts} == set(ENCODERS)
+    layer_axes = figures["layers"].axes
+    assert len(layer_axes[0].lines) == 4 and list(layer_axes[0].lines[0].get_xdata()) == [3, 7, 11]
+    assert "synthetic" in figures["projection"].axes[0].get_title()
+    assert len(figures["grid"].axes) == 3 * 3  # three images x three methods
+    for name, fig in figures.items():
+        png, svg = plots.save(fig, tmp_path / "plots" / name)
+        assert _png_decodes(png)[0] > 100 and svg.read_text().lstrip().startswith("<?xml")
+
+
+def test_plots_say_none_when_the_records_hold_nothing_to_draw(root):
+    long = tables.build(root).long
+    objects_only = long[long.level == "object"]
+    assert plots.object_vs_part(objects_only) is None
+    assert plots.encoded_vs_projected(objects_only) is None
+    assert plots.layer_curves(long[~long.layer_sweep]) is None
+    assert plots.bars(long.iloc[0:0]) is None
+    assert plots.discovery_grid(root / "runs" / "missing", None, "x") is None
+
+
+def test_the_report_has_a_section_per_level_papers_and_provenance(root):
+    report = build(root)
+    md = report.markdown.read_text()
+    for heading in (
+        "## Object level",
+        "## Part level",
+        "## Discovery level",
+        "## The papers' numbers",
+        "## Provenance",
+    ):
+        assert heading in md
+    assert "(synthetic: procedurally generated, not photos)" in md
+    assert "sha-sup_a" in md  # each encoder's weights identity
+    assert "![Objects against parts" in md and (root / "plots" / "object_vs_part.png").is_file()
+    html = report.html.read_text()
+    assert html.count("data:image/png;base64,") == len([p for p in report.plots if p.suffix == ".png"]) >= 5
+    assert "src='plots/" not in html  # self-contained: nothing read from beside it
+    variants = md[md.index("## Discovery level") :]
+    assert "every variant" in variants and "40.00" in variants  # LOST's CorLoc beside HEAP's (the primary)
+
+
+def _browser():
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("no headless browser: install Debian's chromium and chromium-driver to run this test")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,2000",
+    ):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def test_the_html_loads_in_a_real_browser_images_decode_and_tables_sort(root, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    report = build(root)
+    browser = _browser()
+    try:
+        browser.get(report.html.as_uri())
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors
+        images = browser.find_elements(By.TAG_NAME, "img")
+        assert len(images) >= 5
+        assert all(
+            browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", im)
+            for im in images
+        )
+        table = browser.find_elements(By.CSS_SELECTOR, "table.sortable")[0]  # object level: encoders x scores
+
+        def column() -> list[str]:
+            return [
+                r.find_elements(By.TAG_NAME, "td")[0].text
+                for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")
+            ]
+
+        before = column()
+        assert before == ["sup_a", "sup_b", "mim_a", "ctl"]  # families in the registry's order
+        heading = table.find_elements(By.TAG_NAME, "th")[0]
+        heading.click()
+        assert column() == sorted(before)
+        heading.click()
+        assert column() == sorted(before, reverse=True)
+        browser.save_screenshot(str(tmp_path / "report.png"))
+        assert _png_decodes(tmp_path / "report.png")[0] > 0
+    finally:
+        browser.quit()
