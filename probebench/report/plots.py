@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # files only: no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from probebench.results.tables import family_order, headline  # noqa: E402
@@ -210,7 +211,8 @@ def discovery_grid(record_dir: Path, image_root: Path | None, title: str, count:
             if found.get("mask") and mask_file.is_file():
                 with Image.open(mask_file) as m:
                     mask = np.asarray(m.convert("L")) > 127
-                ax.imshow(np.ma.masked_where(~mask, mask), cmap="autumn", alpha=0.45, interpolation="nearest")
+                tint = ListedColormap(["cyan"])  # the mask in cyan: boxes are green or red
+                ax.imshow(np.ma.masked_where(~mask, mask), cmap=tint, alpha=0.45, interpolation="nearest")
             for x0, y0, x1, y1 in line.get("gt_boxes", []):
                 ax.add_patch(
                     plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="white", ls="--", lw=1.2)
@@ -222,7 +224,7 @@ def discovery_grid(record_dir: Path, image_root: Path | None, title: str, count:
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(method, fontsize=8)
-    fig.suptitle(title + "\nbox green: correct (IoU >= 0.5), red: not; dashed: ground truth", fontsize=9)
+    fig.suptitle(title + "\nmask cyan; box green: correct (IoU >= 0.5), red: not; dashed: ground truth", fontsize=9)
     fig.tight_layout()
     return fig
 
