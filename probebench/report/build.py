@@ -190,13 +190,16 @@ def _summary(long: pd.DataFrame, board: tables.Board) -> Section:
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:left}
+td.num{text-align:right}
 th{background:#f0f0f0;cursor:pointer;user-select:none}
-td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0}img{max-width:100%}figcaption{font-size:13px;color:#555}
 .scroll{overflow-x:auto}
 """
 _SCRIPT = """
+document.querySelectorAll('table.sortable td').forEach(function (td) {
+  if (td.textContent.trim() !== '' && !isNaN(Number(td.textContent.trim()))) { td.className = 'num'; }
+});
 document.querySelectorAll('table.sortable').forEach(function (table) {
   table.querySelectorAll('thead th').forEach(function (th, col) {
     th.addEventListener('click', function () {

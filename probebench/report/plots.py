@@ -224,7 +224,8 @@ def discovery_grid(record_dir: Path, image_root: Path | None, title: str, count:
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(method, fontsize=8)
-    fig.suptitle(title + "\nmask cyan; box green: correct (IoU >= 0.5), red: not; dashed: ground truth", fontsize=9)
+    legend = "mask cyan; box green: correct (IoU >= 0.5), red: not; dashed: ground truth"
+    fig.suptitle(f"{title}\n{legend}", fontsize=9)
     fig.tight_layout()
     return fig
 
