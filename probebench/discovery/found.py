@@ -55,7 +55,7 @@ def head_weights(attention: np.ndarray, epsilon: float = EPSILON) -> np.ndarray:
 def background(feats: ImageFeatures, threshold: float = THRESHOLD) -> tuple[np.ndarray, int]:
     """(h, w) bool background mask and the seed patch (raster index) of FOUND's coarse segmentation."""
     h, w = feats.grid
-    att = np.asarray(feats.attention, dtype=np.float32).reshape(h * w, -1)
+    att = np.array(feats.attention, dtype=np.float32).reshape(h * w, -1)  # a copy: cache arrays are read-only
     beta = torch.from_numpy(head_weights(feats.attention))
     heads = att.shape[1]
     keys = torch.from_numpy(np.array(feats.keys, dtype=np.float32)).reshape(h * w, heads, -1)
