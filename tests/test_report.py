@@ -29,6 +29,7 @@ def root(tmp_path) -> Path:
         save_record(
             r, make_record(enc, "linear", {"top1": top1, "top1_ci95": [top1 - 3, top1 + 3]}, family=fam)
         )
+        save_record(r, make_record(enc, "attentive", {"top1": top1 + 1}, family=fam, probe="attentive"))
         ap = {"ap": 30.0 + 8 * i, "ap_ci95": [28.0 + 8 * i, 32.0 + 8 * i], "map": 25.0}
         part = dict(probe="part_retrieval", level="part", family=fam, primary="ap")
         save_record(r, make_record(enc, "part_retrieval", ap, knobs={"feature": "encoded"}, **part))
@@ -101,7 +102,9 @@ def test_each_plot_is_drawn_from_a_small_set_of_records_and_names_its_data(root,
     }
     assert all(f is not None for f in figures.values()), [k for k, f in figures.items() if f is None]
     head = figures["object_vs_part"].axes[0]
-    assert "embedded (synthetic)" in head.get_title() and "object level: linear on" in head.get_xlabel()
+    assert (
+        "embedded (synthetic)" in head.get_title() and "object level: linear on" in head.get_xlabel()
+    )  # not attentive
     assert "part_retrieval on embedded" in head.get_ylabel()
     assert len(head.lines) >= 4  # one marker per encoder (plus error-bar lines)
     assert {t.get_text() for t in head.texts} == set(ENCODERS)
