@@ -89,8 +89,6 @@ def leaderboard(results: str | Path | None = None, view: str = "long") -> pd.Dat
     (encoders x scores), families (per-family mean and spread) or papers (published numbers beside ours)."""
     from probebench.results import tables
 
-    long = tables.build(Path(results) if results else None).long
-    views = {"long": lambda df: df, "wide": tables.wide, "families": tables.families, "papers": tables.papers}
-    if view not in views:
-        raise ValueError(f"view {view!r}: use one of {', '.join(views)}")
-    return views[view](long)
+    if view not in tables.VIEWS:
+        raise ValueError(f"view {view!r}: use one of {', '.join(tables.VIEWS)}")
+    return tables.VIEWS[view](tables.build(Path(results) if results else None).long)

@@ -215,3 +215,22 @@ def save_record(root: Path, record, name: str | None = None) -> Path:
         raw["created"] = record.created
         path.with_name(name or path.name).write_text(json.dumps(raw))
     return path.with_name(name or path.name)
+
+
+def make_discovery_record(encoder: str, corloc: dict[str, float], **kwargs):
+    """A discovery record at the probe's current protocol: `corloc` maps each method to its CorLoc, the first
+    method's being the primary metric."""
+    from probebench.tasks.base import get_probe
+
+    metrics = {f"{method}_corloc": value for method, value in corloc.items()}
+    return make_record(
+        encoder,
+        "discovery",
+        {**metrics, **kwargs.pop("metrics", {})},
+        probe="discovery",
+        level="discovery",
+        primary=f"{next(iter(corloc))}_corloc",
+        protocol=get_probe("discovery").protocol_version,
+        knobs={"methods": list(corloc)},
+        **kwargs,
+    )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import make_discovery_record
 from conftest import make_record as _record
 from conftest import save_record as _save
 
@@ -24,25 +25,8 @@ def root(tmp_path) -> Path:
     _save(r, _record("b_mim", "linear", {"top1": 60.0, "top5": 85.0}, family="mim"))
     _save(r, _record("c_mim", "linear", {"top1": 70.0, "top5": 90.0}, family="mim"))
     _save(r, _record("a_sup", "knn", {"top1_k10": 70.0, "top1_k20": 72.0}, probe="knn", primary="top1_k20"))
-    disc = {
-        "heap_corloc": 40.0,
-        "heap_corloc_ci95": [30.0, 50.0],
-        "lost_corloc": 30.0,
-        "heap_no_intra_corloc": 35.0,
-    }
-    _save(
-        r,
-        _record(
-            "a_sup",
-            "discovery",
-            disc,
-            probe="discovery",
-            level="discovery",
-            primary="heap_corloc",
-            protocol="2",
-            knobs={"methods": ["heap", "heap_no_intra", "lost"]},
-        ),
-    )
+    corloc = {"heap": 40.0, "heap_no_intra": 35.0, "lost": 30.0}
+    _save(r, make_discovery_record("a_sup", corloc, metrics={"heap_corloc_ci95": [30.0, 50.0]}))
     return r
 
 

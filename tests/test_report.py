@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_record, save_record
+from conftest import make_discovery_record, make_record, save_record
 from PIL import Image
 
 from probebench.report import plots
@@ -47,17 +47,7 @@ def root(tmp_path) -> Path:
                 knobs={"layer": layer, "layer_sweep": True},
             )
             save_record(r, rec, name=f"{enc}__embedded__linear__layer{layer}.json")
-    disc = {"heap_corloc": 50.0, "lost_corloc": 40.0, "centre_corloc": 30.0}
-    rec = make_record(
-        "sup_a",
-        "discovery",
-        disc,
-        probe="discovery",
-        level="discovery",
-        primary="heap_corloc",
-        protocol="2",
-        knobs={"methods": ["heap", "lost", "centre"]},
-    )
+    rec = make_discovery_record("sup_a", {"heap": 50.0, "lost": 40.0, "centre": 30.0})
     path = save_record(r, rec)
     out = path.with_suffix("")
     out.mkdir()
@@ -203,3 +193,21 @@ def test_the_html_loads_in_a_real_browser_images_decode_and_tables_sort(root, tm
         assert _png_decodes(tmp_path / "report.png")[0] > 0
     finally:
         browser.quit()
+
+
+def test_no_records_and_an_unwritable_folder_are_one_line_each(tmp_path, monkeypatch, capsys):
+    from conftest import call_cli
+
+    monkeypatch.setenv("PROBEBENCH_RESULTS", str(tmp_path / "empty"))
+    code, out, err = call_cli(monkeypatch, capsys, "report")
+    assert code == 0 and "report:" in out and "Traceback" not in err
+    assert "No results yet" in (tmp_path / "empty" / "report.md").read_text()
+    code, out, _ = call_cli(monkeypatch, capsys, "leaderboard", "--view", "papers")
+    assert code == 0 and "(no results)" in out
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("PROBEBENCH_RESULTS", str(tmp_path / "a_file"))
+    for verb in ("report", "leaderboard"):
+        code, _, err = call_cli(monkeypatch, capsys, verb)
+        assert code == 2 and err.count("\n") == 1 and "set PROBEBENCH_RESULTS to a writable folder" in err, (
+            err
+        )

@@ -21,7 +21,7 @@ from probebench.paths import results_dir
 from probebench.report import plots
 from probebench.results import tables
 from probebench.results.papers import citations
-from probebench.results.records import outputs_dir, read_records, record_path
+from probebench.results.records import outputs_dir, record_path
 
 LEVELS = ("object", "part", "discovery")
 GRID_RECORDS = 6  # discovery records drawn as image grids (each a few hundred kB in the HTML)
@@ -133,10 +133,11 @@ def build(root: Path | None = None) -> Report:
     """Write results/report.html, results/report.md and results/plots/*; return their paths."""
     root = root or results_dir()
     plot_dir = root / "plots"
+    tables.writable(plot_dir)
     board = tables.build(root)
     tables.write(board, root)
     long = board.long
-    records, _ = read_records(root)
+    records = board.records  # the ones the tables hold: no older protocol, no duplicate
     by_key = {
         (r.encoder["name"], r.task.name, r.dataset.get("view_of", r.dataset["name"])): r for r in records
     }

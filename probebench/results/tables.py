@@ -58,6 +58,7 @@ class Board:
     long: pd.DataFrame  # LONG_COLUMNS, one row per number
     notes: list[str] = field(default_factory=list)  # one line per kind of thing left out
     problems: list[str] = field(default_factory=list)  # each record file that could not be read, by name
+    records: list[ResultRecord] = field(default_factory=list)  # the records the numbers come from
 
 
 def split_metric(name: str, methods: list[str]) -> tuple[str, str]:
@@ -81,7 +82,11 @@ def _setting(record: ResultRecord) -> str:
 
 
 def _rows(r: ResultRecord) -> list[dict]:
-    ci = {k[: -len("_ci95")]: v for k, v in r.metrics.items() if k.endswith("_ci95")}
+    ci = {
+        k[: -len("_ci95")]: v
+        for k, v in r.metrics.items()
+        if k.endswith("_ci95") and isinstance(v, list | tuple) and len(v) == 2
+    }
     methods = r.knobs.get("methods") or []
     layer = r.knobs.get("layer")
     common = {
@@ -107,7 +112,7 @@ def _rows(r: ResultRecord) -> list[dict]:
         if not isinstance(value, int | float):
             continue
         metric, variant = split_metric(name, methods)
-        lo, hi = ci.get(name, (None, None)) if isinstance(ci.get(name), list | tuple) else (None, None)
+        lo, hi = ci.get(name, (None, None))
         rows.append(
             {
                 **common,
@@ -171,9 +176,12 @@ def build(root: Path | None = None) -> Board:
     if empty:
         names = ", ".join(sorted(f"{r.encoder['name']} x {r.task.name}" for r in empty))
         notes.append(f"{len(empty)} record(s) have no value for their primary metric: {names}")
-    long = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    # Typed even when empty: an empty object column used as a mask would be read as a column list.
+    long = pd.DataFrame(rows, columns=LONG_COLUMNS).astype(
+        {"primary": bool, "layer_sweep": bool, "synthetic": bool}
+    )
     long = long.sort_values(["level", "task", "dataset", "metric", "variant", "encoder"], kind="stable")
-    return Board(long.reset_index(drop=True), notes, problems)
+    return Board(long.reset_index(drop=True), notes, problems, list(newest.values()))
 
 
 def select(
@@ -292,7 +300,7 @@ def write(board: Board, root: Path | None = None) -> dict[str, Path]:
     from probebench.cache.store import _atomic_write_bytes
 
     root = root or results_dir()
-    root.mkdir(parents=True, exist_ok=True)
+    writable(root)
     tables = {
         "leaderboard.csv": board.long,
         "leaderboard_wide.csv": wide(board.long),
@@ -304,6 +312,25 @@ def write(board: Board, root: Path | None = None) -> dict[str, Path]:
         paths[name] = root / name
         _atomic_write_bytes(paths[name], df.to_csv(index=False, float_format="%.2f").encode())
     return paths
+
+
+VIEWS = {"wide": wide, "long": lambda df: df, "families": families, "papers": papers}
+
+
+def writable(folder: Path) -> None:
+    """Make `folder` if needed, or one clear line saying why it cannot be written."""
+    import os
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write to {folder} ({exc.strerror}); set PROBEBENCH_RESULTS to a writable folder"
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(
+            f"cannot write to {folder} (permission denied); set PROBEBENCH_RESULTS to a writable folder"
+        )
 
 
 def render(df: pd.DataFrame, fmt: str) -> str:
