@@ -551,6 +551,9 @@ def cache_rm(
 
 
 def main() -> None:
+    from probebench.allocator import keep_freed_memory
+
+    keep_freed_memory()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         code = app(standalone_mode=False)  # click returns, rather than raises, the code of typer.Exit here

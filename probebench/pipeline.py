@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from probebench.cache.store import CorruptShard, FeatureStore
 from probebench.data.base import ImageDataset
@@ -374,6 +375,9 @@ def build_record(
             "geometry": key_parts["geometry"],
             "precision": any_result.precision,
             "probe_device": str(device),
+            # CPU results move in the last digits with the thread count (reduction order), and HEAP's short
+            # schedule on 100 images can move a CorLoc point with them
+            "threads": torch.get_num_threads(),
         },
         seed=seed,
         timings=timings,

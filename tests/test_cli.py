@@ -59,7 +59,7 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
     assert rec["knobs"]["feature"] == "pooled" and rec["knobs"]["temperature"] == 0.07
     assert rec["knobs"]["preprocess"]["input_size"] == 96 and rec["knobs"]["ks"] == [10, 20, 100, 200]
     assert {"torch", "timm", "numpy"} <= set(rec["versions"]) and "commit" in rec["git"]
-    assert rec["seed"] == 0 and rec["timings"]["extract_s"] >= 0
+    assert rec["seed"] == 0 and rec["timings"]["extract_s"] >= 0 and rec["knobs"]["threads"] >= 1
     assert {"top1_k10", "top1_k10_ci95", "mean_per_class_k200", "n_test"} <= set(rec["metrics"])
     lo, hi = rec["metrics"]["top1_k10_ci95"]
     assert lo <= rec["metrics"]["top1_k10"] <= hi

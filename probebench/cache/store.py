@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 
 # Bump when extraction changes what a cached array holds (an adapter's layer meaning, pooling, dtypes).
 # 2: ragged token arrays with per-image geometry; 3: geometry keeps each grid's cell; 4: deep greyscale
-# images scaled to 8 bits (were clipped to white), images over --max-pixels skipped (were decoded up to 2x)
-EXTRACTOR_VERSION = "4"
+# images scaled to 8 bits (were clipped to white), images over --max-pixels skipped (were decoded up to 2x);
+# 5: channels-last forward (CNN features move in the 5th significant digit)
+EXTRACTOR_VERSION = "5"
 
 
 def is_token_array(name: str) -> bool:
