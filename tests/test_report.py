@@ -73,6 +73,26 @@ def root(tmp_path) -> Path:
     return r
 
 
+def test_a_shared_report_draws_no_photos(root):
+    """`--grids synthetic` draws the grids of synthetic data only (a photo drawn into a report is a copy of
+    the data), `none` draws none, and anything else is one line."""
+    from probebench.errors import UserError
+
+    photos = make_discovery_record("sup_b", {"heap": 20.0}, dataset="fruit", synthetic=False)
+    save_record(root, photos)
+    shutil.copytree(root / "runs" / "sup_a__embedded__discovery", root / "runs" / "sup_b__fruit__discovery")
+
+    def grids(choice: str) -> list[str]:
+        md = build(root, grids=choice).markdown.read_text()
+        return sorted(p.name for p in (root / "plots").glob("discovery_*.png") if p.name in md)
+
+    assert grids("all") == ["discovery_sup_a_embedded_discovery.png", "discovery_sup_b_fruit_discovery.png"]
+    assert grids("synthetic") == ["discovery_sup_a_embedded_discovery.png"]
+    assert grids("none") == []
+    with pytest.raises(UserError, match="--grids 'photos': use all, synthetic, none"):
+        build(root, grids="photos")
+
+
 def _png_decodes(path: Path) -> tuple[int, int]:
     with Image.open(path) as im:
         im.load()
@@ -105,6 +125,31 @@ def test_each_plot_is_drawn_from_a_small_set_of_records_and_names_its_data(root,
     for name, fig in figures.items():
         png, svg = plots.save(fig, tmp_path / "plots" / name)
         assert _png_decodes(png)[0] > 100 and svg.read_text().lstrip().startswith("<?xml")
+
+
+def test_headline_labels_do_not_overlap_when_encoders_score_alike(tmp_path):
+    from matplotlib.text import Text
+
+    r = tmp_path / "results"
+    names = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenetv2", "random_vits16"]
+    for i, enc in enumerate(names):  # four within half a point of each other on both axes
+        value = 80.0 + 0.1 * i if i < 4 else 40.0
+        save_record(r, make_record(enc, "linear", {"top1": value}))
+        part = dict(probe="part_retrieval", level="part", primary="ap")
+        save_record(r, make_record(enc, "part_retrieval", {"ap": value - 0.1 * i}, **part))
+    fig = plots.object_vs_part(tables.build(r).long)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]  # the text alone, after the draw
+    assert sorted(t.get_text() for t in ax.texts) == names
+    overlaps = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :] if a.overlaps(b)]
+    assert overlaps == []
+    points = [ax.transData.transform(ln.get_xydata()[0]) for ln in ax.lines if len(ln.get_xydata()) == 1]
+    assert len(points) == len(names)
+    assert not [p for p in points for b in boxes if b.contains(*p)], "no label covers a point"
+    frame = ax.get_window_extent(renderer)
+    assert all(frame.contains(b.x0, b.y0) and frame.contains(b.x1, b.y1) for b in boxes)
 
 
 def test_plots_say_none_when_the_records_hold_nothing_to_draw(root):

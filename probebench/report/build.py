@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from probebench.errors import UserError
 from probebench.paths import results_dir
 from probebench.report import plots
 from probebench.results import tables
@@ -25,6 +26,9 @@ from probebench.results.records import outputs_dir, record_path
 
 LEVELS = ("object", "part", "discovery")
 GRID_RECORDS = 6  # discovery records drawn as image grids (each a few hundred kB in the HTML)
+# Which discovery records get an image grid: photos drawn into a report are copies of the data, so a report
+# meant to be shared (a committed reference) draws only the synthetic data, or none.
+GRID_CHOICES = ("all", "synthetic", "none")
 
 
 @dataclass
@@ -75,9 +79,15 @@ def _level_section(level: str, long: pd.DataFrame, plot_dir: Path) -> Section | 
     return sec
 
 
-def _discovery_grids(long: pd.DataFrame, root: Path, plot_dir: Path, records: dict) -> list[tuple[str, Path]]:
+def _discovery_grids(
+    long: pd.DataFrame, root: Path, plot_dir: Path, records: dict, grids: str
+) -> list[tuple[str, Path]]:
     out = []
     seen = long[(long.level == "discovery") & long.primary & ~long.layer_sweep]
+    if grids == "synthetic":
+        seen = seen[seen.synthetic.astype(bool)]
+    elif grids == "none":
+        return out
     for row in seen.drop_duplicates(["encoder", "task", "dataset"]).head(GRID_RECORDS).itertuples():
         folder = outputs_dir(record_path(row.encoder, row.dataset, row.task, root))
         rec = records.get((row.encoder, row.task, row.dataset))
@@ -129,8 +139,13 @@ def _deviations(record) -> list[str]:
     return out
 
 
-def build(root: Path | None = None) -> Report:
-    """Write results/report.html, results/report.md and results/plots/*; return their paths."""
+def build(root: Path | None = None, grids: str = "all") -> Report:
+    """Write results/report.html, results/report.md and results/plots/*; return their paths.
+
+    grids: which discovery records get an image grid (`GRID_CHOICES`): all, only those on synthetic data,
+    or none."""
+    if grids not in GRID_CHOICES:
+        raise UserError(f"--grids {grids!r}: use {', '.join(GRID_CHOICES)}")
     root = root or results_dir()
     plot_dir = root / "plots"
     tables.writable(plot_dir)
@@ -149,7 +164,7 @@ def build(root: Path | None = None) -> Report:
     for level in LEVELS:
         sec = _level_section(level, long, plot_dir)
         if sec is not None and level == "discovery":
-            sec.figures += _discovery_grids(long, root, plot_dir, by_key)
+            sec.figures += _discovery_grids(long, root, plot_dir, by_key, grids)
         if sec is not None:
             sections.append(sec)
     cmp = tables.papers(long)

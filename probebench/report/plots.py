@@ -96,16 +96,68 @@ def object_vs_part(long: pd.DataFrame) -> Figure | None:
         ax.errorbar(
             x.loc[enc, "value"], y.loc[enc, "value"], xerr=xe, yerr=ye, fmt="o", color=colour, capsize=3
         )
-        ax.annotate(
-            enc, (x.loc[enc, "value"], y.loc[enc, "value"]), xytext=(4, 4), textcoords="offset points"
-        )
     ax.set_xlabel(f"object level: {obj[0]} on {obj[1]}, {x.iloc[0]['metric']}")
     ax.set_ylabel(f"part level: {part[0]} on {part[1]}, {y.iloc[0]['metric']}")
     _legend_families(ax, list(x["family"]))
     ax.set_title(f"Objects against parts\ndata: {_data_label(pd.concat([x, y]))}", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    _labels(ax, list(both), x["value"].to_numpy(float), y["value"].to_numpy(float))
     return fig
+
+
+# Where a label may sit, as offsets in points from its point: nearest ring first, right before left, so a
+# label stays beside its point where there is room and moves out (with a leader line) only where there is not.
+_DIRECTIONS = ((1, 0.6), (1, -1.4), (-1, 0.6), (-1, -1.4), (0, 1.2), (0, -2.2))
+_LABEL_OFFSETS = [(r * dx, r * dy) for r in (5, 12, 22, 34, 48) for dx, dy in _DIRECTIONS]
+
+
+def _labels(ax, names: list[str], xs: np.ndarray, ys: np.ndarray) -> None:
+    """Name each point without any label covering another label or a point: greedily, top point first, each
+    label takes the first offset in `_LABEL_OFFSETS` that keeps it clear and inside the axes, with a thin
+    line back to its point when it had to move away. Encoders of one family often score alike, so clusters
+    are the usual case. (adjustText, tried first, left labels over the markers of a cluster at the edge.)"""
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    ax.margins(0.15)  # room beside points at the edge (scores near 100)
+    ax.figure.canvas.draw()  # settle limits and layout: placement works in display pixels
+    renderer = ax.figure.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    points = [ax.transData.transform((px, py)) for px, py in zip(xs, ys, strict=True)]
+    taken = [Bbox.from_extents(p[0] - 5, p[1] - 5, p[0] + 5, p[1] + 5) for p in points]  # the markers
+    for i in np.argsort(-np.asarray(ys), kind="stable"):
+        for offset in _LABEL_OFFSETS:
+            text = _label(ax, names[i], (xs[i], ys[i]), offset)
+            text.update_positions(renderer)
+            box = Text.get_window_extent(text, renderer)  # the text alone (an annotation's adds its line)
+            fits = inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1)
+            if fits and not any(box.overlaps(t) for t in taken):
+                break
+            text.remove()
+        else:
+            offset = _LABEL_OFFSETS[0]  # no room anywhere: beside its point
+            text = _label(ax, names[i], (xs[i], ys[i]), offset)
+            text.update_positions(renderer)
+            box = Text.get_window_extent(text, renderer)
+        if offset not in _LABEL_OFFSETS[: len(_DIRECTIONS)]:  # moved beyond the nearest ring
+            text.remove()
+            _label(ax, names[i], (xs[i], ys[i]), offset, leader=True)
+        taken.append(box)
+
+
+def _label(ax, name: str, xy: tuple[float, float], offset: tuple[float, float], leader: bool = False):
+    dx, dy = offset
+    return ax.annotate(
+        name,
+        xy,
+        xytext=offset,
+        textcoords="offset points",
+        fontsize=8,
+        ha="left" if dx > 0 else "right" if dx < 0 else "center",
+        va="center",
+        arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.6, "shrinkB": 3} if leader else None,
+    )
 
 
 def bars(long: pd.DataFrame) -> Figure | None:
