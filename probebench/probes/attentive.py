@@ -122,8 +122,7 @@ def attentive_probe(
 ) -> tuple[dict, dict]:
     """Train the head on the fit part of train, pick the epoch with the best val top-1, test that model.
 
-    Tokens are read by row position through the readers (from the memory-mapped cache, or held in memory
-    when small: `tasks.features.token_reader`).
+    Tokens are read on demand by row position (memory-mapped cache), so they never all sit in memory.
     Returns (metrics, details) with the chosen epoch and the per-epoch validation curve.
     """
     t0 = time.perf_counter()

@@ -59,16 +59,8 @@ def feature_blocks(store: FeatureStore, rows: np.ndarray, layer: int, feature: s
         yield image_features(store, rows[shard_of == shard], layer, feature)
 
 
-# Token sets up to this size are read once and held as float32: the attentive probe visits every row each
-# epoch, and re-reading and converting the memory map cost more than its training on the embedded data.
-IN_MEMORY_BYTES = 2 * 2**30
-
-
-def token_reader(store: FeatureStore, rows: np.ndarray, layer: int, in_memory_bytes: int = IN_MEMORY_BYTES):
-    """A reader: positions into `rows` (n,) -> all tokens (n, P + h*w, C), prefix tokens first, float32.
-
-    Reads from the memory-mapped cache on each call, unless all of `rows` fit in `in_memory_bytes` as
-    float32: then they are read once (the same values either way)."""
+def token_reader(store: FeatureStore, rows: np.ndarray, layer: int):
+    """A reader: positions into `rows` (n,) -> all tokens (n, P + h*w, C), prefix tokens first, float32."""
     prefix = store.manifest["encoder"]["num_prefix_tokens"]
 
     def read(positions: np.ndarray) -> np.ndarray:
@@ -78,7 +70,4 @@ def token_reader(store: FeatureStore, rows: np.ndarray, layer: int, in_memory_by
             tokens = np.concatenate([store.load(f"cls.L{layer}", picked).astype(np.float32), tokens], axis=1)
         return tokens
 
-    if len(rows) == 0 or len(rows) * read(np.arange(1)).nbytes > in_memory_bytes:
-        return read
-    held = read(np.arange(len(rows)))
-    return lambda positions: held[np.asarray(positions)]
+    return read
