@@ -256,3 +256,12 @@ def test_no_records_and_an_unwritable_folder_are_one_line_each(tmp_path, monkeyp
         assert code == 2 and err.count("\n") == 1 and "set PROBEBENCH_RESULTS to a writable folder" in err, (
             err
         )
+
+
+def test_the_committed_reference_report_stays_under_2_mb():
+    """Data and weights stay out of the repository, and so does anything over 2 MB: the discovery grids
+    draw each image's own pixels (no resampling blur), which keeps them compressible."""
+    reference = Path(__file__).resolve().parents[1] / "results" / "reference"
+    sizes = {p.name: p.stat().st_size for p in reference.rglob("*") if p.is_file()}
+    assert "report.html" in sizes
+    assert {name: size for name, size in sizes.items() if size > 2 * 2**20} == {}

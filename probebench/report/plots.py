@@ -269,7 +269,7 @@ def discovery_grid(record_dir: Path, image_root: Path | None, title: str, count:
             picture = np.full((height, width, 3), 128, dtype=np.uint8)
         for c, method in enumerate(methods):
             ax = axes[r, c]
-            ax.imshow(picture)
+            ax.imshow(picture, interpolation="nearest")
             found = line[method]
             mask_file = record_dir / found.get("mask", "")
             if found.get("mask") and mask_file.is_file():
