@@ -117,7 +117,6 @@ def _labels(ax, names: list[str], xs: np.ndarray, ys: np.ndarray) -> None:
     label takes the first offset in `_LABEL_OFFSETS` that keeps it clear and inside the axes, with a thin
     line back to its point when it had to move away. Encoders of one family often score alike, so clusters
     are the usual case. (adjustText, tried first, left labels over the markers of a cluster at the edge.)"""
-    from matplotlib.text import Text
     from matplotlib.transforms import Bbox
 
     ax.margins(0.15)  # room beside points at the edge (scores near 100)
@@ -127,28 +126,30 @@ def _labels(ax, names: list[str], xs: np.ndarray, ys: np.ndarray) -> None:
     points = [ax.transData.transform((px, py)) for px, py in zip(xs, ys, strict=True)]
     taken = [Bbox.from_extents(p[0] - 5, p[1] - 5, p[0] + 5, p[1] + 5) for p in points]  # the markers
     for i in np.argsort(-np.asarray(ys), kind="stable"):
+        xy = (xs[i], ys[i])
         for offset in _LABEL_OFFSETS:
-            text = _label(ax, names[i], (xs[i], ys[i]), offset)
-            text.update_positions(renderer)
-            box = Text.get_window_extent(text, renderer)  # the text alone (an annotation's adds its line)
+            text, box = _label(ax, names[i], xy, offset, renderer)
             fits = inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1)
             if fits and not any(box.overlaps(t) for t in taken):
                 break
             text.remove()
         else:
             offset = _LABEL_OFFSETS[0]  # no room anywhere: beside its point
-            text = _label(ax, names[i], (xs[i], ys[i]), offset)
-            text.update_positions(renderer)
-            box = Text.get_window_extent(text, renderer)
+            text, box = _label(ax, names[i], xy, offset, renderer)
         if offset not in _LABEL_OFFSETS[: len(_DIRECTIONS)]:  # moved beyond the nearest ring
             text.remove()
-            _label(ax, names[i], (xs[i], ys[i]), offset, leader=True)
+            _label(ax, names[i], xy, offset, renderer, leader=True)
         taken.append(box)
 
 
-def _label(ax, name: str, xy: tuple[float, float], offset: tuple[float, float], leader: bool = False):
+def _label(
+    ax, name: str, xy: tuple[float, float], offset: tuple[float, float], renderer, leader: bool = False
+):
+    """An annotation `offset` points from `xy`, and the box of its text alone in display pixels."""
+    from matplotlib.text import Text
+
     dx, dy = offset
-    return ax.annotate(
+    text = ax.annotate(
         name,
         xy,
         xytext=offset,
@@ -158,6 +159,8 @@ def _label(ax, name: str, xy: tuple[float, float], offset: tuple[float, float], 
         va="center",
         arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.6, "shrinkB": 3} if leader else None,
     )
+    text.update_positions(renderer)
+    return text, Text.get_window_extent(text, renderer)  # an annotation's own extent adds its line
 
 
 def bars(long: pd.DataFrame) -> Figure | None:
