@@ -573,11 +573,19 @@ def main() -> None:
         typer.echo("interrupted: completed shards and results are kept; re-run to continue", err=True)
         sys.exit(130)
     except Exception as exc:  # click's own usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        usage, aborts = _click_errors()
+        if isinstance(exc, usage):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, aborts):
             sys.exit(1)
         raise
+
+
+def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(usage errors, aborts) as the command line may raise them. Newer typer releases carry their own copy
+    of click, whose exceptions do not derive from the installed click's: both are caught."""
+    import click
+
+    vendored = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    return (click.exceptions.ClickException, vendored), (click.exceptions.Abort, typer.Abort)

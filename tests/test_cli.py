@@ -189,12 +189,28 @@ def test_list_shows_offline_availability(registry, monkeypatch, capsys):
         (["run", "-e", "lite0", "--suite", "nope"], "unknown suite 'nope'"),
         (["run", "-e", "lite0", "--suite", "papers", "-t", "knn"], "give --task or --suite, not both"),
         (["extract", "-e", "lite0", "--tokens", "keys", "--workers", "0"], "has no attention keys"),
+        (["report", "--grids", "photos"], "--grids 'photos': use all, synthetic, none"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(registry, monkeypatch, capsys, args, expected):
     code, _, err = call(monkeypatch, capsys, *args)
     assert code == 2
     assert expected in err and err.strip().count("\n") == 0 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "--encoder"], "Option '--encoder' requires an argument"),
+        (["report", "--grids"], "Option '--grids' requires an argument"),
+        (["leaderboard", "--bogus"], "No such option: --bogus"),
+        (["nosuchverb"], "No such command 'nosuchverb'"),
+    ],
+)
+def test_usage_errors_are_click_s_usage_message_and_exit_2(registry, monkeypatch, capsys, args, expected):
+    """A flag without its value, an unknown flag or verb: click's usage message, never a traceback."""
+    code, _, err = call(monkeypatch, capsys, *args)
+    assert code == 2 and expected in err and "Traceback" not in err
 
 
 def test_bad_registry_stops_before_any_work(tmp_path, monkeypatch, capsys, registry):
