@@ -224,16 +224,6 @@ def _layers(values: list[str] | None) -> tuple[int | str, ...] | None:
     return tuple(out)
 
 
-def _shown(metrics: dict, primary: str) -> str:
-    """The headline number of a result on one line: its task's primary metric and interval."""
-    value = metrics.get(primary)
-    if not isinstance(value, int | float):
-        return f"{primary}=(missing)"
-    ci = metrics.get(f"{primary}_ci95")
-    interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if isinstance(ci, list | tuple) and len(ci) == 2 else ""
-    return f"{primary}={value:.2f}{interval}"
-
-
 @app.command()
 def extract(
     encoder: str = typer.Option(..., "--encoder", "-e", help="Registry name."),
@@ -314,8 +304,22 @@ def run(
     datasets: Path = DatasetsOpt,
     data_root: Path = DataRootOpt,
     tasks_file: Path = TasksOpt,
+    launcher: str = typer.Option(
+        "none",
+        "--launcher",
+        help="none: this process; local: one process per (encoder, dataset) job; slurm: one Slurm job each.",
+    ),
+    jobs: int = typer.Option(1, "--jobs", help="local: jobs at once (cores are shared between them)."),
+    partition: str = typer.Option(None, "--partition", help="slurm: the partition."),
+    gpus: int = typer.Option(0, "--gpus", help="local, slurm: GPUs per job."),
+    cpus: int = typer.Option(None, "--cpus", help="slurm: CPUs per job (also its torch threads)."),
+    time_min: int = typer.Option(24 * 60, "--time", help="local, slurm: minutes a job may run."),
+    mem: float = typer.Option(None, "--mem", help="slurm: memory per job, in GB."),
 ):
-    """Extract and evaluate: every encoder x task; writes results/runs/*.json and the leaderboard."""
+    """Extract and evaluate: every encoder x task; writes results/runs/*.json and the leaderboard.
+
+    With --launcher local or slurm, the grid runs as one job per (encoder, dataset) through submitit, with
+    its state under results/jobs/ (see `probebench status`); re-running submits only what is missing."""
     from probebench.pipeline import available_encoders
     from probebench.pipeline import run as run_pipeline
     from probebench.registry import get_entry
@@ -341,6 +345,20 @@ def run(
     if feature is not None and feature not in ("cls", "pooled", "both"):
         raise UserError(f"--feature {feature!r}: use cls, pooled or both")
     typer.echo(f"running {len(entries)} encoder(s) x {len(tasks)} task(s): {', '.join(names)}")
+    res = _resources(launcher, jobs, partition, gpus, cpus, time_min, mem)
+    if res is not None:
+        from probebench.launch.grid import RunArgs
+        from probebench.launch.submit import run_grid
+
+        args = RunArgs(opts, force, dataset, weights, datasets, data_root, _layers(layer), feature, seed)
+        failed = run_grid(entries, tasks, args, launcher, res, typer.echo)
+        if launcher == "local":
+            board, paths = tables.refresh()
+            _left_out(board)
+            typer.echo(f"leaderboard: {paths['leaderboard.csv']}")
+        if failed:
+            raise UserError(f"{failed} job(s) failed (each named above, with its log); re-run to retry them")
+        return
     for out in run_pipeline(
         entries,
         tasks,
@@ -354,15 +372,25 @@ def run(
         feature=feature,
         seed=seed,
     ):
-        where = f" x {out.layer}" if out.layer else ""
-        typer.echo(
-            f"{out.status:8s} {out.encoder} x {out.dataset} x {out.task}{where}: "
-            f"{_shown(out.metrics, out.primary)}"
-        )
-    board = tables.build()
-    paths = tables.write(board)
+        typer.echo(out.line())
+    board, paths = tables.refresh()
     _left_out(board)
     typer.echo(f"leaderboard: {paths['leaderboard.csv']}")
+
+
+def _resources(launcher: str, jobs: int, partition, gpus: int, cpus, time_min: int, mem):
+    """What each job of a grid asks for; None when the run stays in this process (`--launcher none`)."""
+    from probebench.launch.submit import LAUNCHERS, Resources
+
+    if launcher not in LAUNCHERS:
+        raise UserError(f"--launcher {launcher!r}: use one of {', '.join(LAUNCHERS)}")
+    if launcher != "none":
+        return Resources(partition, gpus, cpus, time_min, mem, jobs)
+    given = {"--jobs": jobs != 1, "--partition": partition, "--gpus": gpus, "--cpus": cpus, "--mem": mem}
+    given["--time"] = time_min != 24 * 60
+    if named := [flag for flag, value in given.items() if value]:
+        raise UserError(f"{', '.join(named)} apply to jobs: add --launcher local or --launcher slurm")
+    return None
 
 
 def _left_out(board) -> None:
@@ -374,6 +402,35 @@ def _left_out(board) -> None:
 
 
 VIEWS = ("wide", "long", "families", "papers")  # tables.VIEWS, named here so --help needs no pandas
+
+
+@app.command()
+def status(
+    watch: bool = typer.Option(False, "--watch", help="Redraw until no job is running or pending."),
+    every: float = typer.Option(10.0, "--every", help="--watch: seconds between redraws."),
+):
+    """The jobs under results/jobs/ as a table: done, running, failed or pending; failures with their log."""
+    import time
+
+    from tabulate import tabulate
+
+    from probebench.launch.status import counts, grid
+
+    if every <= 0:
+        raise UserError(f"--every {every}: give a positive number of seconds")
+    while True:
+        rows = grid()
+        if not rows:
+            raise UserError("no jobs under results/jobs/: submit some with `probebench run --launcher local`")
+        table = [[r.job, r.state, r.records, r.job_id, r.why] for r in rows]
+        n = counts(rows)
+        if watch and sys.stdout.isatty():
+            typer.echo("\033[2J\033[H", nl=False)  # clear the terminal: each redraw replaces the last
+        typer.echo(tabulate(table, headers=["job", "state", "records", "job id", "why"], tablefmt="simple"))
+        typer.echo(f"{len(rows)} jobs: " + ", ".join(f"{v} {k}" for k, v in n.items()))
+        if not watch or n["running"] + n["pending"] == 0:
+            return
+        time.sleep(every)
 
 
 @app.command()
@@ -393,8 +450,7 @@ def leaderboard(
         raise UserError(f"--view {view!r}: use one of {', '.join(VIEWS)}")
     if fmt not in tables.FORMATS:
         raise UserError(f"--format {fmt!r}: use one of {', '.join(tables.FORMATS)}")
-    board = tables.build()
-    paths = tables.write(board)
+    board, paths = tables.refresh()
     long = tables.select(board.long, task=task, level=level, family=family, encoder=encoder, dataset=dataset)
     shown = tables.VIEWS[view](long)
     typer.echo(tables.render(shown, fmt) if not shown.empty else "(no results)")

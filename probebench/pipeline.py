@@ -50,6 +50,17 @@ class Outcome:
     primary: str = ""
     layer: str = ""
 
+    def line(self) -> str:
+        """`done     <encoder> x <dataset> x <task>[ x layer<n>]: <primary>=<value> [<95% interval>]`."""
+        head = f"{self.status:8s} {self.encoder} x {self.dataset} x {self.task}"
+        head += f" x {self.layer}: " if self.layer else ": "
+        value = self.metrics.get(self.primary)
+        if not isinstance(value, int | float):
+            return f"{head}{self.primary}=(missing)"
+        ci = self.metrics.get(f"{self.primary}_ci95")
+        interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if isinstance(ci, list | tuple) and len(ci) == 2 else ""
+        return f"{head}{self.primary}={value:.2f}{interval}"
+
 
 def available_encoders(registry: dict[str, EncoderEntry]) -> list[str]:
     """Registry encoders whose weights are on this machine (cache, package or random init)."""
@@ -421,12 +432,9 @@ def run_one(
         tasks = [t.on_dataset(dataset.name) for t in tasks]
     git_commit()  # pin the commit now: the code that runs is the code imported when the run starts
     loaded = with_views(tasks, preloaded or _load_datasets(tasks, dataset, datasets, data_root))
-    plan = plan_run(spec.entry, tasks, layers, results_root, feature, seed)
+    plan, stores, notes = _planned(spec, tasks, loaded, opts, layers, feature, seed, results_root)
     device, _, _ = device_and_precision(opts)
     asked_feature = feature or "default"
-
-    stores = open_stores(spec, plan, loaded, opts)
-    notes = {name: ds.annotation_fingerprint() for name, ds in loaded.items()}
     if not force:
         done = _all_finished(spec, plan, stores, notes, asked_feature, seed)
         if done is not None:
@@ -467,6 +475,40 @@ def run_one(
         write_record(target.path, record, evaluation.outputs)
         outcomes.append(_outcome(spec, target, "done", record.metrics))
     return outcomes
+
+
+def _planned(
+    spec: Spec,
+    tasks: list[Task],
+    loaded: dict[str, ImageDataset],
+    opts: Options,
+    layers: tuple[int | str, ...] | None,
+    feature: str | None,
+    seed: int,
+    results_root: Path | None,
+) -> tuple[Plan, dict[tuple[str, str], FeatureStore], dict[str, str]]:
+    """The plan, its cache entries and each dataset's annotation fingerprint: what decides whether a
+    record is finished."""
+    plan = plan_run(spec.entry, tasks, layers, results_root, feature, seed)
+    notes = {name: ds.annotation_fingerprint() for name, ds in loaded.items()}
+    return plan, open_stores(spec, plan, loaded, opts), notes
+
+
+def finished_outcomes(
+    spec: Spec,
+    tasks: list[Task],
+    loaded: dict[str, ImageDataset],
+    opts: Options,
+    *,
+    layers: tuple[int | str, ...] | None = None,
+    feature: str | None = None,
+    seed: int = SEED,
+    results_root: Path | None = None,
+) -> list[Outcome] | None:
+    """The skipped outcomes when every record `run_one` would write is finished, else None; reads manifests
+    and records only (a launcher asks this before it submits a job)."""
+    plan, stores, notes = _planned(spec, tasks, loaded, opts, layers, feature, seed, results_root)
+    return _all_finished(spec, plan, stores, notes, feature or "default", seed)
 
 
 def _all_finished(
@@ -546,6 +588,18 @@ def _load_datasets(
     return {n: get_dataset(n, datasets, data_root) for n in names}
 
 
+def prepare_data(
+    tasks: list[Task], dataset: str | None, datasets: Path | None, data_root: Path | None
+) -> tuple[list[Task], dict[str, ImageDataset]]:
+    """The tasks (bound to `dataset` when given: a name or a folder, whose own name then names the records)
+    and every dataset and view they read, each made once (a generated dataset is written here)."""
+    if dataset is not None:
+        given = get_dataset(dataset, datasets, data_root)
+        tasks = [t.on_dataset(given.name) for t in tasks]
+        return tasks, with_views(tasks, {given.name: given})
+    return tasks, with_views(tasks, _load_datasets(tasks, None, datasets, data_root))
+
+
 def run(
     entries: list[EncoderEntry],
     tasks: list[Task],
@@ -564,15 +618,7 @@ def run(
     """Every encoder on every task (on `dataset` instead of each task's own when given). Finished results are
     skipped; a failure stops with earlier work kept."""
     check_writable(results_root)
-    if (
-        dataset is not None
-    ):  # a name or a folder path: its dataset's own name binds the tasks and names records
-        given = get_dataset(dataset, datasets, data_root)
-        tasks = [t.on_dataset(given.name) for t in tasks]
-        loaded = {given.name: given}
-    else:
-        loaded = _load_datasets(tasks, None, datasets, data_root)
-    loaded = with_views(tasks, loaded)
+    tasks, loaded = prepare_data(tasks, dataset, datasets, data_root)
     outcomes = []
     for entry in entries:
         spec = resolve(entry, weights)

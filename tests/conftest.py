@@ -234,3 +234,18 @@ def make_discovery_record(encoder: str, corloc: dict[str, float], **kwargs):
         knobs={"methods": list(corloc)},
         **kwargs,
     )
+
+
+def class_folders(root: Path, layout: dict[str, dict[str, int]], size: int = 32) -> Path:
+    """root/<split>/<class>/<i>.png with distinct random pixels; a count of 0 makes an empty folder."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, classes in layout.items():
+        for name, n in classes.items():
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return root

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_REGISTRY, call_cli, use_registry
+from conftest import TINY_REGISTRY, call_cli, class_folders, use_registry
 from PIL import Image
 
 import probebench.extract as ex
@@ -46,18 +46,6 @@ def png_claiming(path: Path, width: int, height: int) -> Path:
     data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # the chunk's CRC over type + data
     path.write_bytes(bytes(data))
     return path
-
-
-def class_folders(root: Path, layout: dict[str, dict[str, int]], size: int = 32) -> Path:
-    """root/<split>/<class>/<i>.png with distinct random pixels; a count of 0 makes an empty folder."""
-    rng = np.random.default_rng(0)
-    for split, classes in layout.items():
-        for name, n in classes.items():
-            (root / split / name).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
-    return root
 
 
 # -- wrong or lost results --------------------------------------------------------------------------------

@@ -149,8 +149,7 @@ def build(root: Path | None = None, grids: str = "all") -> Report:
     root = root or results_dir()
     plot_dir = root / "plots"
     tables.writable(plot_dir)
-    board = tables.build(root)
-    tables.write(board, root)
+    board, _ = tables.refresh(root)
     long = board.long
     records = board.records  # the ones the tables hold: no older protocol, no duplicate
     by_key = {

@@ -314,6 +314,19 @@ def write(board: Board, root: Path | None = None) -> dict[str, Path]:
     return paths
 
 
+def refresh(root: Path | None = None) -> tuple[Board, dict[str, Path]]:
+    """Build and write the tables under `results/.leaderboard.lock`. Many jobs finish at once on a cluster:
+    each reads the records only after the previous writer is done, so the last tables written hold every
+    record written before them, and no writer replaces newer tables with older ones."""
+    from filelock import FileLock
+
+    root = root or results_dir()
+    writable(root)
+    with FileLock(root / ".leaderboard.lock"):
+        board = build(root)
+        return board, write(board, root)
+
+
 VIEWS = {"wide": wide, "long": lambda df: df, "families": families, "papers": papers}
 
 

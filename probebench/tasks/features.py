@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import torch
 
 from probebench.cache.store import FeatureStore
 from probebench.data.base import ImageDataset
@@ -65,9 +66,16 @@ def token_reader(store: FeatureStore, rows: np.ndarray, layer: int):
 
     def read(positions: np.ndarray) -> np.ndarray:
         picked = rows[np.asarray(positions)]
-        tokens = store.load_tokens(f"patches.L{layer}", picked).astype(np.float32)
+        tokens = _float32(store.load_tokens(f"patches.L{layer}", picked))
         if prefix:
-            tokens = np.concatenate([store.load(f"cls.L{layer}", picked).astype(np.float32), tokens], axis=1)
+            tokens = np.concatenate([_float32(store.load(f"cls.L{layer}", picked)), tokens], axis=1)
         return tokens
 
     return read
+
+
+def _float32(a: np.ndarray) -> np.ndarray:
+    """The cache's float16 as float32, cast by torch: numpy's half-precision cast took 26 ms per batch of
+    256 x 49 x 1280 tokens, torch's about 3 ms, and on the attentive probe's every step. Every float16 is
+    exact in float32, so the values are the same."""
+    return torch.from_numpy(np.ascontiguousarray(a)).float().numpy()

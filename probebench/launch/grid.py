@@ -1,0 +1,115 @@
+"""A study as a grid of jobs: one job per (encoder, dataset), so the pair's tasks share one extraction.
+
+A job is plain data (the registry entry, the tasks bound to their datasets, the run's options). submitit
+pickles it with `run_job`, which runs in the job's own process, on this machine or on a cluster node, and
+calls the same pipeline as `probebench run`: a job's records are the records a single process writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from probebench.encoders.load import resolve
+from probebench.extract import Options
+from probebench.paths import safe_name
+from probebench.pipeline import SEED, finished_outcomes, plan_run
+from probebench.registry import EncoderEntry
+from probebench.tasks.spec import Task
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """The options of `probebench run` that every job of a grid carries. Paths are absolute: a cluster job
+    does not start in the folder it was submitted from."""
+
+    opts: Options = field(default_factory=Options)
+    force: bool = False
+    dataset: str | None = None  # `--dataset`: a name, or an absolute folder
+    weights: Path | None = None
+    datasets: Path | None = None
+    data_root: Path | None = None
+    layers: tuple[int | str, ...] | None = None
+    feature: str | None = None
+    seed: int = SEED
+    results_root: Path | None = None
+    threads: int | None = None  # torch's intra-op threads in the job: the cores it was given
+
+
+@dataclass(frozen=True)
+class Job:
+    """One encoder on the tasks that read one dataset (`a+b`: a task that trains on a, tests on b)."""
+
+    entry: EncoderEntry
+    dataset: str
+    tasks: tuple[Task, ...]
+
+    @property
+    def name(self) -> str:
+        """`<encoder>__<dataset>`: the job's folder under results/jobs/ and its name on the cluster."""
+        return f"{safe_name(self.entry.name, 'encoder')}__{safe_name(self.dataset, 'dataset')}"
+
+    def records(self, args: RunArgs) -> list[Path]:
+        """The records the job writes (a layer sweep writes `<record stem>__layer<n>.json` beside each)."""
+        plan = plan_run(self.entry, list(self.tasks), args.layers, args.results_root, args.feature, args.seed)
+        return [t.path for t in plan.targets]
+
+
+def _datasets_of(task: Task) -> str:
+    return "+".join(sorted({dataset for dataset, _ in task.bindings.values()}))
+
+
+def plan_jobs(entries: list[EncoderEntry], tasks: list[Task]) -> list[Job]:
+    """Encoders x the datasets their tasks read, in the order given; tasks keep their order in each job."""
+    by_dataset: dict[str, list[Task]] = {}
+    for task in tasks:
+        by_dataset.setdefault(_datasets_of(task), []).append(task)
+    return [Job(entry, ds, tuple(ts)) for entry in entries for ds, ts in by_dataset.items()]
+
+
+def is_finished(job: Job, args: RunArgs, loaded: dict) -> bool:
+    """Every record of the job exists with the current config hash (nothing extracted, no model built)."""
+    if args.force:
+        return False
+    spec = resolve(job.entry, args.weights)
+    done = finished_outcomes(
+        spec,
+        list(job.tasks),
+        loaded,
+        args.opts,
+        layers=args.layers,
+        feature=args.feature,
+        seed=args.seed,
+        results_root=args.results_root,
+    )
+    return done is not None
+
+
+def run_job(job: Job, args: RunArgs) -> list[str]:
+    """The body of one job, in its own process: the pipeline on one encoder and one dataset's tasks, then the
+    leaderboard (under its lock). Returns one line per record, as `probebench run` prints them."""
+    import torch
+
+    from probebench.allocator import keep_freed_memory
+    from probebench.pipeline import run
+    from probebench.results import tables
+
+    keep_freed_memory()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    outcomes = run(
+        [job.entry],
+        list(job.tasks),
+        args.opts,
+        force=args.force,
+        weights=args.weights,
+        dataset=args.dataset,
+        results_root=args.results_root,
+        datasets=args.datasets,
+        data_root=args.data_root,
+        layers=args.layers,
+        feature=args.feature,
+        seed=args.seed,
+    )
+    tables.refresh(args.results_root)
+    return [o.line() for o in outcomes]

@@ -1,0 +1,260 @@
+"""Submit a grid of jobs through submitit: to Slurm, or as local processes (which is also the test path).
+
+Each job has a folder `results/jobs/<encoder>__<dataset>/` holding submitit's files (the pickled call, the
+logs) and two notes of ours, both plain JSON: `job.json`, written at submission (what the job runs, the
+records it writes, launcher and job id), and `outcome.json`, written by the job when it has finished. They
+and the records are the grid's whole state: `probebench status` reads nothing else, and a re-run submits
+only the jobs whose records are not all there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from probebench.cache.store import _atomic_write_bytes
+from probebench.errors import UserError
+from probebench.launch.grid import Job, RunArgs, is_finished, run_job
+from probebench.paths import check_writable, results_dir, writable_dir
+
+LAUNCHERS = ("none", "local", "slurm")
+POLL_S = 0.5  # how often the local pool looks at its running jobs
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What each job asks for. `parallel` caps the local jobs running at once (Slurm has its own limits)."""
+
+    partition: str | None = None
+    gpus: int = 0
+    cpus: int | None = None
+    time_min: int = 24 * 60
+    mem_gb: float | None = None
+    parallel: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("gpus", "cpus", "time_min", "mem_gb", "parallel"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "gpus" else 1):
+                flag = {"time_min": "time", "mem_gb": "mem", "parallel": "jobs"}.get(name, name)
+                raise UserError(f"--{flag} {value}: give a positive number")
+
+
+def jobs_dir(results_root: Path | None = None) -> Path:
+    return (results_root or results_dir()) / "jobs"
+
+
+def job_folder(job: Job, results_root: Path | None = None) -> Path:
+    return jobs_dir(results_root) / job.name
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(path, json.dumps(data, indent=1, default=str).encode())
+
+
+def _write_note(job: Job, args: RunArgs, launcher: str, job_id: str | None, state: str) -> None:
+    """`job.json`. Record paths are relative to the results folder, which may sit elsewhere on a node."""
+    root = args.results_root or results_dir()
+    note = {
+        "job": job.name,
+        "encoder": job.entry.name,
+        "dataset": job.dataset,
+        "tasks": [t.name for t in job.tasks],
+        "records": [os.path.relpath(p, root) for p in job.records(args)],
+        "launcher": launcher,
+        "job_id": job_id,
+        "state": state,  # at submission: submitted, queued (waiting in the local pool) or found (finished)
+        "threads": args.threads,
+        "submitted": _now(),
+    }
+    _write_json(job_folder(job, args.results_root) / "job.json", note)
+
+
+def run_and_note(job: Job, args: RunArgs, folder: str) -> list[str]:
+    """What a submitted job runs: the job's work, then `outcome.json` saying it finished."""
+    lines = run_job(job, args)
+    _write_json(Path(folder) / "outcome.json", {"lines": lines, "finished": _now()})
+    return lines
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def executor(launcher: str, folder: Path, res: Resources, name: str, gpu_ids: list[int] | None = None):
+    """submitit's executor for one job, its files in `folder`. Slurm gets partition, GPUs, CPUs, time and
+    memory; a local job sees only the GPUs in `gpu_ids` (each local job its own)."""
+    import submitit
+
+    if launcher == "local":
+        ex = submitit.LocalExecutor(folder=folder)
+        ex.update_parameters(timeout_min=res.time_min, gpus_per_node=res.gpus, visible_gpus=gpu_ids or ())
+        return ex
+    ex = submitit.SlurmExecutor(folder=folder)
+    params: dict = {"job_name": name, "time": res.time_min, "gpus_per_node": res.gpus or None}
+    params |= {"partition": res.partition, "cpus_per_task": res.cpus}
+    params["mem"] = f"{res.mem_gb:g}GB" if res.mem_gb is not None else None
+    ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    return ex
+
+
+@dataclass
+class Submitted:
+    job: Job
+    folder: Path
+    handle: object  # submitit's Job
+    gpu_ids: list[int]
+
+
+def _submit(job: Job, args: RunArgs, launcher: str, res: Resources, gpu_ids: list[int]) -> Submitted:
+    from submitit.core.utils import FailedJobError
+
+    folder = job_folder(job, args.results_root)
+    (folder / "outcome.json").unlink(missing_ok=True)  # an earlier attempt's
+    ex = executor(launcher, folder, res, job.name, gpu_ids)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's refusal; it is in `exc`
+            handle = ex.submit(run_and_note, job, args, str(folder))
+    except FailedJobError as exc:  # sbatch refused it: an unknown partition, a time over the limit, ...
+        said = [x for x in str(exc).splitlines() if x.strip()]
+        raise UserError(
+            f"sbatch refused {job.name}: {said[-1] if said else exc}; fix the option it names"
+        ) from None
+    _write_note(job, args, launcher, str(handle.job_id), "submitted")
+    return Submitted(job, folder, handle, gpu_ids)
+
+
+def _threads(launcher: str, res: Resources) -> int | None:
+    """torch threads per job: the job's CPUs on Slurm; locally, this machine's cores shared between the jobs
+    running at once (one thread per job on two cores measured 1.4x over two threads one job at a time)."""
+    if launcher == "slurm":
+        return res.cpus
+    return max(1, len(os.sched_getaffinity(0)) // res.parallel)
+
+
+def _gpu_pool(res: Resources) -> tuple[list[int], int]:
+    """Local GPUs to hand out, and how many jobs can run at once with `res.gpus` each."""
+    if res.gpus == 0:
+        return [], res.parallel
+    import torch
+
+    ids = list(range(torch.cuda.device_count()))
+    if len(ids) < res.gpus:
+        raise UserError(f"--gpus {res.gpus}: this machine has {len(ids)} GPU(s); ask for at most {len(ids)}")
+    return ids, min(res.parallel, len(ids) // res.gpus)
+
+
+@dataclass
+class Finished:
+    job: Job
+    ok: bool
+    lines: list[str]  # the job's outcome lines, or its log's path and last error line
+
+
+def launch(
+    jobs: list[Job],
+    args: RunArgs,
+    launcher: str,
+    res: Resources,
+    loaded: dict,
+    echo: Callable[[str], None] = print,
+) -> Iterator[Finished]:
+    """Submit every job whose records are not all finished. Slurm: submit and return. Local: run them,
+    `res.parallel` at a time, and yield each as it ends."""
+    if launcher not in ("local", "slurm"):
+        raise UserError(f"--launcher {launcher!r}: use one of {', '.join(LAUNCHERS)}")
+    if launcher == "slurm" and not all(shutil.which(c) for c in ("sbatch", "srun", "sacct")):
+        raise UserError(
+            "--launcher slurm: sbatch, srun or sacct is not on PATH; submit from a Slurm login node, or run "
+            "the jobs here with --launcher local"
+        )
+    writable_dir(jobs_dir(args.results_root), "jobs folder", "set PROBEBENCH_RESULTS to a writable folder")
+    args = replace(args, threads=args.threads or _threads(launcher, res))
+    todo = []
+    for job in jobs:
+        if is_finished(job, args, loaded):
+            _write_note(job, args, launcher, None, "found")
+        else:
+            todo.append(job)
+    echo(f"jobs: {len(jobs)} in the grid, {len(jobs) - len(todo)} finished before, {len(todo)} to run")
+    if launcher == "slurm":
+        for job in todo:
+            sub = _submit(job, args, launcher, res, [])
+            echo(f"submitted {job.name}: slurm job {sub.handle.job_id}, files in {sub.folder}")
+        return
+    yield from _run_local(todo, args, res)
+
+
+def _run_local(todo: list[Job], args: RunArgs, res: Resources) -> Iterator[Finished]:
+    free, parallel = _gpu_pool(res)
+    for job in todo:  # visible as pending in `probebench status` until a slot frees
+        _write_note(job, args, "local", None, "queued")
+    queue, running = list(todo), []
+    while queue or running:
+        while queue and len(running) < parallel:
+            ids, free = free[: res.gpus], free[res.gpus :]
+            running.append(_submit(queue.pop(0), args, "local", res, ids))
+        time.sleep(POLL_S)
+        for sub in [s for s in running if s.handle.done()]:
+            running.remove(sub)
+            free += sub.gpu_ids
+            yield _finished(sub)
+
+
+def _finished(sub: Submitted) -> Finished:
+    from probebench.launch.status import failure
+
+    outcome = sub.folder / "outcome.json"
+    if outcome.is_file():
+        return Finished(sub.job, True, json.loads(outcome.read_text())["lines"])
+    log, line = failure(sub.folder, str(sub.handle.job_id))
+    return Finished(sub.job, False, [f"failed   {sub.job.name}: {line} (log: {log})"])
+
+
+def run_grid(
+    entries: list, tasks: list, args: RunArgs, launcher: str, res: Resources, echo: Callable[[str], None]
+) -> int:
+    """`probebench run --launcher local|slurm`: the datasets made here once (a generated one is written
+    before any job starts), then the grid. Returns how many jobs failed (local; Slurm's run on)."""
+    from probebench.launch.grid import plan_jobs
+    from probebench.pipeline import prepare_data
+
+    check_writable(args.results_root)
+    args = _absolute(args)
+    bound, loaded = prepare_data(tasks, args.dataset, args.datasets, args.data_root)
+    failed = 0
+    for fin in launch(plan_jobs(entries, bound), args, launcher, res, loaded, echo):
+        for line in fin.lines:
+            echo(line)
+        failed += not fin.ok
+    if launcher == "slurm":
+        echo("follow them with `probebench status --watch`; re-run this command to resubmit what failed")
+    return failed
+
+
+def _absolute(args: RunArgs) -> RunArgs:
+    """Paths as a job on another node, started in another folder, can use them."""
+
+    def absolute(p: Path | None) -> Path | None:
+        return None if p is None else Path(p).resolve()
+
+    dataset = args.dataset
+    if dataset is not None and Path(dataset).exists():  # a folder, not a registered name
+        dataset = str(Path(dataset).resolve())
+    return replace(
+        args,
+        dataset=dataset,
+        weights=absolute(args.weights),
+        datasets=absolute(args.datasets),
+        data_root=absolute(args.data_root),
+        results_root=absolute(args.results_root or results_dir()),
+    )

@@ -1,0 +1,271 @@
+"""The job grid: one job per (encoder, dataset) through submitit, local processes or Slurm, and its status.
+
+The local launcher runs real jobs in real processes. Slurm is a fake `sbatch` and `sacct` on PATH: the
+submission script submitit writes, and the states sacct reports, are the real interfaces.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from conftest import call_cli, class_folders, use_registry
+
+from probebench.launch.grid import RunArgs, plan_jobs
+from probebench.launch.status import failure, grid
+from probebench.registry import parse_registry
+from probebench.tasks import get_suite, get_tasks, load_tasks
+
+# Three tiny random ViTs at 32 px: three jobs per dataset, each a few seconds.
+REGISTRY = "".join(
+    f"""
+tiny{i}:
+  family: control
+  method: random init
+  arch: ViT-Ti/16
+  source: {{kind: random, arch: vit_tiny_patch16_224, seed: {i}, arch_kwargs: {{img_size: 32, depth: 2}}}}
+  preprocess: {{input_size: 32}}
+"""
+    for i in range(3)
+)
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch):
+    """Two small image-folder datasets and a kNN task on each; returns the CLI arguments that select them."""
+    use_registry(tmp_path, monkeypatch, REGISTRY)
+    for name in ("pets", "cars"):
+        class_folders(tmp_path / "data" / name, {"train": {"a": 3, "b": 3}, "test": {"a": 2, "b": 2}})
+    (tmp_path / "datasets.yaml").write_text(
+        "pets: {format: image_folder, root: pets}\ncars: {format: image_folder, root: cars}\n"
+    )
+    (tmp_path / "tasks.yaml").write_text(
+        "knn_pets: {probe: knn, dataset: pets}\nknn_cars: {probe: knn, dataset: cars}\n"
+    )
+    return [
+        "--datasets",
+        str(tmp_path / "datasets.yaml"),
+        "--data-root",
+        str(tmp_path / "data"),
+        "--tasks",
+        str(tmp_path / "tasks.yaml"),
+        "--workers",
+        "0",
+    ]
+
+
+def results() -> Path:
+    return Path(os.environ["PROBEBENCH_RESULTS"])
+
+
+def primaries(root: Path) -> dict[str, float]:
+    out = {}
+    for path in sorted((root / "runs").glob("*.json")):
+        rec = json.loads(path.read_text())
+        out[path.name] = rec["metrics"][rec["primary"]["name"]]
+    return out
+
+
+# -- the grid ---------------------------------------------------------------------------------------------
+def test_a_job_is_one_encoder_on_the_tasks_of_one_dataset():
+    reg = parse_registry(REGISTRY)
+    catalog = load_tasks(None)
+    tasks = get_suite("default", catalog) + get_tasks("knn", catalog)
+    tasks += [t.on_dataset("cub100") for t in get_tasks("linear", catalog)]
+    jobs = plan_jobs([reg["tiny0"], reg["tiny1"]], tasks)
+    assert [j.name for j in jobs] == [
+        "tiny0__embedded",
+        "tiny0__cub100",
+        "tiny1__embedded",
+        "tiny1__cub100",
+    ], "encoders in the order given, datasets in the order their tasks come"
+    assert [t.name for t in jobs[0].tasks] == [t.name for t in get_suite("default", catalog)] + ["knn"]
+    assert [t.name for t in jobs[1].tasks] == ["linear"], "the same task on another dataset is another job"
+    records = jobs[0].records(RunArgs(results_root=Path("/r")))
+    assert records[0] == Path("/r/runs/tiny0__embedded__linear.json") and len(records) == 11
+
+
+# -- local jobs -------------------------------------------------------------------------------------------
+def test_local_jobs_run_the_grid_side_by_side_like_one_process_and_rerun_only_what_is_missing(
+    study, monkeypatch, capsys, tmp_path
+):
+    code, out, err = call_cli(monkeypatch, capsys, "run", *study, "-t", "knn_pets", "-t", "knn_cars",
+                              "--launcher", "local", "--jobs", "3")  # fmt: skip
+    assert code == 0, err
+    assert "jobs: 6 in the grid, 0 finished before, 6 to run" in out
+    assert out.count("done ") == 6 and "tiny2 x cars x knn_cars: top1_k20=" in out
+    rows = grid()
+    assert {r.state for r in rows} == {"done"} and len(rows) == 6 and rows[0].records == "1/1"
+    note = json.loads((results() / "jobs" / "tiny0__pets" / "job.json").read_text())
+    assert note["launcher"] == "local" and note["records"] == ["runs/tiny0__pets__knn_pets.json"]
+    assert note["threads"] == max(1, len(os.sched_getaffinity(0)) // 3), "the cores shared between jobs"
+    board = (results() / "leaderboard.csv").read_text()
+    assert all(f"tiny{i},control,knn_{d}" in board for i in range(3) for d in ("pets", "cars")), (
+        "six jobs wrote records and the leaderboard at once: none lost"
+    )
+    rec = json.loads((results() / "runs" / "tiny1__cars__knn_cars.json").read_text())
+    assert rec["knobs"]["threads"] == note["threads"]
+
+    # The same grid in one process gives the same numbers.
+    first = results()
+    monkeypatch.setenv("PROBEBENCH_RESULTS", str(tmp_path / "one-process"))
+    code, _, err = call_cli(monkeypatch, capsys, "run", *study, "-t", "knn_pets", "-t", "knn_cars")
+    assert code == 0, err
+    assert primaries(tmp_path / "one-process") == primaries(first) and len(primaries(first)) == 6
+
+    # Re-running submits nothing; a lost record is the one job submitted again.
+    monkeypatch.setenv("PROBEBENCH_RESULTS", str(first))
+    (first / "runs" / "tiny2__pets__knn_pets.json").unlink()
+    code, out, err = call_cli(monkeypatch, capsys, "run", *study, "-t", "knn_pets", "-t", "knn_cars",
+                              "--launcher", "local", "--jobs", "3")  # fmt: skip
+    assert code == 0, err
+    assert "jobs: 6 in the grid, 5 finished before, 1 to run" in out
+    assert out.count("done ") == 1 and "tiny2 x pets x knn_pets" in out
+    assert {r.state for r in grid()} == {"done"}
+
+
+def test_a_failed_job_names_its_log_and_error_and_a_rerun_retries_it(study, monkeypatch, capsys, tmp_path):
+    bad = tmp_path / "data" / "cars" / "train" / "a" / "0.png"
+    good = bad.read_bytes()
+    bad.write_bytes(b"not a png")
+    args = [*study, "-e", "tiny0", "-t", "knn_pets", "-t", "knn_cars", "--strict", "--launcher", "local"]
+    code, out, err = call_cli(monkeypatch, capsys, "run", *args)
+    assert code == 2 and "1 job(s) failed" in err and "Traceback" not in out + err
+    assert "done     tiny0 x pets x knn_pets" in out
+    line = next(x for x in out.splitlines() if x.startswith("failed"))
+    assert "tiny0__cars" in line and "train/a/0.png" in line and "_0_log.err" in line
+    rows = {r.job: r for r in grid()}
+    assert rows["tiny0__pets"].state == "done" and rows["tiny0__cars"].state == "failed"
+    assert "train/a/0.png" in rows["tiny0__cars"].why and rows["tiny0__cars"].records == "0/1"
+
+    code, out, _ = call_cli(monkeypatch, capsys, "status")
+    assert code == 0 and "2 jobs: 1 done, 0 running, 1 failed, 0 pending" in out
+
+    bad.write_bytes(good)
+    code, out, err = call_cli(monkeypatch, capsys, "run", *args)
+    assert code == 0, err
+    assert "1 finished before, 1 to run" in out and "done     tiny0 x cars x knn_cars" in out
+    assert {r.state for r in grid()} == {"done"}
+
+
+def test_failure_reads_the_last_exception_or_the_last_line(tmp_path):
+    log = tmp_path / "7_0_log.err"
+    log.write_text(
+        "Traceback (most recent call last):\n  File 'x.py', line 1\n"
+        "probebench.errors.UserError: cars: train/a/0.png is not an image; fix or remove it\n"
+        "submitit ERROR (2026-11-25 12:00:00,000) - Submitted job triggered an exception\n"
+    )
+    assert failure(tmp_path, "7") == (log, "cars: train/a/0.png is not an image; fix or remove it")
+    log.write_text("Traceback (most recent call last):\n  ...\nKeyError: 'x'\n")
+    assert failure(tmp_path, "7")[1] == "KeyError: 'x'"
+    log.write_text("loading\nextracting 3/10\n")
+    assert failure(tmp_path, "7")[1] == "extracting 3/10", "killed from outside: its last words"
+    assert failure(tmp_path, "8")[1] == "no log: the job never started"
+
+
+# -- Slurm ------------------------------------------------------------------------------------------------
+FAKE_SBATCH = """#!/bin/sh
+cp "$1" "$FAKE_SLURM/script.sh"
+echo "Submitted batch job 4242"
+"""
+FAKE_SACCT = """#!/bin/sh
+echo "JobID|State|NodeList"
+echo "4242|$(cat "$FAKE_SLURM/state")|node1"
+"""
+
+
+def test_slurm_jobs_ask_for_what_was_given_and_status_reads_sacct(study, monkeypatch, capsys, tmp_path):
+    fake = tmp_path / "slurm"
+    fake.mkdir()
+    for name, text in (("sbatch", FAKE_SBATCH), ("sacct", FAKE_SACCT), ("srun", "#!/bin/sh\n")):
+        (fake / name).write_text(text)
+        (fake / name).chmod((fake / name).stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM", str(fake))
+    args = [*study, "-e", "tiny1", "-t", "knn_pets", "--launcher", "slurm", "--partition", "gpu"]
+    args += ["--gpus", "1", "--cpus", "8", "--time", "90", "--mem", "32"]
+    code, out, err = call_cli(monkeypatch, capsys, "run", *args)
+    assert code == 0, err
+    assert "submitted tiny1__pets: slurm job 4242" in out and "probebench status --watch" in out
+    script = (fake / "script.sh").read_text()
+    for line in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--time=90", "--mem=32GB",
+                 "--job-name=tiny1__pets"):  # fmt: skip
+        assert f"#SBATCH {line}" in script, line
+    note = json.loads((results() / "jobs" / "tiny1__pets" / "job.json").read_text())
+    assert note["job_id"] == "4242" and note["threads"] == 8, "torch threads: the CPUs Slurm gives"
+
+    for state, ours in (("PENDING", "pending"), ("RUNNING", "running"), ("TIMEOUT", "failed")):
+        (fake / "state").write_text(state)
+        (row,) = grid()
+        assert row.state == ours, state
+    assert row.why.startswith("Slurm: TIMEOUT; no log: the job never started")
+
+
+# -- many writers ------------------------------------------------------------------------------------------
+def _write_and_refresh(root: str, i: int) -> None:
+    from probebench.results import tables
+
+    src = Path(root) / "template.json"
+    rec = json.loads(src.read_text())
+    rec["encoder"]["name"] = f"enc{i}"
+    (Path(root) / "runs" / f"enc{i}__embedded__knn.json").write_text(json.dumps(rec))
+    tables.refresh(Path(root))
+
+
+def test_many_processes_refreshing_the_leaderboard_at_once_lose_no_record(study, monkeypatch, capsys):
+    code, _, err = call_cli(monkeypatch, capsys, "run", *study, "-e", "tiny0", "-t", "knn_pets")
+    assert code == 0, err
+    root = results()
+    (root / "template.json").write_text((root / "runs" / "tiny0__pets__knn_pets.json").read_text())
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_write_and_refresh, args=(str(root), i)) for i in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 8
+    board = (root / "leaderboard.csv").read_text()
+    assert all(f"\nenc{i}," in board for i in range(8)), "the last writer saw every record"
+
+
+# -- bad input ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--launcher", "cloud"], "--launcher 'cloud': use one of none, local, slurm"),
+        (["--jobs", "2"], "--jobs apply to jobs: add --launcher local or --launcher slurm"),
+        (["--partition", "gpu", "--mem", "8"], "--partition, --mem apply to jobs"),
+        (["--launcher", "local", "--jobs", "0"], "--jobs 0: give a positive number"),
+    ],
+)
+def test_bad_launcher_options_are_one_line(study, monkeypatch, capsys, args, expected):
+    code, out, err = call_cli(monkeypatch, capsys, "run", *study, "-e", "tiny0", "-t", "knn_pets", *args)
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+    assert not (results() / "runs").exists() or not list((results() / "runs").iterdir())
+
+
+def test_status_without_jobs_says_how_to_start_some(monkeypatch, capsys):
+    code, _, err = call_cli(monkeypatch, capsys, "status")
+    assert code == 2 and "probebench run --launcher local" in err
+
+
+def test_slurm_refusals_are_one_line(study, monkeypatch, capsys, tmp_path):
+    args = [*study, "-e", "tiny1", "-t", "knn_pets", "--launcher", "slurm", "--partition", "gpu"]
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no Slurm commands at all
+    code, _, err = call_cli(monkeypatch, capsys, "run", *args)
+    assert code == 2 and "sbatch, srun or sacct is not on PATH" in err and len(err.splitlines()) == 1
+
+    fake = tmp_path / "slurm"
+    fake.mkdir()
+    refuse = "#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpu' >&2\nexit 1\n"
+    for name, text in (("sbatch", refuse), ("sacct", "#!/bin/sh\n"), ("srun", "#!/bin/sh\n")):
+        (fake / name).write_text(text)
+        (fake / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    code, _, err = call_cli(monkeypatch, capsys, "run", *args)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "sbatch refused tiny1__pets: sbatch: error: invalid partition specified: gpu" in err
