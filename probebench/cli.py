@@ -249,8 +249,15 @@ def extract(
     registry: Path = RegistryOpt,
     datasets: Path = DatasetsOpt,
     data_root: Path = DataRootOpt,
+    nproc: int = typer.Option(
+        1, "--nproc", help="Split the images over this many processes (one per GPU), started by torchrun."
+    ),
 ):
-    """Extract frozen features into the cache (resumes; skips what is cached)."""
+    """Extract frozen features into the cache (resumes; skips what is cached).
+
+    Under torchrun (`torchrun --nproc_per_node=N -m probebench extract ...`, or `--nproc N`), each process
+    extracts its share of the cache entry's shards and rank 0 lists them all once every rank is done."""
+    from probebench import distributed
     from probebench.data.lookup import get_dataset
     from probebench.encoders.load import resolve
     from probebench.extract import Request
@@ -263,13 +270,23 @@ def extract(
     writable_dir(features_dir(), "feature cache", "set PROBEBENCH_HOME to a writable folder")
     spec = resolve(entry, weights)
     ds = get_dataset(dataset, datasets, data_root)
+    if nproc < 1:
+        raise UserError(f"--nproc {nproc}: give a positive number of processes")
+    if nproc > 1 and distributed.ranks().world == 1:  # checked here first: bad input is one line, not N
+        distributed.launch(nproc, distributed.without_flag(sys.argv[1:], "--nproc"))
+        return
     res = run_extract(
         spec,
         ds,
         Request(layers=_layers(layers) or (-1,), tokens=tuple(tokens), geometry=geometry, max_side=max_side),
         opts,
     )
+    if not distributed.ranks().main:
+        return  # rank 0 speaks for the run
+    world = distributed.ranks().world
     state = "already cached" if res.cached else f"extracted ({res.images_per_s:.1f} img/s)"
+    if world > 1 and not res.cached:
+        state = f"extracted by {world} processes (rank 0: {res.images_per_s:.1f} img/s)"
     skipped = f", {len(res.skipped)} unreadable images skipped" if res.skipped else ""
     typer.echo(f"{encoder} x {ds.name}: {state}{skipped} -> {res.store.root}")
 

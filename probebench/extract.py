@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from probebench import distributed
 from probebench.cache.store import EXTRACTOR_VERSION, FeatureStore, cache_key, is_token_array, list_stores
 from probebench.data.base import MAX_PIXELS, ImageDataset
 from probebench.data.loader import ImageRows, collate_rows, why_unreadable, worker_init
@@ -236,8 +237,17 @@ def extract(
     `store`: fill this entry's missing shards (a wider entry that served the request, after a corrupt shard
     was forgotten) instead of looking the entry up by key."""
     t0 = time.perf_counter()
+    ranks = distributed.init()
     device, precision, amp_dtype = device_and_precision(opts)
+    if ranks.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", ranks.local_rank)  # torchrun: one GPU per process on its node
+        torch.cuda.set_device(device)
     store = store if store is not None else store_for(spec, dataset, req, opts, precision)
+    if ranks.main:
+        store.adopt_sidecars()  # shards a dead rank of an earlier run finished are reused, not redone
+    distributed.barrier()
+    if ranks.world > 1:
+        store = FeatureStore(store.root)  # as rank 0 left it
     missing = store.missing_shards()
     if not missing:
         skipped = store.manifest.get("skipped", [])
@@ -245,7 +255,7 @@ def extract(
             store, store.manifest["layers"], True, time.perf_counter() - t0, None, skipped, precision
         )
 
-    if done := store.num_shards - len(missing):
+    if (done := store.num_shards - len(missing)) and ranks.main:
         log.warning(
             "resuming %s: %d of %d shards are already done and reused", store.root, done, store.num_shards
         )
@@ -270,19 +280,23 @@ def extract(
     strides = {f"patches.L{layer}": encoder.stride(layer) for layer in layers}
     strides["keys"] = strides["attention"] = encoder.patch_size
     store.set_meta(
+        persist=ranks.main,
         layers=layers,
         encoder=encoder.describe(),
         token_arrays=token_arrays,
         token_strides={name: strides[name] for name in token_arrays},
     )
     run = Backoff(_forward_fn(encoder, layers, req, device, amp_dtype), opts.batch_size)
-    rows = [r for s in missing for r in store.shard_rows(s)]
-    shards = _ShardWriter(store, dataset, opts.strict, opts.max_pixels)
+    # Whole shards per rank: with the batch size dividing the shard size (the default), every batch holds
+    # the same images as in one process, so the features are the same bits.
+    rows = [r for s in ranks.mine(missing) for r in store.shard_rows(s)]
+    shards = _ShardWriter(store, dataset, opts.strict, opts.max_pixels, publish=ranks.world == 1)
     bar = tqdm(
         total=len(rows),
         unit="img",
-        desc=f"{spec.entry.name} | {dataset.name}",
-        disable=(None if opts.progress is None else not opts.progress),
+        desc=f"{spec.entry.name} | {dataset.name}" + (f" | rank {ranks.rank}" if ranks.world > 1 else ""),
+        # None: tqdm's own choice (shown on a terminal only); one bar for the run, rank 0's
+        disable=True if not ranks.main else None if opts.progress is None else not opts.progress,
         dynamic_ncols=True,
     )
     t_forward = time.perf_counter()
@@ -293,6 +307,9 @@ def extract(
         bar.update(len(index))
     bar.close()
     seconds = time.perf_counter() - t_forward
+    distributed.barrier()  # every rank's shards are written: rank 0 lists them all at once
+    if ranks.world > 1 and ranks.main:
+        store.adopt_sidecars()
     skipped = sorted(set(store.manifest.get("skipped", [])) | set(shards.skipped))
     return Result(
         store, layers, False, time.perf_counter() - t0, len(rows) / max(seconds, 1e-9), skipped, precision
@@ -381,8 +398,11 @@ class _ShardWriter:
     with each image's grid in `grids` and its framing in `geometry`.
     """
 
-    def __init__(self, store: FeatureStore, dataset: ImageDataset, strict: bool, max_pixels: int) -> None:
+    def __init__(
+        self, store: FeatureStore, dataset: ImageDataset, strict: bool, max_pixels: int, publish: bool = True
+    ) -> None:
         self.store, self.dataset, self.strict, self.max_pixels = store, dataset, strict, max_pixels
+        self.publish = publish  # False: a rank's shards wait in sidecar notes for rank 0 to list them
         self.token_arrays = store.manifest["token_arrays"]
         self.pending: dict[int, dict] = {}
         self.skipped: list[str] = []
@@ -416,4 +436,4 @@ class _ShardWriter:
             arrays["grids"] = np.array(
                 [[o[name].shape[:2] for name in self.token_arrays] for o in ordered], dtype=np.int64
             )
-        self.store.write_shard(shard, arrays, buf["skipped"])
+        self.store.write_shard(shard, arrays, buf["skipped"], publish=self.publish)

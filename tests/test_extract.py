@@ -82,11 +82,11 @@ def test_interrupted_extraction_resumes_at_first_missing_shard(tiny_embedded, co
     real_write = ex.FeatureStore.write_shard
     writes = {"n": 0}
 
-    def dying_write(self, shard, arrays, skipped=()):
+    def dying_write(self, shard, arrays, skipped=(), publish=True):
         if writes["n"] == 2:
             raise KeyboardInterrupt  # killed after two shards were written
         writes["n"] += 1
-        real_write(self, shard, arrays, skipped)
+        real_write(self, shard, arrays, skipped, publish)
 
     monkeypatch.setattr(ex.FeatureStore, "write_shard", dying_write)
     with pytest.raises(KeyboardInterrupt):

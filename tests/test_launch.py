@@ -269,3 +269,26 @@ def test_slurm_refusals_are_one_line(study, monkeypatch, capsys, tmp_path):
     code, _, err = call_cli(monkeypatch, capsys, "run", *args)
     assert code == 2 and len(err.splitlines()) == 1
     assert "sbatch refused tiny1__pets: sbatch: error: invalid partition specified: gpu" in err
+
+
+def test_status_watch_redraws_until_nothing_runs_or_waits(monkeypatch, capsys):
+    """A queued job shows as pending; --watch draws again after --every seconds and stops once it is done."""
+    import probebench.launch.submit as submit
+    from probebench.launch.grid import plan_jobs
+
+    reg = parse_registry(REGISTRY)
+    (job,) = plan_jobs([reg["tiny0"]], get_tasks("knn", load_tasks(None)))
+    submit._write_note(job, RunArgs(results_root=results()), "local", None, "queued")
+    folder = results() / "jobs" / "tiny0__embedded"
+    naps = []
+
+    def nap(seconds: float) -> None:  # the job finishes while status sleeps
+        naps.append(seconds)
+        (folder / "outcome.json").write_text('{"lines": [], "finished": "now"}')
+
+    monkeypatch.setattr("time.sleep", nap)
+    code, out, err = call_cli(monkeypatch, capsys, "status", "--watch", "--every", "0.5")
+    assert code == 0, err
+    assert naps == [0.5] and out.count("records") == 2, "two tables: before and after the nap"
+    assert "1 jobs: 0 done, 0 running, 0 failed, 1 pending" in out
+    assert out.rstrip().endswith("1 jobs: 1 done, 0 running, 0 failed, 0 pending")

@@ -192,7 +192,12 @@ class FeatureStore:
         return sorted({f.rsplit(".", 2)[0] for f in first["files"]}) if first else []
 
     # -- writing -----------------------------------------------------------------------------------------
-    def write_shard(self, shard: int, arrays: dict[str, np.ndarray], skipped: list[str] = ()) -> None:
+    def write_shard(
+        self, shard: int, arrays: dict[str, np.ndarray], skipped: list[str] = (), publish: bool = True
+    ) -> None:
+        """Write a shard's files, then list it in the manifest. `publish=False` (a rank of a multi-process
+        extraction) leaves a sidecar note `shard-<i>.json` instead: rank 0 lists it once every rank is
+        done (`adopt_sidecars`), so a half-finished entry never reads as complete."""
         files = {}
         for name, arr in arrays.items():
             data = _npy_bytes(arr)
@@ -204,14 +209,49 @@ class FeatureStore:
                 "shape": list(arr.shape),
                 "dtype": str(arr.dtype),
             }
-        self.manifest["shards"][str(shard)] = {"files": files}
-        self.manifest["skipped"] = sorted(set(self.manifest.get("skipped", [])) | set(skipped))
+        if not publish:
+            note = {"files": files, "skipped": list(skipped)}
+            _atomic_write_bytes(self.root / f"shard-{shard:05d}.json", json.dumps(note).encode())
+            return
+        self._list(shard, files, skipped)
         _atomic_write_bytes(self.root / "manifest.json", json.dumps(self.manifest).encode())
 
-    def set_meta(self, **meta) -> None:
-        """Facts known only once the model is built (absolute layers, encoder description)."""
+    def _list(self, shard: int, files: dict, skipped: list[str]) -> None:
+        self.manifest["shards"][str(shard)] = {"files": files}
+        self.manifest["skipped"] = sorted(set(self.manifest.get("skipped", [])) | set(skipped))
+
+    def adopt_sidecars(self) -> int:
+        """List in the manifest every shard a rank left a sidecar note for, when its files are all there
+        at their size (a rank that died mid-shard left none; a torn file is caught by its checksum on
+        read). Returns how many it listed; the notes are removed."""
+        notes = sorted(self.root.glob("shard-*.json"))
+        adopted = 0
+        for path in notes:
+            try:
+                note = json.loads(path.read_text())
+                shard = int(path.stem.split("-")[1])
+                files = note["files"]
+            except (OSError, ValueError, KeyError, IndexError):
+                continue  # not a note this code wrote: left alone, never listed
+            whole = all(
+                (self.root / f).is_file() and (self.root / f).stat().st_size == meta["bytes"]
+                for f, meta in files.items()
+            )
+            if whole and 0 <= shard < self.num_shards:
+                self._list(shard, files, note.get("skipped", []))
+                adopted += 1
+        if adopted:
+            _atomic_write_bytes(self.root / "manifest.json", json.dumps(self.manifest).encode())
+        for path in notes:
+            path.unlink(missing_ok=True)
+        return adopted
+
+    def set_meta(self, persist: bool = True, **meta) -> None:
+        """Facts known only once the model is built (absolute layers, encoder description); a rank other
+        than 0 keeps them in memory only, since rank 0 alone writes the manifest."""
         self.manifest.update(meta)
-        _atomic_write_bytes(self.root / "manifest.json", json.dumps(self.manifest).encode())
+        if persist:
+            _atomic_write_bytes(self.root / "manifest.json", json.dumps(self.manifest).encode())
 
     def invalidate(self, shard: int) -> None:
         """Forget a shard (after corruption) so the next extraction recomputes it."""

@@ -1,0 +1,5 @@
+"""`python -m probebench`, which is how torchrun starts each process: `torchrun ... -m probebench extract`."""
+
+from probebench.cli import main
+
+main()
