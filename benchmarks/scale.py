@@ -19,7 +19,7 @@
 
 (1) to (3) and (5) each run fresh subprocesses with an empty cache and results folder. Run on an idle machine:
 
-    python benchmarks/scale.py [--nproc 2]
+    python benchmarks/scale.py [--nproc 2] [--only N]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -58,12 +59,16 @@ def images(root: Path, n: int, size: int) -> Path:
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:
+    return timed_output(cmd, env)[0]
+
+
+def timed_output(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
     t0 = time.perf_counter()
     done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if done.returncode:
         sys.exit(f"failed: {' '.join(cmd)}\n{done.stderr[-2000:]}")
-    return seconds
+    return seconds, done.stdout
 
 
 def cache_digest(home: Path) -> str:
@@ -80,22 +85,26 @@ def extraction(tmp: Path, nproc: int) -> None:
     cores = len(os.sched_getaffinity(0))
     cmd = [sys.executable, "-m", "probebench", "extract", "-e", "efficientnet_lite0", "-d", str(data)]
     runs = {}
-    for label, extra, threads in (
-        ("1 process", [], cores),
-        (f"{nproc} processes", ["--nproc", str(nproc)], None),
-    ):
+    for label, extra, threads in (("1 process", [], cores), ("N processes", ["--nproc", str(nproc)], None)):
         home = tmp / label.replace(" ", "-")
         env = {"PROBEBENCH_HOME": str(home)}
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
-        runs[label] = (timed(cmd + extra, env), cache_digest(home))
-    (one, d1), (many, d2) = runs.values()
-    print(f"(1) extraction, EfficientNet-Lite0, 1,024 images at 224 px, {cores} cores")
-    print(f"  1 process, {cores} threads      {1024 / one:6.1f} img/s  ({one:.1f} s)")
+        seconds, out = timed_output(cmd + extra, env)
+        loop = float(re.search(r"([0-9.]+) img/s", out).group(1))  # the forward loop of one process
+        runs[label] = (seconds, loop, cache_digest(home))
+    (one, loop1, d1), (many, loop_rank0, d2) = runs.values()
     per = max(1, cores // nproc)
-    print(f"  {nproc} processes, {per} thread(s) each {1024 / many:6.1f} img/s  ({many:.1f} s)")
-    print(f"  speed-up {one / many:4.2f}x   same cache bytes: {d1 == d2}")
-    print("  (wall time of the whole command: interpreter start, model build and data included)")
+    print(f"(1) extraction, EfficientNet-Lite0, 1,024 images at 224 px (4 shards), {cores} cores")
+    print("  whole command (interpreters, rendezvous, model builds and data included):")
+    print(f"    1 process, {cores} threads: {1024 / one:6.1f} img/s ({one:.1f} s)")
+    print(f"    {nproc} processes, {per} thread(s) each: {1024 / many:6.1f} img/s ({many:.1f} s)")
+    print(f"    speed-up {one / many:4.2f}x")
+    print("  the extraction loop alone (each rank has an equal share of the shards):")
+    total = nproc * loop_rank0
+    print(f"    1 process {loop1:6.1f} img/s   {nproc} processes {total:6.1f} img/s (rank 0 x {nproc})")
+    print(f"    speed-up {nproc * loop_rank0 / loop1:4.2f}x")
+    print(f"  same cache bytes: {d1 == d2}")
 
 
 def launcher(tmp: Path) -> None:
@@ -106,7 +115,7 @@ def launcher(tmp: Path) -> None:
     base += [x for i in range(4) for x in ("-e", f"tiny{i}")]
     times = {}
     for label, extra in (("one process", []), ("local launcher", ["--launcher", "local", "--jobs", "1"])):
-        folder = tmp / label.replace(" ", "-")
+        folder = tmp / ("launcher-" + label.replace(" ", "-"))
         env = {
             "PROBEBENCH_HOME": str(folder / "home"),
             "PROBEBENCH_RESULTS": str(folder / "results"),
@@ -172,7 +181,7 @@ def default_suite_jobs(tmp: Path) -> None:
     base = [sys.executable, "-m", "probebench", "run", "-e", "efficientnet_lite0", "-e", "mobilenetv2"]
     times, numbers = {}, {}
     for label, extra in (("one process", []), ("two local jobs", ["--launcher", "local", "--jobs", "2"])):
-        folder = tmp / label.replace(" ", "-")
+        folder = tmp / ("suite-" + label.replace(" ", "-"))
         env = {"PROBEBENCH_HOME": str(folder / "home"), "PROBEBENCH_RESULTS": str(folder / "results")}
         times[label] = timed(base + extra, env)
         numbers[label] = {}
@@ -191,14 +200,20 @@ def default_suite_jobs(tmp: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--only", type=int, default=None, help="run one measurement, by its number")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores, {platform.platform()}")
+    steps = {
+        1: lambda tmp: extraction(tmp, args.nproc),
+        2: launcher,
+        3: disk_cost,
+        4: lambda tmp: loader_rate(),
+        5: default_suite_jobs,
+    }
     with tempfile.TemporaryDirectory(prefix="probebench-scale-") as tmp:
-        extraction(Path(tmp), args.nproc)
-        launcher(Path(tmp))
-        disk_cost(Path(tmp))
-        loader_rate()
-        default_suite_jobs(Path(tmp))
+        for number, step in steps.items():
+            if args.only in (None, number):
+                step(Path(tmp))
 
 
 if __name__ == "__main__":

@@ -273,6 +273,10 @@ def extract(
     if nproc < 1:
         raise UserError(f"--nproc {nproc}: give a positive number of processes")
     if nproc > 1 and distributed.ranks().world == 1:  # checked here first: bad input is one line, not N
+        from probebench.extract import device_and_precision
+
+        if device_and_precision(opts)[0].type == "cuda" and nproc > torch_gpus():
+            raise UserError(f"--nproc {nproc}: one process per GPU, and this machine has {torch_gpus()}")
         distributed.launch(nproc, distributed.without_flag(sys.argv[1:], "--nproc"))
         return
     res = run_extract(
@@ -328,7 +332,9 @@ def run(
     ),
     jobs: int = typer.Option(1, "--jobs", help="local: jobs at once (cores are shared between them)."),
     partition: str = typer.Option(None, "--partition", help="slurm: the partition."),
-    gpus: int = typer.Option(0, "--gpus", help="local, slurm: GPUs per job."),
+    gpus: int = typer.Option(
+        None, "--gpus", help="local, slurm: GPUs per job, 0 or 1 (local default: 1 where there are GPUs)."
+    ),
     cpus: int = typer.Option(None, "--cpus", help="slurm: CPUs per job (also its torch threads)."),
     time_min: int = typer.Option(24 * 60, "--time", help="local, slurm: minutes a job may run."),
     mem: float = typer.Option(None, "--mem", help="slurm: memory per job, in GB."),
@@ -395,15 +401,31 @@ def run(
     typer.echo(f"leaderboard: {paths['leaderboard.csv']}")
 
 
-def _resources(launcher: str, jobs: int, partition, gpus: int, cpus, time_min: int, mem):
+def torch_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _resources(launcher: str, jobs: int, partition, gpus: int | None, cpus, time_min: int, mem):
     """What each job of a grid asks for; None when the run stays in this process (`--launcher none`)."""
     from probebench.launch.submit import LAUNCHERS, Resources
 
     if launcher not in LAUNCHERS:
         raise UserError(f"--launcher {launcher!r}: use one of {', '.join(LAUNCHERS)}")
+    slurm_only = {"--partition": partition, "--cpus": cpus, "--mem": mem}
+    if launcher == "local" and (named := [flag for flag, value in slurm_only.items() if value is not None]):
+        raise UserError(
+            f"{', '.join(named)} apply to --launcher slurm; a local job gets its share of the cores"
+        )
     if launcher != "none":
+        if gpus is None:  # local jobs use the GPUs there are, one each; Slurm jobs ask for none unless told
+            from probebench.launch.submit import visible_gpus
+
+            gpus = 1 if launcher == "local" and visible_gpus() else 0
         return Resources(partition, gpus, cpus, time_min, mem, jobs)
-    given = {"--jobs": jobs != 1, "--partition": partition, "--gpus": gpus, "--cpus": cpus, "--mem": mem}
+    given = {"--jobs": jobs != 1, "--partition": partition, "--gpus": gpus is not None, "--cpus": cpus}
+    given["--mem"] = mem is not None
     given["--time"] = time_min != 24 * 60
     if named := [flag for flag, value in given.items() if value]:
         raise UserError(f"{', '.join(named)} apply to jobs: add --launcher local or --launcher slurm")

@@ -67,6 +67,14 @@ def barrier() -> None:
         ) from None
 
 
+def finish() -> None:
+    """Leave the process group (after the last barrier)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def without_flag(argv: list[str], flag: str) -> list[str]:
     """`argv` without `flag` and its value (`--nproc 2` or `--nproc=2`)."""
     out, skip = [], False
@@ -85,6 +93,7 @@ def launch(nproc: int, argv: list[str]) -> None:
     node), each with its share of the cores as torch threads, and wait for them."""
     import logging
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -98,6 +107,8 @@ def launch(nproc: int, argv: list[str]) -> None:
     )
     try:
         run(args)
+    except SignalException:  # Ctrl-C or a kill reaches torchrun as a signal: the CLI's "interrupted" line
+        raise KeyboardInterrupt from None
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()  # the root cause: torchrun then stops the other ranks
         code = failure.exitcode

@@ -242,12 +242,16 @@ def extract(
     if ranks.world > 1 and device.type == "cuda":
         device = torch.device("cuda", ranks.local_rank)  # torchrun: one GPU per process on its node
         torch.cuda.set_device(device)
-    store = store if store is not None else store_for(spec, dataset, req, opts, precision)
+    # Rank 0 opens (or creates) the entry and lists the shards a dead rank of an earlier run finished; the
+    # others look only then, so every rank sees one entry in one state.
     if ranks.main:
-        store.adopt_sidecars()  # shards a dead rank of an earlier run finished are reused, not redone
+        store = store if store is not None else store_for(spec, dataset, req, opts, precision)
+        store.adopt_sidecars()
     distributed.barrier()
-    if ranks.world > 1:
-        store = FeatureStore(store.root)  # as rank 0 left it
+    if not ranks.main:
+        store = (
+            FeatureStore(store.root) if store is not None else store_for(spec, dataset, req, opts, precision)
+        )
     missing = store.missing_shards()
     if not missing:
         skipped = store.manifest.get("skipped", [])
@@ -310,6 +314,7 @@ def extract(
     distributed.barrier()  # every rank's shards are written: rank 0 lists them all at once
     if ranks.world > 1 and ranks.main:
         store.adopt_sidecars()
+    distributed.finish()
     skipped = sorted(set(store.manifest.get("skipped", [])) | set(shards.skipped))
     return Result(
         store, layers, False, time.perf_counter() - t0, len(rows) / max(seconds, 1e-9), skipped, precision
@@ -364,7 +369,9 @@ def _loader(
 ) -> torch.utils.data.DataLoader:
     """Decode and frame `rows` in worker processes, in order."""
     framing = encoder.preprocess.framing(req.geometry, encoder.patch_size, req.max_side)
-    workers = opts.num_workers if opts.num_workers is not None else max(0, min(8, (os.cpu_count() or 1) - 1))
+    # The cores this process may use (a Slurm job's allocation, not the node's), one left for the forward.
+    cores = len(os.sched_getaffinity(0))
+    workers = opts.num_workers if opts.num_workers is not None else max(0, min(8, cores - 1))
     return torch.utils.data.DataLoader(
         ImageRows(dataset, rows, framing, opts.max_pixels),
         batch_size=opts.batch_size,

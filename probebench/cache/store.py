@@ -222,8 +222,9 @@ class FeatureStore:
 
     def adopt_sidecars(self) -> int:
         """List in the manifest every shard a rank left a sidecar note for, when its files are all there
-        at their size (a rank that died mid-shard left none; a torn file is caught by its checksum on
-        read). Returns how many it listed; the notes are removed."""
+        at their size. A note is written after its shard's files (each written whole, by rename), so a
+        rank that died mid-shard left no note; a file damaged later is caught by its checksum on read.
+        Returns how many it listed. Every note is removed: one that could not be listed is redone."""
         notes = sorted(self.root.glob("shard-*.json"))
         adopted = 0
         for path in notes:
@@ -232,7 +233,7 @@ class FeatureStore:
                 shard = int(path.stem.split("-")[1])
                 files = note["files"]
             except (OSError, ValueError, KeyError, IndexError):
-                continue  # not a note this code wrote: left alone, never listed
+                continue  # unreadable: never listed (its shard is extracted again)
             whole = all(
                 (self.root / f).is_file() and (self.root / f).stat().st_size == meta["bytes"]
                 for f, meta in files.items()

@@ -24,6 +24,11 @@ def list_datasets() -> list[str]:
     return sorted(BUILTIN)
 
 
+def is_named(name: str, datasets: Path | None = None) -> bool:
+    """`name` is a built-in, configured or catalogued dataset (a name wins over a folder of that name)."""
+    return name in BUILTIN or name in load_datasets(datasets) or name in CATALOG
+
+
 def get_dataset(
     name_or_path: str, datasets: Path | None = None, data_root: Path | None = None
 ) -> ImageDataset:

@@ -7,6 +7,7 @@ calls the same pipeline as `probebench run`: a job's records are the records a s
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,8 @@ class RunArgs:
 
 @dataclass(frozen=True)
 class Job:
-    """One encoder on the tasks that read one dataset (`a+b`: a task that trains on a, tests on b)."""
+    """One encoder on a group of tasks whose datasets overlap (`a-and-b`: a task that trains on a and tests
+    on b, with every other task on a or b)."""
 
     entry: EncoderEntry
     dataset: str
@@ -55,16 +57,30 @@ class Job:
         return [t.path for t in plan.targets]
 
 
-def _datasets_of(task: Task) -> str:
-    return "+".join(sorted({dataset for dataset, _ in task.bindings.values()}))
-
-
 def plan_jobs(entries: list[EncoderEntry], tasks: list[Task]) -> list[Job]:
-    """Encoders x the datasets their tasks read, in the order given; tasks keep their order in each job."""
-    by_dataset: dict[str, list[Task]] = {}
+    """Encoders x groups of tasks, in the order given. Tasks that read a dataset in common are one group
+    (a task that trains on DUTS-TR and tests on VOC07 joins every other task on either), so one job
+    extracts each cache entry and no two jobs ever write the same one."""
+    groups: list[tuple[set[str], list[Task]]] = []
     for task in tasks:
-        by_dataset.setdefault(_datasets_of(task), []).append(task)
-    return [Job(entry, ds, tuple(ts)) for entry in entries for ds, ts in by_dataset.items()]
+        reads = {dataset for dataset, _ in task.bindings.values()}
+        hits = [i for i, (datasets, _) in enumerate(groups) if datasets & reads]
+        if not hits:
+            groups.append((reads, [task]))
+            continue
+        datasets, members = groups[hits[0]]
+        for i in reversed(hits[1:]):  # the task bridges groups: they become one
+            more, others = groups.pop(i)
+            datasets |= more
+            members += others
+        datasets |= reads
+        members.append(task)
+    jobs = []
+    for entry in entries:
+        for datasets, members in groups:
+            ids = {id(t) for t in members}
+            jobs.append(Job(entry, "-and-".join(sorted(datasets)), tuple(t for t in tasks if id(t) in ids)))
+    return jobs
 
 
 def is_finished(job: Job, args: RunArgs, loaded: dict) -> bool:
@@ -111,5 +127,10 @@ def run_job(job: Job, args: RunArgs) -> list[str]:
         feature=args.feature,
         seed=args.seed,
     )
-    tables.refresh(args.results_root)
+    try:
+        tables.refresh(args.results_root)
+    except Exception as exc:  # noqa: BLE001  the records are written: a later run or `leaderboard` redoes this
+        logging.getLogger(__name__).warning(
+            "leaderboard not rebuilt by this job (%s); the records are safe", exc
+        )
     return [o.line() for o in outcomes]

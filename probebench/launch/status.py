@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from probebench.errors import UserError
 from probebench.paths import results_dir
 
 STATES = ("done", "running", "failed", "pending")
@@ -78,10 +80,15 @@ def _local_alive(pid: str) -> bool:
 
 
 def _slurm_states(jobs: list[tuple[Path, str]]) -> dict[str, str]:
-    """Slurm's state of each (folder, job id), from one `sacct` call for them all: "UNKNOWN" for a job that
-    accounting does not list (yet), or when sacct cannot be run."""
+    """Slurm's state of each (folder, job id), from one `sacct` call for them all; "UNKNOWN" for a job that
+    accounting does not list (yet)."""
     if not jobs:
         return {}
+    if shutil.which("sacct") is None:
+        raise UserError(
+            "results/jobs/ holds Slurm jobs, and sacct is not on PATH: run `probebench status` on a Slurm "
+            "login node"
+        )
     from submitit.slurm.slurm import SlurmJob
 
     handles = [SlurmJob(folder, job_id) for folder, job_id in jobs]
@@ -93,9 +100,13 @@ def _notes(root: Path) -> list[tuple[Path, dict]]:
     out = []
     for path in sorted((root / "jobs").glob("*/job.json")):
         try:
-            out.append((path.parent, json.loads(path.read_text())))
+            note = json.loads(path.read_text())
         except (OSError, ValueError):
-            continue  # being replaced, or not ours: the next look sees it
+            continue  # being replaced: the next look sees it
+        if isinstance(note, dict) and all(
+            isinstance(note.get(k), str) for k in ("job", "encoder", "dataset")
+        ):
+            out.append((path.parent, note))  # anything else is not a note of ours
     return out
 
 
@@ -104,18 +115,29 @@ def job_row(folder: Path, note: dict, root: Path, slurm: dict[str, str]) -> Row:
     found, planned = _records(note, root)
     job_id = note.get("job_id")
     row = Row(note["job"], note["encoder"], note["dataset"], "pending", f"{found}/{planned}", job_id or "")
-    if (folder / "outcome.json").is_file() or (note.get("state") == "found" and found == planned):
+    done = (folder / "outcome.json").is_file
+    if done():
         row.state = "done"
-    elif job_id is None:
-        row.state = "pending"
+    elif job_id is None:  # never submitted
+        state = note.get("state")
+        if state == "found" and found == planned:
+            row.state = "done"
+        elif state in ("found", "cancelled"):
+            row.state = "failed"
+            row.why = (
+                "its records were there when the grid was submitted and are gone now; re-run to redo them"
+                if state == "found"
+                else "cancelled before it started (the `probebench run` that queued it stopped); re-run it"
+            )
+            return row
     elif note.get("launcher") == "local":
-        row.state = "running" if _local_alive(job_id) else "failed"
+        row.state = "running" if _local_alive(job_id) else "done" if done() else "failed"
     else:
         state = slurm.get(job_id, "UNKNOWN")
         row.state = _SLURM.get(state, "pending" if state == "UNKNOWN" else "failed")
         if state == "UNKNOWN":
             row.why = "Slurm's accounting (sacct) does not list this job (yet)"
-        if (folder / "outcome.json").is_file():  # it finished between the two looks
+        if done():  # it finished between the two looks
             row.state = "done"
     if row.state == "failed":
         log, line = failure(folder, job_id)
@@ -132,6 +154,15 @@ def grid(results_root: Path | None = None) -> list[Row]:
         [(f, n["job_id"]) for f, n in notes if n.get("launcher") == "slurm" and n.get("job_id")]
     )
     return [job_row(folder, note, root, slurm) for folder, note in notes]
+
+
+def live_jobs(results_root: Path | None = None) -> dict[str, str]:
+    """Jobs submitted and not ended: name -> "running, job <id>" or "pending, job <id>". A job queued by a
+    `probebench run` that is gone has no id and is not live (a re-run submits it)."""
+    rows = grid(results_root)
+    return {
+        r.job: f"{r.state}, job {r.job_id}" for r in rows if r.state in ("running", "pending") and r.job_id
+    }
 
 
 def counts(rows: list[Row]) -> dict[str, int]:

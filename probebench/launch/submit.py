@@ -3,8 +3,9 @@
 Each job has a folder `results/jobs/<encoder>__<dataset>/` holding submitit's files (the pickled call, the
 logs) and two notes of ours, both plain JSON: `job.json`, written at submission (what the job runs, the
 records it writes, launcher and job id), and `outcome.json`, written by the job when it has finished. They
-and the records are the grid's whole state: `probebench status` reads nothing else, and a re-run submits
-only the jobs whose records are not all there.
+and the records are the grid's whole state: `probebench status` reads them and asks only whether each job
+still runs (`/proc` for a local one, one `sacct` for Slurm's); a re-run submits only the jobs whose records
+are not all there and that are not still queued or running.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ class Resources:
     parallel: int = 1
 
     def __post_init__(self) -> None:
+        if self.gpus > 1:
+            raise UserError(
+                f"--gpus {self.gpus}: a job runs on one GPU; to split one extraction over several, run "
+                "`probebench extract --nproc N` (torchrun) inside a job"
+            )
         for name in ("gpus", "cpus", "time_min", "mem_gb", "parallel"):
             value = getattr(self, name)
             if value is not None and value < (0 if name == "gpus" else 1):
@@ -72,11 +78,16 @@ def _write_note(job: Job, args: RunArgs, launcher: str, job_id: str | None, stat
         "records": [os.path.relpath(p, root) for p in job.records(args)],
         "launcher": launcher,
         "job_id": job_id,
-        "state": state,  # at submission: submitted, queued (waiting in the local pool) or found (finished)
+        # submitted; queued (waiting in the local pool); cancelled (queued, then the `probebench run` that
+        # queued it stopped); found (its records were all there)
+        "state": state,
         "threads": args.threads,
         "submitted": _now(),
     }
-    _write_json(job_folder(job, args.results_root) / "job.json", note)
+    folder = job_folder(job, args.results_root)
+    if state != "found":
+        (folder / "outcome.json").unlink(missing_ok=True)  # an earlier attempt's: not this one's
+    _write_json(folder / "job.json", note)
 
 
 def run_and_note(job: Job, args: RunArgs, folder: str) -> list[str]:
@@ -120,6 +131,7 @@ def _submit(job: Job, args: RunArgs, launcher: str, res: Resources, gpu_ids: lis
 
     folder = job_folder(job, args.results_root)
     (folder / "outcome.json").unlink(missing_ok=True)  # an earlier attempt's
+    folder.mkdir(parents=True, exist_ok=True)
     ex = executor(launcher, folder, res, job.name, gpu_ids)
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's refusal; it is in `exc`
@@ -133,24 +145,38 @@ def _submit(job: Job, args: RunArgs, launcher: str, res: Resources, gpu_ids: lis
     return Submitted(job, folder, handle, gpu_ids)
 
 
-def _threads(launcher: str, res: Resources) -> int | None:
+def _threads(launcher: str, res: Resources, running: int) -> int | None:
     """torch threads per job: the job's CPUs on Slurm; locally, this machine's cores shared between the jobs
-    running at once (one thread per job on two cores measured 1.4x over two threads one job at a time)."""
+    that run at once (two jobs of one thread each on two cores did the default suite 1.3x to 1.4x faster
+    than one process of two threads: `benchmarks/scale.py`)."""
     if launcher == "slurm":
         return res.cpus
-    return max(1, len(os.sched_getaffinity(0)) // res.parallel)
+    return max(1, len(os.sched_getaffinity(0)) // running)
 
 
-def _gpu_pool(res: Resources) -> tuple[list[int], int]:
-    """Local GPUs to hand out, and how many jobs can run at once with `res.gpus` each."""
+def visible_gpus() -> list[int]:
+    """This machine's GPUs as CUDA numbers them for us: `CUDA_VISIBLE_DEVICES` when set, else all."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        import torch
+
+        return list(range(torch.cuda.device_count()))
+    try:
+        return [int(x) for x in listed.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(
+            f"CUDA_VISIBLE_DEVICES={listed!r}: the local launcher hands out GPUs by index; list indices, not "
+            "UUIDs"
+        ) from None
+
+
+def _gpu_pool(res: Resources, gpus: list[int]) -> tuple[list[int], int]:
+    """Local GPUs to hand out, and how many jobs can run at once with `res.gpus` (0 or 1) each."""
     if res.gpus == 0:
         return [], res.parallel
-    import torch
-
-    ids = list(range(torch.cuda.device_count()))
-    if len(ids) < res.gpus:
-        raise UserError(f"--gpus {res.gpus}: this machine has {len(ids)} GPU(s); ask for at most {len(ids)}")
-    return ids, min(res.parallel, len(ids) // res.gpus)
+    if not gpus:
+        raise UserError("--gpus 1: this machine has no GPU; leave --gpus out to run the jobs on the CPU")
+    return list(gpus), min(res.parallel, len(gpus))
 
 
 @dataclass
@@ -168,25 +194,34 @@ def launch(
     loaded: dict,
     echo: Callable[[str], None] = print,
 ) -> Iterator[Finished]:
-    """Submit every job whose records are not all finished. Slurm: submit and return. Local: run them,
-    `res.parallel` at a time, and yield each as it ends."""
-    if launcher not in ("local", "slurm"):
-        raise UserError(f"--launcher {launcher!r}: use one of {', '.join(LAUNCHERS)}")
+    """Submit every job whose records are not all finished and that is not already queued or running.
+    Slurm: submit and return. Local: run them, `res.parallel` at a time, and yield each as it ends."""
+    from probebench.launch.status import live_jobs
+
     if launcher == "slurm" and not all(shutil.which(c) for c in ("sbatch", "srun", "sacct")):
         raise UserError(
             "--launcher slurm: sbatch, srun or sacct is not on PATH; submit from a Slurm login node, or run "
             "the jobs here with --launcher local"
         )
     writable_dir(jobs_dir(args.results_root), "jobs folder", "set PROBEBENCH_RESULTS to a writable folder")
-    args = replace(args, threads=args.threads or _threads(launcher, res))
-    todo = []
+    live = live_jobs(args.results_root)  # a re-run while jobs still run must not start them twice
+    todo, finished, busy = [], 0, []
     for job in jobs:
-        if is_finished(job, args, loaded):
+        if job.name in live:
+            busy.append(f"{job.name} ({live[job.name]})")
+        elif is_finished(job, args, loaded):
+            finished += 1
             _write_note(job, args, launcher, None, "found")
         else:
             todo.append(job)
-    echo(f"jobs: {len(jobs)} in the grid, {len(jobs) - len(todo)} finished before, {len(todo)} to run")
+    echo(
+        f"jobs: {len(jobs)} in the grid, {finished} finished before, {len(busy)} still queued or running, "
+        f"{len(todo)} to run"
+    )
+    for line in busy:
+        echo(f"not submitted again, still live: {line}")
     if launcher == "slurm":
+        args = replace(args, threads=_threads(launcher, res, 1))
         for job in todo:
             sub = _submit(job, args, launcher, res, [])
             echo(f"submitted {job.name}: slurm job {sub.handle.job_id}, files in {sub.folder}")
@@ -195,19 +230,29 @@ def launch(
 
 
 def _run_local(todo: list[Job], args: RunArgs, res: Resources) -> Iterator[Finished]:
-    free, parallel = _gpu_pool(res)
-    for job in todo:  # visible as pending in `probebench status` until a slot frees
+    free, parallel = _gpu_pool(res, visible_gpus() if res.gpus else [])
+    parallel = max(1, min(parallel, len(todo)))
+    args = replace(args, threads=_threads("local", res, parallel))
+    if args.opts.num_workers is None:  # a job's share of the cores is its machine: no loader workers on top
+        args = replace(args, opts=replace(args.opts, num_workers=max(0, args.threads - 1)))
+    for job in todo:  # pending in `probebench status` until a slot frees
         _write_note(job, args, "local", None, "queued")
     queue, running = list(todo), []
-    while queue or running:
-        while queue and len(running) < parallel:
-            ids, free = free[: res.gpus], free[res.gpus :]
-            running.append(_submit(queue.pop(0), args, "local", res, ids))
-        time.sleep(POLL_S)
-        for sub in [s for s in running if s.handle.done()]:
-            running.remove(sub)
-            free += sub.gpu_ids
-            yield _finished(sub)
+    try:
+        while queue or running:
+            while queue and len(running) < parallel:
+                ids, free = free[: res.gpus], free[res.gpus :]
+                running.append(_submit(queue.pop(0), args, "local", res, ids))
+            time.sleep(POLL_S)
+            for sub in [s for s in running if s.handle.done()]:
+                running.remove(sub)
+                free += sub.gpu_ids
+                yield _finished(sub)
+    finally:  # stopped (Ctrl-C, a signal, an error): no orphan job, no job left looking queued
+        for sub in running:
+            sub.handle.cancel(check=False)
+        for job in queue:
+            _write_note(job, args, "local", None, "cancelled")
 
 
 def _finished(sub: Submitted) -> Finished:
@@ -242,19 +287,23 @@ def run_grid(
 
 
 def _absolute(args: RunArgs) -> RunArgs:
-    """Paths as a job on another node, started in another folder, can use them."""
+    """Paths as a job on another node, started in another folder, can use them: the datasets config (also
+    the ./datasets.yaml found here), the data root, weights, results, and `--dataset` when it names a
+    folder rather than a dataset (the same order of lookup as `get_dataset`)."""
+    from probebench.data.config import config_path
+    from probebench.data.lookup import is_named
 
     def absolute(p: Path | None) -> Path | None:
         return None if p is None else Path(p).resolve()
 
     dataset = args.dataset
-    if dataset is not None and Path(dataset).exists():  # a folder, not a registered name
-        dataset = str(Path(dataset).resolve())
+    if dataset is not None and not is_named(dataset, args.datasets) and Path(dataset).expanduser().exists():
+        dataset = str(Path(dataset).expanduser().resolve())
     return replace(
         args,
         dataset=dataset,
         weights=absolute(args.weights),
-        datasets=absolute(args.datasets),
+        datasets=absolute(config_path(args.datasets)),
         data_root=absolute(args.data_root),
         results_root=absolute(args.results_root or results_dir()),
     )
