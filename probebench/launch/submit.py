@@ -242,7 +242,8 @@ def _run_local(todo: list[Job], args: RunArgs, res: Resources) -> Iterator[Finis
         while queue or running:
             while queue and len(running) < parallel:
                 ids, free = free[: res.gpus], free[res.gpus :]
-                running.append(_submit(queue.pop(0), args, "local", res, ids))
+                running.append(_submit(queue[0], args, "local", res, ids))
+                queue.pop(0)  # only once submitted: a job whose submission failed is marked below
             time.sleep(POLL_S)
             for sub in [s for s in running if s.handle.done()]:
                 running.remove(sub)
