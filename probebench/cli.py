@@ -275,8 +275,8 @@ def extract(
     if nproc > 1 and distributed.ranks().world == 1:  # checked here first: bad input is one line, not N
         from probebench.extract import device_and_precision
 
-        if device_and_precision(opts)[0].type == "cuda" and nproc > torch_gpus():
-            raise UserError(f"--nproc {nproc}: one process per GPU, and this machine has {torch_gpus()}")
+        if device_and_precision(opts)[0].type == "cuda" and nproc > (gpus := _torch_gpus()):
+            raise UserError(f"--nproc {nproc}: one process per GPU, and this machine has {gpus}")
         distributed.launch(nproc, distributed.without_flag(sys.argv[1:], "--nproc"))
         return
     res = run_extract(
@@ -328,7 +328,7 @@ def run(
     launcher: str = typer.Option(
         "none",
         "--launcher",
-        help="none: this process; local: one process per (encoder, dataset) job; slurm: one Slurm job each.",
+        help="none: this process; local: a process per job (encoder x dataset group); slurm: a Slurm job.",
     ),
     jobs: int = typer.Option(1, "--jobs", help="local: jobs at once (cores are shared between them)."),
     partition: str = typer.Option(None, "--partition", help="slurm: the partition."),
@@ -341,7 +341,7 @@ def run(
 ):
     """Extract and evaluate: every encoder x task; writes results/runs/*.json and the leaderboard.
 
-    With --launcher local or slurm, the grid runs as one job per (encoder, dataset) through submitit, with
+    With --launcher local or slurm, the grid runs through submitit as one job per encoder and dataset group,
     its state under results/jobs/ (see `probebench status`); re-running submits only what is missing."""
     from probebench.pipeline import available_encoders
     from probebench.pipeline import run as run_pipeline
@@ -401,7 +401,7 @@ def run(
     typer.echo(f"leaderboard: {paths['leaderboard.csv']}")
 
 
-def torch_gpus() -> int:
+def _torch_gpus() -> int:
     import torch
 
     return torch.cuda.device_count()

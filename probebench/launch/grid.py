@@ -1,4 +1,5 @@
-"""A study as a grid of jobs: one job per (encoder, dataset), so the pair's tasks share one extraction.
+"""A study as a grid of jobs: one job per encoder and group of tasks whose datasets overlap, so the tasks
+on a dataset share one extraction and no two jobs write one cache entry.
 
 A job is plain data (the registry entry, the tasks bound to their datasets, the run's options). submitit
 pickles it with `run_job`, which runs in the job's own process, on this machine or on a cluster node, and

@@ -85,8 +85,8 @@ def _write_note(job: Job, args: RunArgs, launcher: str, job_id: str | None, stat
         "submitted": _now(),
     }
     folder = job_folder(job, args.results_root)
-    if state != "found":
-        (folder / "outcome.json").unlink(missing_ok=True)  # an earlier attempt's: not this one's
+    if state == "queued":  # an earlier attempt's outcome is not this one's (`_submit` clears it too)
+        (folder / "outcome.json").unlink(missing_ok=True)
     _write_json(folder / "job.json", note)
 
 
@@ -130,7 +130,8 @@ def _submit(job: Job, args: RunArgs, launcher: str, res: Resources, gpu_ids: lis
     from submitit.core.utils import FailedJobError
 
     folder = job_folder(job, args.results_root)
-    (folder / "outcome.json").unlink(missing_ok=True)  # an earlier attempt's
+    # Cleared before submitting, never after: a job may finish and write its own before we note it.
+    (folder / "outcome.json").unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     ex = executor(launcher, folder, res, job.name, gpu_ids)
     try:
