@@ -138,8 +138,13 @@ def seg_side(side: str, folder: str) -> dict:
     torch.set_num_threads(os.cpu_count() or 1)
     store, names, size = _seg_store(folder)
     rows = np.arange(WINDOWS)
-    label_mm = seghead.label_store(
-        WINDOWS, 224, 224, lambda i: np.random.default_rng(i).integers(0, SEG_CLASSES, (224, 224)), 255
+    label_mm, _ = seghead.label_store(
+        WINDOWS,
+        224,
+        224,
+        lambda i: np.random.default_rng(i).integers(0, SEG_CLASSES, (224, 224)),
+        255,
+        SEG_CLASSES,
     )
     base = _anon_kb()
     peak = _Peak()

@@ -161,16 +161,27 @@ def validate(
             lambda: _check_datasets(datasets, data_root),
         )
     if tasks is not None:
-        from probebench.registry import read_config
-        from probebench.tasks.spec import parse_tasks, user_tasks_path
-
-        def count_tasks() -> int:
-            path_ = user_tasks_path(tasks)
-            return len(parse_tasks(read_config(path_), str(path_)))
-
-        check("tasks", count_tasks)
+        check("tasks (knobs, and the data each reads)", lambda: _check_tasks(tasks, datasets, data_root))
     if problems:
         raise UserError("\n".join(problems))
+
+
+def _check_tasks(tasks: Path, datasets: Path | None, data_root: Path | None) -> int:
+    """A tasks file's entries (one line per bad field), its names against the shipped tasks, and each task
+    against its data as `run` reads it: the datasets exist and read, its crops or windows can be made."""
+    from probebench.pipeline import check_task_data
+    from probebench.registry import read_config
+    from probebench.tasks.spec import parse_tasks, shipped_tasks, user_tasks_path
+
+    path_ = user_tasks_path(tasks)
+    mine, shipped = parse_tasks(read_config(path_), str(path_)), shipped_tasks()
+    problems = [
+        f"{path_}: task {n!r} is a shipped task; give yours another name" for n in mine if n in shipped
+    ]
+    problems += check_task_data([t for n, t in mine.items() if n not in shipped], datasets, data_root)
+    if problems:
+        raise UserError("\n".join(problems))
+    return len(mine)
 
 
 def _check_datasets(datasets: Path, data_root: Path | None) -> int:
@@ -382,7 +393,7 @@ def run(
         if failed:
             raise UserError(f"{failed} job(s) failed (each named above, with its log); re-run to retry them")
         return
-    for out in run_pipeline(
+    run_pipeline(
         entries,
         tasks,
         opts,
@@ -394,8 +405,8 @@ def run(
         layers=_layers(layer),
         feature=feature,
         seed=seed,
-    ):
-        typer.echo(out.line())
+        report=lambda out: typer.echo(out.line()),  # each line as its result is written
+    )
     board, paths = tables.refresh()
     _left_out(board)
     typer.echo(f"leaderboard: {paths['leaderboard.csv']}")
@@ -461,11 +472,12 @@ def status(
         rows = grid()
         if not rows:
             raise UserError("no jobs under results/jobs/: submit some with `probebench run --launcher local`")
-        table = [[r.job, r.state, r.records, r.job_id, r.why] for r in rows]
+        table = [[r.job, r.state, r.records, r.job_id, r.doing or r.why] for r in rows]
         n = counts(rows)
         if watch and sys.stdout.isatty():
             typer.echo("\033[2J\033[H", nl=False)  # clear the terminal: each redraw replaces the last
-        typer.echo(tabulate(table, headers=["job", "state", "records", "job id", "why"], tablefmt="simple"))
+        headers = ["job", "state", "records", "job id", "now (running) or why (failed, pending)"]
+        typer.echo(tabulate(table, headers=headers, tablefmt="simple"))
         typer.echo(f"{len(rows)} jobs: " + ", ".join(f"{v} {k}" for k, v in n.items()))
         if not watch or n["running"] + n["pending"] == 0:
             return
@@ -516,8 +528,10 @@ def report(
 
 @app.command()
 def doctor(datasets: Path = DatasetsOpt, data_root: Path = DataRootOpt):
-    """Check every named and user dataset: found, image counts against those expected, one image decoded."""
+    """Check every named and user dataset: found, image counts against those expected, one image decoded,
+    every annotation against its image and every label map's values against the class list."""
     from probebench.data.catalog import CATALOG, check_counts, named_root, read_named
+    from probebench.data.checks import check_label_values
     from probebench.data.config import build_dataset, config_path, load_datasets, resolve_root
     from probebench.data.loader import read_rgb
 
@@ -531,11 +545,11 @@ def doctor(datasets: Path = DatasetsOpt, data_root: Path = DataRootOpt):
                 ds = build_dataset(user[name], root)
             else:
                 ds = read_named(named, named_root(named, data_root))
-            problems = check_counts(named, ds) if named else []
-            if not len(ds):
-                problems.append("no images found")
-            else:
+            short = check_counts(named, ds) if named else []
+            problems = [] if len(ds) else ["no images found"]
+            if len(ds):
                 read_rgb(str(ds.root / ds.samples[0].path))
+            problems += check_label_values(ds)
             found = " ".join(f"{sp}={n}" for sp, n in ds.describe()["splits"].items())
         except (UserError, OSError, ValueError) as exc:
             missing = named is not None and ("not found" in str(exc) or "no data root" in str(exc))
@@ -551,14 +565,16 @@ def doctor(datasets: Path = DatasetsOpt, data_root: Path = DataRootOpt):
                 }
             )
             continue
-        failed += bool(problems)
+        failed += bool(problems or short)
+        # "partial": readable but fewer images than the named set has; "error": something in it is wrong.
+        fix = "; ".join(problems + short) + (f"; {named.how}" if short else "")
         rows.append(
             {
                 "dataset": name,
                 "source": "user" if name in user else "named",
-                "status": "partial" if problems else "ok",
+                "status": "error" if problems else "partial" if short else "ok",
                 "found": found,
-                "fix": "; ".join(problems) + (f"; {named.how}" if named else "") if problems else "",
+                "fix": fix or "; ".join(f"note: {w}" for w in ds.warnings),
             }
         )
     typer.echo(_table(rows))
@@ -651,11 +667,26 @@ def cache_rm(
     typer.echo(f"removed {len(removed)} cache entr{'y' if len(removed) == 1 else 'ies'}")
 
 
+class _Stderr(logging.StreamHandler):
+    """Log lines to whatever `sys.stderr` is when they are written: while progress bars are drawn it is
+    their console, which prints the line above the bars instead of through them."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler sets it once; the property always looks again
+        pass
+
+
 def main() -> None:
+    from probebench import progress
     from probebench.allocator import keep_freed_memory
 
     keep_freed_memory()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", handlers=[_Stderr()])
+    progress.show_on_terminal()  # bars on a terminal only: logs and CI output stay short
     try:
         code = app(standalone_mode=False)  # click returns, rather than raises, the code of typer.Exit here
         if isinstance(code, int) and code:
@@ -674,7 +705,23 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if isinstance(exc, aborts):
             sys.exit(1)
+        if _out_of_memory(exc):
+            said = " ".join(str(exc).split())[:200]
+            typer.echo(
+                f"error: out of memory ({said}); lower --batch-size, --max-pixels or the task's sizes "
+                "(max_side, crop, short, long, batch_size); finished shards and results are kept",
+                err=True,
+            )
+            sys.exit(2)
         raise
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation: Python's, numpy's (a MemoryError), or torch's on the CPU or a GPU."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    )
 
 
 def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:

@@ -14,13 +14,13 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from probebench import distributed
+from probebench import distributed, progress
 from probebench.cache.store import EXTRACTOR_VERSION, FeatureStore, cache_key, is_token_array, list_stores
 from probebench.data.base import MAX_PIXELS, ImageDataset
 from probebench.data.loader import ImageRows, collate_rows, why_unreadable, worker_init
@@ -72,7 +72,7 @@ class Options:
     shard_size: int = 256
     strict: bool = False
     max_pixels: int = MAX_PIXELS  # images with more pixels are skipped as unreadable (decompression bombs)
-    progress: bool | None = None  # None: only on a terminal
+    progress: bool | None = None  # None: where progress shows (`probebench.progress`); False: never
 
     def __post_init__(self) -> None:
         """Bad options are one line before any work: the device must parse and exist here."""
@@ -295,21 +295,22 @@ def extract(
     # the same images as in one process, so the features are the same bits.
     rows = [r for s in ranks.mine(missing) for r in store.shard_rows(s)]
     shards = _ShardWriter(store, dataset, opts.strict, opts.max_pixels, publish=ranks.world == 1)
-    bar = tqdm(
-        total=len(rows),
-        unit="img",
-        desc=f"{spec.entry.name} | {dataset.name}" + (f" | rank {ranks.rank}" if ranks.world > 1 else ""),
-        # None: tqdm's own choice (shown on a terminal only); one bar for the run, rank 0's
-        disable=True if not ranks.main else None if opts.progress is None else not opts.progress,
-        dynamic_ncols=True,
-    )
     t_forward = time.perf_counter()
-    for images, index, ok, geometry in _loader(encoder, dataset, rows, req, opts, device):
-        arrays = _run_by_size(run, images)
-        for pos, row in enumerate(index.tolist()):
-            shards.add(row, {k: v[pos] for k, v in arrays.items()}, bool(ok[pos]), geometry[pos])
-        bar.update(len(index))
-    bar.close()
+    # rank 0 speaks for a multi-process run (its share of the rows); `opts.progress` False keeps quiet
+    shown = ranks.main and opts.progress is not False
+    label = f"extract {spec.entry.name} x {dataset.name}" + (
+        f" (rank 0 of {ranks.world})" if ranks.world > 1 else ""
+    )
+    with (
+        progress.stage(label, total=len(rows), unit="img")
+        if shown
+        else nullcontext(lambda n=1: None) as advance
+    ):
+        for images, index, ok, geometry in _loader(encoder, dataset, rows, req, opts, device):
+            arrays = _run_by_size(run, images)
+            for pos, row in enumerate(index.tolist()):
+                shards.add(row, {k: v[pos] for k, v in arrays.items()}, bool(ok[pos]), geometry[pos])
+            advance(len(index))
     seconds = time.perf_counter() - t_forward
     distributed.barrier()  # every rank's shards are written: rank 0 lists them all at once
     if ranks.world > 1 and ranks.main:

@@ -10,6 +10,11 @@ from pathlib import Path
 from probebench.errors import UserError
 
 _SAFE = re.compile(r"^[a-z0-9][a-z0-9_\-.]*$")
+# Names become parts of file names (`runs/<encoder>__<dataset>__<task>__<suffixes>.json`, cache folders,
+# view names such as `<dataset>.crops-keypoints-<hash>`): three names of this length, their suffixes and
+# separators stay under the 255 bytes most file systems allow for one component.
+MAX_NAME = 64
+MAX_COMPONENT = 255
 
 
 def home() -> Path:
@@ -50,10 +55,23 @@ def results_dir() -> Path:
     return Path(os.environ.get("PROBEBENCH_RESULTS", "results"))
 
 
-def safe_name(name: str, what: str) -> str:
-    """Names that become path components must not escape their folder."""
+def safe_name(name: str, what: str, limit: int = MAX_COMPONENT - 10) -> str:
+    """Names that become path components must not escape their folder, and must fit the file system with
+    the suffixes added to them (`limit` characters)."""
     if not _SAFE.match(name) or ".." in name:
         raise UserError(f"{what} {name!r} is not a valid name: use lowercase letters, digits, '_', '-', '.'")
+    if len(name) > limit:
+        raise UserError(f"{what} {name[:40]!r}... has {len(name)} characters; give one of at most {limit}")
+    return name
+
+
+def fits_component(name: str, what: str) -> str:
+    """A file name made of several names must fit one path component (255 bytes on most file systems)."""
+    if len(name.encode()) > MAX_COMPONENT:
+        raise UserError(
+            f"{what} {name[:60]!r}... would be {len(name.encode())} bytes long, more than a file name may "
+            f"be ({MAX_COMPONENT}); give the encoder, dataset or task a shorter name"
+        )
     return name
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from probebench import progress
 from probebench.cache.store import CorruptShard, FeatureStore
 from probebench.data.base import ImageDataset
 from probebench.data.crops import make_view
@@ -29,7 +31,7 @@ from probebench.errors import UserError
 from probebench.extract import Options, Request, Result, device_and_precision, extract, store_for
 from probebench.paths import check_writable
 from probebench.registry import EncoderEntry
-from probebench.results.records import finished, git_commit, record_path, versions, write_record
+from probebench.results.records import finished, git_commit, read_record, record_path, versions, write_record
 from probebench.results.schema import Primary, ResultRecord, RoleInfo, TaskInfo
 from probebench.tasks.base import Context, Evaluation, RoleData
 from probebench.tasks.features import split_rows
@@ -49,13 +51,17 @@ class Outcome:
     metrics: dict
     primary: str = ""
     layer: str = ""
+    undefined: dict[str, str] = field(default_factory=dict)  # metric -> why the data cannot define it
 
     def line(self) -> str:
-        """`done     <encoder> x <dataset> x <task>[ x layer<n>]: <primary>=<value> [<95% interval>]`."""
+        """`done     <encoder> x <dataset> x <task>[ x layer<n>]: <primary>=<value> [<95% interval>]`, or
+        `<primary>=undefined (<why>)`."""
         head = f"{self.status:8s} {self.encoder} x {self.dataset} x {self.task}"
         head += f" x {self.layer}: " if self.layer else ": "
         value = self.metrics.get(self.primary)
-        if not isinstance(value, int | float):
+        if self.primary in self.undefined:
+            return f"{head}{self.primary}=undefined ({self.undefined[self.primary]})"
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
             return f"{head}{self.primary}=(missing)"
         ci = self.metrics.get(f"{self.primary}_ci95")
         interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if isinstance(ci, list | tuple) and len(ci) == 2 else ""
@@ -393,6 +399,7 @@ def build_record(
         seed=seed,
         timings=timings,
         outputs=sorted(evaluation.outputs),
+        undefined=dict(evaluation.undefined),
         warnings=list(
             dict.fromkeys(
                 [*(w for r in roles.values() for w in r.dataset.get("warnings", [])), *ctx.warnings]
@@ -419,6 +426,7 @@ def run_one(
     datasets: Path | None = None,
     data_root: Path | None = None,
     preloaded: dict[str, ImageDataset] | None = None,
+    report: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Tasks on one encoder: plan, features, evaluate, record. `dataset` (when given) replaces every role's
     dataset (`--dataset`); otherwise each task's datasets are looked up by name.
@@ -438,6 +446,8 @@ def run_one(
     if not force:
         done = _all_finished(spec, plan, stores, notes, asked_feature, seed)
         if done is not None:
+            for outcome in done if report is not None else []:
+                report(outcome)
             return done
     t0 = time.perf_counter()
     results = ensure_features(spec, plan, stores, loaded, opts)
@@ -452,17 +462,21 @@ def run_one(
         chash = config_hash(target, at, asked_feature, seed, _role_keys(target, keys), notes)
         if not force and finished(target.path, chash):
             outcomes.append(_skipped(spec, target))
+            if report is not None:
+                report(outcomes[-1])
             continue
         t1 = time.perf_counter()
-        evaluation, ctx = evaluate_with_retry(
-            spec,
-            plan,
-            target,
-            lambda target=target, at=at: _context(target, at, results, loaded, chosen, seed, device),
-            results,
-            loaded,
-            opts,
-        )
+        what = f"{target.task.name}: {spec.entry.name} x {target.task.dataset}"
+        with progress.stage(what + (f" x layer {at[0]}" if target.sweep else ""), unit="step"):
+            evaluation, ctx = evaluate_with_retry(
+                spec,
+                plan,
+                target,
+                lambda target=target, at=at: _context(target, at, results, loaded, chosen, seed, device),
+                results,
+                loaded,
+                opts,
+            )
         timings = {
             "extract_s": round(t_extract, 3),
             "evaluate_s": round(time.perf_counter() - t1, 3),
@@ -473,7 +487,9 @@ def run_one(
             spec, target, at, chosen, seed, evaluation, results, ctx, described, chash, timings, device
         )
         write_record(target.path, record, evaluation.outputs)
-        outcomes.append(_outcome(spec, target, "done", record.metrics))
+        outcomes.append(_outcome(spec, target, "done", record.metrics, record.undefined))
+        if report is not None:
+            report(outcomes[-1])
     return outcomes
 
 
@@ -546,7 +562,7 @@ def _role_keys(target: Target, keys: dict[tuple[str, str], str]) -> dict[str, st
     return {role: keys[feed] for role, feed in target.feeds.items()}
 
 
-def _outcome(spec: Spec, target: Target, status: str, metrics: dict) -> Outcome:
+def _outcome(spec: Spec, target: Target, status: str, metrics: dict, undefined: dict) -> Outcome:
     layer = f"layer{target.layers[0]}" if target.sweep else ""
     return Outcome(
         spec.entry.name,
@@ -557,12 +573,13 @@ def _outcome(spec: Spec, target: Target, status: str, metrics: dict) -> Outcome:
         metrics,
         target.task.primary.name,
         layer,
+        dict(undefined),
     )
 
 
 def _skipped(spec: Spec, target: Target) -> Outcome:
-    metrics = json.loads(target.path.read_text())["metrics"]
-    return _outcome(spec, target, "skipped", metrics)
+    record = read_record(target.path)  # `finished` has read it: a damaged one is recomputed, not skipped
+    return _outcome(spec, target, "skipped", record.metrics, record.undefined)
 
 
 def with_views(tasks: list[Task], loaded: dict[str, ImageDataset]) -> dict[str, ImageDataset]:
@@ -600,6 +617,30 @@ def prepare_data(
     return tasks, with_views(tasks, _load_datasets(tasks, None, datasets, data_root))
 
 
+def check_task_data(tasks: list[Task], datasets: Path | None, data_root: Path | None) -> list[str]:
+    """One line per task whose data `run` would refuse: a dataset that does not exist or does not read,
+    crops naming keypoints it lacks or a source it has not, windows it cannot be cut into. Each dataset is
+    read once; `validate --tasks` says this before any run does."""
+    loaded: dict[str, ImageDataset | UserError] = {}
+    problems = []
+    for task in tasks:
+        names = dict.fromkeys(d for d, _ in task.bindings.values())
+        for name in names:
+            if name not in loaded:
+                try:
+                    loaded[name] = get_dataset(name, datasets, data_root)
+                except UserError as exc:
+                    loaded[name] = exc
+        failed = [loaded[n] for n in names if isinstance(loaded[n], UserError)]
+        try:
+            if failed:
+                raise failed[0]
+            with_views([task], {n: loaded[n] for n in names})
+        except UserError as exc:
+            problems += [f"task {task.name!r}: {line}" for line in str(exc).splitlines()]
+    return problems
+
+
 def run(
     entries: list[EncoderEntry],
     tasks: list[Task],
@@ -614,9 +655,10 @@ def run(
     layers: tuple[int | str, ...] | None = None,
     feature: str | None = None,
     seed: int = SEED,
+    report: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Every encoder on every task (on `dataset` instead of each task's own when given). Finished results are
-    skipped; a failure stops with earlier work kept."""
+    skipped; a failure stops with earlier work kept. `report` hears of each outcome as it comes."""
     check_writable(results_root)
     tasks, loaded = prepare_data(tasks, dataset, datasets, data_root)
     outcomes = []
@@ -635,5 +677,6 @@ def run(
             datasets=datasets,
             data_root=data_root,
             preloaded=loaded,
+            report=report,
         )
     return outcomes

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from probebench.errors import UserError
+from probebench.paths import MAX_NAME
 
 NAME_RE = re.compile(r"^[a-z0-9_]+$")
 SHA256_RE = r"^[0-9a-f]{64}$"
@@ -139,14 +140,20 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """A mapping whose keys are each written once. Merge keys (`<<: *base`) are YAML 1.1's way to share
+    fields between entries: the keys they bring in may be overridden by the entry's own, but the entry's
+    own keys must still differ from each other."""
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise UserError(
                 f"duplicate name {key!r} (line {key_node.start_mark.line + 1}); each name appears once"
             )
         seen.add(key)
+    loader.flatten_mapping(node)  # merged keys first, then the entry's own (which win)
     return loader.construct_mapping(node, deep=deep)
 
 
@@ -166,7 +173,12 @@ def default_registry_path() -> Path:
 _TYPE_PART = re.compile(r"^(dict|list|tuple|set|str|int|float|bool|literal|function-after)\b|\[")
 
 
-def _describe(error: dict) -> str:
+_FIELD_LINE = re.compile(r"^([A-Za-z_][\w.]*): (.+)$")
+
+
+def _describe(error: dict) -> list[str]:
+    """One error of pydantic's as lines `field 'F': what is wrong`. An entry-level check (a model
+    validator) may name several fields, one per line of its message (`knobs.ks: ...`)."""
     loc = [str(p) for p in error["loc"]]
     # pydantic puts the discriminator value ("timm", ...) into the location of union members; drop it.
     if (
@@ -179,19 +191,25 @@ def _describe(error: dict) -> str:
     loc = [p for p in loc if not _TYPE_PART.search(p)]
     field = ".".join(loc) or "(entry)"
     if error["type"] == "extra_forbidden":
-        return f"field {field!r}: unknown field (check the spelling; see the fields in the README)"
+        return [f"field {field!r}: unknown field (check the spelling; see the fields in the README)"]
     if error["type"] == "missing":
-        return f"field {field!r}: required field is missing"
+        return [f"field {field!r}: required field is missing"]
     msg = str(error["msg"]).removeprefix("Value error, ")
-    return f"field {field!r}: {msg} (got {error.get('input')!r})"
+    if not loc:  # the whole entry was checked: each line says which field it is about
+        return [
+            f"field {m[1]!r}: {m[2]}" if (m := _FIELD_LINE.match(line)) else f"field '(entry)': {line}"
+            for line in msg.splitlines()
+            if line.strip()
+        ]
+    return [f"field {field!r}: {msg} (got {error.get('input')!r})"]
 
 
 def _problems(exc: ValidationError) -> list[str]:
     """One line per field in error: a union's members each report the same field; the first is kept."""
     out: dict[str, str] = {}
     for error in exc.errors():
-        line = _describe(error)
-        out.setdefault(line.split(":", 1)[0], line)
+        for line in _describe(error):
+            out.setdefault(line.split(":", 1)[0], line)
     return list(out.values())
 
 
@@ -208,6 +226,11 @@ def parse_entries(
     for name, body in raw.items():
         if not isinstance(name, str) or not NAME_RE.match(name):
             problems.append(f"{origin}: {what} {name!r}: names use lowercase letters, digits and '_' only")
+        elif len(name) > MAX_NAME:
+            problems.append(
+                f"{origin}: {what} {name[:40]!r}...: {len(name)} characters; names have at most {MAX_NAME} "
+                "(they become parts of file names)"
+            )
         elif not isinstance(body, dict):
             kind = type(body).__name__
             problems.append(f"{origin}: {what} {name!r}: expected a mapping of fields, got {kind}")

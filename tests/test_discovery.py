@@ -61,20 +61,23 @@ def test_saliency_metrics_on_hand_made_masks():
     perfect.add(truth.astype(float), truth)
     empty.add(np.zeros((10, 10)), truth)
     full.add(np.ones((10, 10)), truth)
-    assert perfect.metrics() == {
-        "saliency_acc": 100.0,
-        "saliency_iou": 100.0,
-        "saliency_max_f": pytest.approx(100.0),
-    }
+    assert perfect.metrics() == (
+        {"saliency_acc": 100.0, "saliency_iou": 100.0, "saliency_max_f": pytest.approx(100.0)},
+        None,
+    )
     # an empty mask: right on the 80 background pixels, IoU 0, precision 1 but recall 0 -> F 0
-    assert empty.metrics() == {"saliency_acc": 80, "saliency_iou": 0.0, "saliency_max_f": 0.0}
+    assert empty.metrics()[0] == {"saliency_acc": 80, "saliency_iou": 0.0, "saliency_max_f": 0.0}
     # all foreground: precision 0.2, recall 1 -> F = 1.3 * 0.2 / (0.3 * 0.2 + 1)
-    m = full.metrics()
+    m, _ = full.metrics()
     assert (m["saliency_acc"], m["saliency_iou"]) == (pytest.approx(20), pytest.approx(20))
     assert m["saliency_max_f"] == pytest.approx(100 * 1.3 * 0.2 / (0.06 + 1))
+    # An empty ground truth has no score: an empty prediction there scored IoU and F of 100 (0/0 taken as
+    # perfect), while any method that predicts something scored 0. It is left out and counted.
     both = Saliency()
     both.add(np.zeros((4, 4)), np.zeros((4, 4), dtype=bool))
-    assert both.metrics()["saliency_iou"] == 100 and both.empty_both == 1
+    assert both.metrics() == ({}, "none of the 1 test image(s) has any foreground in its ground truth")
+    perfect.add(np.ones((4, 4)), np.zeros((4, 4), dtype=bool))
+    assert perfect.metrics()[0]["saliency_iou"] == 100.0 and perfect.empty_truth == 1
 
 
 def test_max_f_averages_each_threshold_over_images_before_the_max():
@@ -94,8 +97,10 @@ def test_max_f_averages_each_threshold_over_images_before_the_max():
     sal = Saliency()
     for p, t in zip(preds, truths, strict=True):
         sal.add(p, t)
-    assert sal.metrics()["saliency_max_f"] == pytest.approx(100 * np.mean(curves, axis=0).max())
-    assert sal.metrics()["saliency_max_f"] < 100 * np.mean(np.max(curves, axis=1))  # not the mean of maxima
+    assert sal.metrics()[0]["saliency_max_f"] == pytest.approx(100 * np.mean(curves, axis=0).max())
+    assert sal.metrics()[0]["saliency_max_f"] < 100 * np.mean(
+        np.max(curves, axis=1)
+    )  # not the mean of maxima
 
 
 def test_segmentation_retrieval_labels_a_query_by_its_nearest_reference():

@@ -167,7 +167,7 @@ def test_cub_with_boxes_and_part_locations(tmp_path):
     (s,) = read_cub(root).samples
     assert s.split == "test" and s.label == 0
     assert s.ann["boxes"] == [[2.0, 3.0, 12.0, 8.0, 0]]
-    assert s.ann["keypoints"] == [[4.0, 5.0, 1, 1], [0.0, 0.0, 0, 2]]
+    assert s.ann["keypoints"] == [[4.0, 5.0, 1, 0], [0.0, 0.0, 0, 1]], "1-based in the file, 0-based here"
     with pytest.raises(UserError, match="missing classes.txt"):
         (root / "classes.txt").unlink()
         read_cub(root)

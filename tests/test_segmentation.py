@@ -120,7 +120,8 @@ def test_training_learns_labels_that_the_features_carry():
         bucket=np.zeros(n, dtype=np.int64),
         input_hw=np.full((n, 2), 32),
     )
-    store = seghead.label_store(n, 32, 32, lambda i: labels[i], 255)
+    store, labelled = seghead.label_store(n, 32, 32, lambda i: labels[i], 255, k)
+    assert labelled == int((labels != 255).sum())
     head, details = seghead.train_head(
         windows, store, [k], k, iterations=60, batch_size=8, lr=0.05, warmup_iters=5
     )
@@ -141,9 +142,20 @@ def test_training_learns_labels_that_the_features_carry():
 
 
 def test_label_store_pads_with_the_ignore_index():
-    store = seghead.label_store(2, 3, 4, lambda i: np.full((2, 2), i, dtype=np.int64), 255)
-    assert store.shape == (2, 3, 4) and store.dtype == np.uint8
+    store, labelled = seghead.label_store(2, 3, 4, lambda i: np.full((2, 2), i, dtype=np.int64), 255, 2)
+    assert store.shape == (2, 3, 4) and store.dtype == np.uint8 and labelled == 8
     assert store[1, :2, :2].tolist() == [[1, 1], [1, 1]] and (store[1, 2] == 255).all()
+
+
+@pytest.mark.parametrize(
+    ("classes", "ignore", "dtype"), [(256, 255, np.uint8), (300, 255, np.uint16), (3, 1000, np.uint16)]
+)
+def test_the_label_store_is_as_wide_as_its_labels(classes, ignore, dtype):
+    """ADE20K-style 16-bit labels were stored in uint8 whenever the ignore index fit: label 300 read as 44."""
+    store, _ = seghead.label_store(1, 2, 2, lambda i: np.full((2, 2), classes - 1), ignore, classes)
+    assert store.dtype == dtype and (store[0] == classes - 1).all()
+    with pytest.raises(ValueError, match="do not fit"):
+        seghead.label_store(1, 2, 2, lambda i: np.full((2, 2), 70000), 255, 3)
 
 
 def test_coco_polygons_become_a_label_map_with_the_background_category_at_zero(tmp_path):

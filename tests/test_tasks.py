@@ -14,6 +14,7 @@ from conftest import TINY_REGISTRY, call_cli, tiny_clip, use_registry
 from probebench.data.formats.masks import load_label_map
 from probebench.errors import UserError
 from probebench.tasks import Context, Evaluation, Metric, Needs, Probe, register_probe
+from probebench.tasks.knobs import Choice, Int, Knob, List
 from probebench.tasks.spec import load_tasks, parse_tasks
 
 REGISTRY = TINY_REGISTRY.replace("tiny_random", "tiny_vit") + "  preprocess: {input_size: 64}\n"
@@ -29,8 +30,11 @@ class ToyDense(Probe):
     description = "test-only: nearest class mean per patch over two layers, part masks on the grid"
     protocol_version = "1"
 
-    def defaults(self) -> dict:
-        return {"layers": [1, -1], "geometry": "native"}
+    def knobs(self) -> dict[str, Knob]:
+        return {
+            "layers": List([1, -1], item=Int(1, ge=-64, le=64), min_len=1),
+            "geometry": Choice("native", ("native", "resize")),
+        }
 
     def needs(self, knobs: dict) -> Needs:
         return Needs(
@@ -108,7 +112,7 @@ def test_toy_dense_task_goes_through_pipeline_record_and_leaderboard(registry, t
     assert "done     tiny_vit x embedded x toy_parts: miou=" in out
     rec = json.loads((runs_dir() / "tiny_vit__embedded__toy_parts.json").read_text())
     assert (
-        rec["schema_version"] == 2 and rec["task"]["level"] == "part" and rec["task"]["source"] == str(tasks)
+        rec["schema_version"] == 3 and rec["task"]["level"] == "part" and rec["task"]["source"] == str(tasks)
     )
     assert rec["primary"]["name"] == "miou" and rec["primary"]["value"] == rec["metrics"]["miou"]
     assert rec["knobs"]["layer"] == [1, 11] and rec["knobs"]["geometry"] == {
@@ -151,7 +155,7 @@ def test_a_user_task_entry_sets_knobs_and_its_result_says_so(registry, tmp_path,
     [
         ("a: {probe: knm, dataset: embedded}", "unknown probe 'knm'; did you mean knn?"),
         ("a: {probe: knn, dataset: embedded, knobs: {kss: [5]}}", "unknown knob of probe 'knn' 'kss'"),
-        ("a: {probe: knn, dataset: embedded, knobs: {ks: 5}}", "knobs.ks: expected list"),
+        ("a: {probe: knn, dataset: embedded, knobs: {ks: 5}}", "field 'knobs.ks': 5 is not a list"),
         ("a: {probe: knn, dataset: embedded, split: test}", "split names the split of a one-role probe"),
         ("a: {probe: knn}", "give dataset, or datasets for every role"),
         ("a: {probe: knn, dataset: embedded, splits: {val: val}}", "has roles train, test"),
@@ -159,9 +163,9 @@ def test_a_user_task_entry_sets_knobs_and_its_result_says_so(registry, tmp_path,
         ("Bad: {probe: knn, dataset: embedded}", "names use lowercase letters"),
         (
             "a: {probe: linear, dataset: embedded, knobs: {variant: lasso}}",
-            "knobs.variant: use one of plain, bn",
+            "field 'knobs.variant': 'lasso' is not known; give one of plain, bn",
         ),
-        ("a: {probe: knn, dataset: embedded, knobs: {ks: [0]}}", "knobs.ks: give positive whole numbers"),
+        ("a: {probe: knn, dataset: embedded, knobs: {ks: [0]}}", "field 'knobs.ks': 0 is out of range"),
     ],
 )
 def test_bad_task_entries_get_one_line_naming_the_field(text, expected):
@@ -254,12 +258,13 @@ def test_leaderboard_names_records_it_cannot_read_and_counts_them(registry, monk
     assert code == 0, err
     (runs_dir() / "old.json").write_text(json.dumps({"encoder": {"name": "x"}, "metrics": {}}))
     (runs_dir() / "cut.json").write_text('{"schema_version": 2, "enc')
-    for name, foreign in {"empty": {}, "list": [1, 2], "typed": {"schema_version": 2, "encoder": 5}}.items():
+    for name, foreign in {"empty": {}, "list": [1, 2], "typed": {"schema_version": 3, "encoder": 5}}.items():
         (runs_dir() / f"{name}.json").write_text(json.dumps(foreign))
     (runs_dir() / "binary.json").write_bytes(b"\xff\xfe\x00")
     code, out, err = call(monkeypatch, capsys, "leaderboard")
     assert code == 0 and "knn" in out and "top1/k=20" in out and "Traceback" not in err
-    assert "old.json: record schema 1, expected 2" in err and "cut.json: not readable JSON" in err
+    assert "old.json: record schema 1, expected 3" in err and "cut.json: not valid JSON" in err
+    assert "binary.json: not UTF-8 text" in err
     assert "list.json: record schema none" in err and "typed.json: not a valid record" in err
     assert "left out 6 file(s) in runs/ that are not readable records" in err
 
@@ -356,8 +361,12 @@ def test_native_extraction_keeps_each_images_grid_without_padding(tmp_path):
 
     for row in rows:
         x, geo = framing(read_rgb(str(ds.root / ds.samples[row].path)))
-        alone = enc(x[None], layers=[-1]).patches[11][0].numpy().astype(np.float16)
-        assert np.array_equal(alone, grids[row]) and geo == geos[row]
+        alone = enc(x[None], layers=[-1]).patches[11][0].numpy()
+        # the same tokens up to float16 rounding: a batch of one and a batch of two may take different
+        # matmul kernels on some CPUs (last-bit differences); padding leaking into a grid would move them by
+        # whole units
+        np.testing.assert_allclose(alone, grids[row].astype(np.float32), rtol=2e-3, atol=2e-3)
+        assert geo == geos[row]
     with pytest.raises(ValueError, match="different sizes"):
         res.store.load_tokens("patches.L11", rows)
     square = [i for i, g in enumerate(geos) if g.width == 64]  # two 64x64 photos in a shard of mixed sizes

@@ -21,19 +21,17 @@ Why this shape:
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
-import os
+import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from probebench.errors import UserError
+from probebench.io import atomic_write, read_json
 from probebench.paths import features_dir, safe_name
 
 log = logging.getLogger(__name__)
@@ -43,6 +41,7 @@ log = logging.getLogger(__name__)
 # images scaled to 8 bits (were clipped to white), images over --max-pixels skipped (were decoded up to 2x);
 # 5: channels-last forward (CNN features move in the 5th significant digit)
 EXTRACTOR_VERSION = "5"
+MAX_MANIFEST_BYTES = 512 * 2**20  # a manifest lists every shard: a few MB for ImageNet
 
 
 def is_token_array(name: str) -> bool:
@@ -65,41 +64,6 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`: a reader sees the old
-    file or the new one, never part of one, whenever the writer dies. A full disk is one line (the
-    temporary file removed, so nothing partial looks valid); earlier files stay as they were."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise _disk_error(exc, path) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise _disk_error(exc, path) from None
-        raise
-
-
-def _disk_error(exc: OSError, path: Path) -> Exception:
-    if exc.errno in _FULL:
-        return UserError(
-            f"cannot write {path}: {exc.strerror or 'the disk is full'}; free space there (or point "
-            "PROBEBENCH_HOME / PROBEBENCH_RESULTS elsewhere) and re-run: finished work is kept"
-        )
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return UserError(f"cannot write {path}: {exc.strerror}; make the folder writable and re-run")
-    return exc
-
-
 def _npy_bytes(arr: np.ndarray) -> bytes:
     import io
 
@@ -119,6 +83,29 @@ def _check_entry(manifest: object, key: object) -> None:
         raise ValueError("manifest.json is damaged (key or shards)")
     if not isinstance(n, int) or n < 0 or not isinstance(size, int) or size < 1:
         raise ValueError("manifest.json is damaged (row or shard counts)")
+    for shard in shards.values():
+        _check_files(shard.get("files") if isinstance(shard, dict) else None)
+
+
+# A shard file's name: `<array>.<shard>.npy`, nothing that could name a file outside the entry.
+_SHARD_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*\.npy$")
+
+
+def _check_files(files: object) -> None:
+    """A shard's file table as `write_shard` writes it, else ValueError: plain file names (never a path),
+    each with its size and checksum."""
+    if not isinstance(files, dict):
+        raise ValueError("manifest.json is damaged (a shard without its files)")
+    for name, meta in files.items():
+        if not isinstance(name, str) or not _SHARD_FILE.match(name) or ".." in name:
+            raise ValueError(f"manifest.json is damaged (file name {name!r})")
+        if not (
+            isinstance(meta, dict)
+            and isinstance(meta.get("bytes"), int)
+            and isinstance(meta.get("sha256"), str)
+            and isinstance(meta.get("shape"), list)
+        ):
+            raise ValueError(f"manifest.json is damaged (the entry of {name})")
 
 
 class FeatureStore:
@@ -129,11 +116,11 @@ class FeatureStore:
         self._verified: set[str] = set()
         self.damaged: str | None = None  # why the entry cannot be read (listed as such, removable, redone)
         try:
-            self.manifest = json.loads((root / "manifest.json").read_text())
-            key = json.loads((root / "key.json").read_text())
+            self.manifest = read_json(root / "manifest.json", MAX_MANIFEST_BYTES)
+            key = read_json(root / "key.json")
             _check_entry(self.manifest, key)
-        except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-            self.damaged = f"{exc.filename or 'manifest'}: {exc}" if isinstance(exc, OSError) else str(exc)
+        except ValueError as exc:  # BadFile is a ValueError
+            self.damaged = str(exc)
             # Nothing in a damaged entry is trusted: it reads as empty and incomplete.
             self.manifest = {"key": None, "n": 1, "shard_size": 1, "shards": {}, "skipped": []}
 
@@ -149,11 +136,11 @@ class FeatureStore:
             for f in root.iterdir():  # its shards cannot be checked without the manifest's checksums
                 f.unlink() if f.is_file() else shutil.rmtree(f)
         if not (root / "manifest.json").exists():
-            _atomic_write_bytes(
+            atomic_write(
                 root / "key.json", json.dumps({"key": key, **key_parts}, indent=1, default=str).encode()
             )
             manifest = {"key": key, "n": n, "shard_size": shard_size, "shards": {}, "skipped": []}
-            _atomic_write_bytes(root / "manifest.json", json.dumps(manifest).encode())
+            atomic_write(root / "manifest.json", json.dumps(manifest).encode())
         return cls(root)
 
     @property
@@ -202,7 +189,7 @@ class FeatureStore:
         for name, arr in arrays.items():
             data = _npy_bytes(arr)
             fname = f"{name}.{shard:05d}.npy"
-            _atomic_write_bytes(self.root / fname, data)
+            atomic_write(self.root / fname, data)
             files[fname] = {
                 "bytes": len(data),
                 "sha256": hashlib.sha256(data).hexdigest(),
@@ -211,10 +198,10 @@ class FeatureStore:
             }
         if not publish:
             note = {"files": files, "skipped": list(skipped)}
-            _atomic_write_bytes(self.root / f"shard-{shard:05d}.json", json.dumps(note).encode())
+            atomic_write(self.root / f"shard-{shard:05d}.json", json.dumps(note).encode())
             return
         self._list(shard, files, skipped)
-        _atomic_write_bytes(self.root / "manifest.json", json.dumps(self.manifest).encode())
+        atomic_write(self.root / "manifest.json", json.dumps(self.manifest).encode())
 
     def _list(self, shard: int, files: dict, skipped: list[str]) -> None:
         self.manifest["shards"][str(shard)] = {"files": files}
@@ -229,10 +216,11 @@ class FeatureStore:
         adopted = 0
         for path in notes:
             try:
-                note = json.loads(path.read_text())
+                note = read_json(path)
                 shard = int(path.stem.split("-")[1])
                 files = note["files"]
-            except (OSError, ValueError, KeyError, IndexError):
+                _check_files(files)
+            except (ValueError, KeyError, IndexError, TypeError):  # BadFile is a ValueError
                 continue  # unreadable: never listed (its shard is extracted again)
             whole = all(
                 (self.root / f).is_file() and (self.root / f).stat().st_size == meta["bytes"]
@@ -242,7 +230,7 @@ class FeatureStore:
                 self._list(shard, files, note.get("skipped", []))
                 adopted += 1
         if adopted:
-            _atomic_write_bytes(self.root / "manifest.json", json.dumps(self.manifest).encode())
+            atomic_write(self.root / "manifest.json", json.dumps(self.manifest).encode())
         for path in notes:
             path.unlink(missing_ok=True)
         return adopted
@@ -252,12 +240,12 @@ class FeatureStore:
         than 0 keeps them in memory only, since rank 0 alone writes the manifest."""
         self.manifest.update(meta)
         if persist:
-            _atomic_write_bytes(self.root / "manifest.json", json.dumps(self.manifest).encode())
+            atomic_write(self.root / "manifest.json", json.dumps(self.manifest).encode())
 
     def invalidate(self, shard: int) -> None:
         """Forget a shard (after corruption) so the next extraction recomputes it."""
         self.manifest["shards"].pop(str(shard), None)
-        _atomic_write_bytes(self.root / "manifest.json", json.dumps(self.manifest).encode())
+        atomic_write(self.root / "manifest.json", json.dumps(self.manifest).encode())
 
     # -- reading -----------------------------------------------------------------------------------------
     def _shard_array(self, name: str, shard: int, verify: bool) -> np.ndarray:

@@ -9,8 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from probebench.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +23,41 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 # Pillow's own decompression-bomb threshold (about 89 megapixels, a 9459 x 9459 image); larger images are
 # skipped as unreadable unless `--max-pixels` raises it.
 MAX_PIXELS = 89_478_485
+
+
+def confined(root: Path, name: str, what: str) -> Path:
+    """`root / name` for a file name read from an annotation file, refused (one line naming `what`, the
+    file it came from) when it is absolute or climbs out with `..`: a downloaded annotation file must not
+    make probebench read, record or draw a file from elsewhere. Windows separators are read as '/'. The
+    check is on the name alone, so a root that is a symlink to shared storage, or links under it, work."""
+    text = name.replace("\\", "/")
+    if text.startswith("/") or _DRIVE.match(text) or ".." in text.split("/") or "\0" in text:
+        raise UserError(
+            f"{what}: file name {name!r} leaves the dataset's folder (absolute, or with '..'); give it "
+            "relative to the dataset's root"
+        )
+    return root / text
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:/")
+MAX_ANNOTATION_BYTES = 4 * 2**30  # COCO's largest file, instances_train2017.json, is under 0.5 GB
+
+
+def read_annotation_file(path: Path, what: str) -> bytes:
+    """An annotation file's bytes: a regular file (a FIFO would block the read for ever), not larger than
+    any real one; else one line naming it."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise UserError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{what} {path} is not a regular file")
+    if st.st_size > MAX_ANNOTATION_BYTES:
+        raise UserError(f"{what} {path} has {st.st_size} bytes, more than any annotation file should")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
 
 
 @dataclass(frozen=True)
@@ -107,5 +147,5 @@ class ImageDataset:
             "fingerprint": self.fingerprint(),
             **({"warnings": list(self.warnings)} if self.warnings else {}),
             # a view (part crops, sliding windows): the dataset it was made from and how
-            **{k: self.extra[k] for k in ("view_of", "crops", "windows") if k in self.extra},
+            **{k: self.extra[k] for k in ("view_of", "crops", "crop_counts", "windows") if k in self.extra},
         }

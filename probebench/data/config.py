@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from probebench.data.base import ImageDataset
 from probebench.data.formats import FORMATS, read_dataset
@@ -25,6 +25,9 @@ from probebench.registry import NAME_RE, parse_entries, read_config
 _OPTIONS = sorted({o for f in FORMATS.values() for o in f.options})
 
 
+Label = Annotated[StrictInt, Field(ge=0, le=65535)]  # a value a 16-bit label map can hold
+
+
 class DatasetEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -33,8 +36,8 @@ class DatasetEntry(BaseModel):
     root: str | None = None
     splits: dict[str, str] | list[str] | None = None  # coco: split -> json file; voc and folders: names
     classes: list[str] | None = None  # overrides the format's class list (mask folders)
-    merge: dict[int, int] | None = None  # mask folders: fine label -> coarse label
-    ignore_index: int = 255
+    merge: dict[Label, Label] | None = None  # mask folders: fine label -> coarse label
+    ignore_index: Label = 255  # mask folders: the label no pixel is scored on (mmseg's 255)
     images: str | None = None  # mask folders and saliency sets: the image sub-folder
     labels: str | None = None  # mask folders: the label-map sub-folder
     masks: str | None = None  # saliency sets: the ground-truth sub-folder
@@ -98,6 +101,12 @@ def build_dataset(entry: DatasetEntry, root: Path) -> ImageDataset:
         ds.classes = list(entry.classes)
         if "mask_classes" in ds.extra:
             ds.extra["mask_classes"] = list(entry.classes)
+    classes = ds.extra.get("mask_classes") or []
+    if entry.merge and classes and (bad := sorted(v for v in entry.merge.values() if v >= len(classes))):
+        raise UserError(
+            f"dataset {entry.name!r}: merge maps labels to {bad[0]}, outside its {len(classes)} classes "
+            f"(0 to {len(classes) - 1}); map to a listed class"
+        )
     ds.description = entry.description or ds.description
     ds.extra["tasks"] = list(entry.tasks)
     return ds

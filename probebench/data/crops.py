@@ -11,11 +11,12 @@ stays at the crop's centre.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from probebench.data.base import ImageDataset, Sample
 from probebench.errors import UserError
@@ -39,32 +40,44 @@ def keypoint_crops(
     min_visibility: int = 1,
     min_per_group: int = 2,
     bounds: tuple[float, float] = (20.0, 1000.0),
+    counts: Counter | None = None,
 ) -> list[PartCrop]:
     """Crops for one image. keypoints: [x, y, visibility, part] or [x, y, visibility, part, group] rows (the
     readers' `ann["keypoints"]`); targets: the part indices to crop. A keypoint counts when its visibility is
     at least `min_visibility` (CUB: 1 = visible; COCO: 2 = labelled and visible), and a group (person) only
-    with at least `min_per_group` such target keypoints."""
+    with at least `min_per_group` such target keypoints. `counts`, when given, adds up the target keypoints
+    seen and why each one left out was: `visibility`, `group` (too few in its group), `distance` (the
+    filter on d / 2)."""
     if side not in SIDES:
         raise ValueError(f"unknown crop side {side!r}; use {' or '.join(SIDES)}")
+    counts = Counter() if counts is None else counts
     groups: dict[int, list[tuple[float, float, int]]] = {}
     for kp in keypoints:
         x, y, vis, part = kp[0], kp[1], int(kp[2]), int(kp[3])
         group = int(kp[4]) if len(kp) > 4 else -1
-        if part in targets and vis >= min_visibility:
+        if part not in targets:
+            continue
+        counts["seen"] += 1
+        if vis >= min_visibility:
             groups.setdefault(group, []).append((float(x), float(y), part))
+        else:
+            counts["visibility"] += 1
     out = []
     for group, points in groups.items():
         if len(points) < min_per_group:
+            counts["group"] += len(points)
             continue
         xy = np.array([(x, y) for x, y, _ in points])
         dist = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1))
         np.fill_diagonal(dist, np.inf)
         for (x, y, part), d in zip(points, dist.min(1), strict=True):
             if not bounds[0] < d / 2 < bounds[1]:
+                counts["distance"] += 1
                 continue
             half = int(round(d / 4)) if side == "code" else int(round(d / 2))
             box = (int(round(x)) - half, int(round(y)) - half, int(round(x)) + half, int(round(y)) + half)
             out.append(PartCrop(box, part, (x, y), group))
+    counts["kept"] += len(out)
     return out
 
 
@@ -83,7 +96,7 @@ def crop_view(
     """
     if len(part_names) != len(targets):
         raise ValueError("one part name per target keypoint")
-    samples = []
+    samples, counts = [], Counter()
     for row, sample in enumerate(dataset.samples):
         for crop in keypoint_crops(
             sample.ann.get("keypoints", []),
@@ -91,6 +104,7 @@ def crop_view(
             side=side,
             min_visibility=min_visibility,
             min_per_group=min_per_group,
+            counts=counts,
         ):
             ann = {
                 "crop": list(crop.box),
@@ -105,7 +119,19 @@ def crop_view(
         classes=list(part_names),
         samples=samples,
         description=f"keypoint-centred part crops ({side} side) of {dataset.name}",
-        extra={"source": dataset.name, "targets": list(targets), "side": side},
+        extra={
+            "source": dataset.name,
+            "targets": list(targets),
+            "side": side,
+            # what the protocol's own filters left out, so a record says how many keypoints it stands on
+            "crop_counts": {
+                "keypoints": counts["seen"],
+                "crops": counts["kept"],
+                "below_min_visibility": counts["visibility"],
+                "too_few_in_group": counts["group"],
+                "outside_distance_filter": counts["distance"],
+            },
+        },
     )
 
 
@@ -122,16 +148,21 @@ class CropSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: Literal["keypoints", "boxes", "masks"]
-    keypoints: list[str | int] = []
+    keypoints: list[StrictStr | StrictInt] = []
     side: Literal["code", "text"] = "code"
-    min_visibility: int = Field(default=1, ge=0)
-    min_per_group: int = Field(default=2, ge=1)
-    min_side: int = Field(default=8, ge=1)
+    # 0 would crop keypoints that are not labelled at all (COCO and CUB store them at 0, 0)
+    min_visibility: int = Field(default=1, ge=1, le=2)
+    min_per_group: int = Field(default=2, ge=1, le=1000)
+    min_side: int = Field(default=8, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _keypoints_named(self) -> CropSpec:
         if (self.source == "keypoints") != bool(self.keypoints):
             raise ValueError("name the keypoints to crop (and only) with source: keypoints")
+        if bad := [k for k in self.keypoints if isinstance(k, int) and k < 1]:
+            raise ValueError(f"crops.keypoints: id {bad[0]} is not a keypoint; ids count from 1")
+        if len(set(self.keypoints)) < len(self.keypoints):
+            raise ValueError("crops.keypoints: a keypoint is named twice; name each once")
         return self
 
 
@@ -142,60 +173,78 @@ def view_name(dataset: str, spec: CropSpec) -> str:
 
 
 def _keypoint_ids(dataset: ImageDataset, wanted: list[str | int]) -> tuple[list[int], list[str]]:
-    """0-based keypoint indices and names of `wanted` (names, or 1-based ids as CUB and COCO number them)."""
+    """0-based keypoint indices and names of `wanted` (names, or 1-based ids as CUB and COCO number them).
+    An id beyond the dataset's keypoints, a name it lacks, or one keypoint asked twice (by name and by id)
+    is one line."""
     names = list(dataset.extra.get("keypoint_names") or [])
-    if not names and dataset.extra.get("categories"):
-        names = list(dataset.extra["categories"][0].get("keypoints") or [])
+    count = len(names) or 1 + max(
+        (int(kp[3]) for s in dataset.samples for kp in s.ann.get("keypoints", [])), default=-1
+    )
     ids, labels = [], []
     for k in wanted:
         if isinstance(k, int):
+            if not 0 < k <= count:
+                raise UserError(
+                    f"dataset {dataset.name!r} has no keypoint id {k}: its ids are 1 to {count}"
+                    if count
+                    else f"dataset {dataset.name!r} has no keypoints to crop"
+                )
             ids.append(k - 1)
-            labels.append(names[k - 1] if 0 < k <= len(names) else f"keypoint_{k}")
+            labels.append(names[k - 1] if names else f"keypoint_{k}")
         elif k in names:
             ids.append(names.index(k))
             labels.append(k)
         else:
             known = ", ".join(names) or "none named: give 1-based ids"
             raise UserError(f"dataset {dataset.name!r} has no keypoint {k!r} (its keypoints: {known})")
+    if len(set(ids)) < len(ids):
+        twice = labels[ids.index(next(i for i in ids if ids.count(i) > 1))]
+        raise UserError(f"crops.keypoints {list(wanted)} ask for keypoint {twice!r} twice; name it once")
     return ids, labels
 
 
-def _box_samples(dataset: ImageDataset, spec: CropSpec) -> tuple[list[Sample], list[str]]:
+def _box_samples(dataset: ImageDataset, spec: CropSpec) -> tuple[list[Sample], list[str], dict]:
     used = sorted({int(b[4]) for s in dataset.samples for b in s.ann.get("boxes", [])})
-    samples = []
+    samples, counts = [], Counter()
     for row, s in enumerate(dataset.samples):
         crowd = s.ann.get("iscrowd") or [0] * len(s.ann.get("boxes", []))
         for k, (box, is_crowd) in enumerate(zip(s.ann.get("boxes", []), crowd, strict=True)):
+            counts["boxes"] += 1
             x0, y0, x1, y1 = (int(round(v)) for v in box[:4])
-            if is_crowd or min(x1 - x0, y1 - y0) < spec.min_side:
+            if is_crowd:
+                counts["crowd"] += 1
+                continue
+            if min(x1 - x0, y1 - y0) < spec.min_side:
+                counts["below_min_side"] += 1
                 continue
             ann = {"crop": [x0, y0, x1, y1], "source_row": row, "instance": k}
             samples.append(Sample(s.path, used.index(int(box[4])), s.split, ann))
-    return samples, [dataset.classes[c] for c in used]
+    return samples, [dataset.classes[c] for c in used], {**counts, "crops": len(samples)}
 
 
 def _mask_samples(dataset: ImageDataset, spec: CropSpec) -> tuple[list[Sample], list[str]]:
-    from probebench.data.formats.masks import load_label_map
+    from probebench.data.labelmaps import ignore_index, label_map
 
     names = dataset.extra.get("mask_classes")
     if not names:
         raise UserError(f"dataset {dataset.name!r} has no part label maps; crop its boxes or keypoints")
-    ignore = dataset.extra.get("ignore_index", 255)
-    samples = []
+    samples, counts = [], Counter()
     for row, s in enumerate(dataset.samples):
         if "mask" not in s.ann:
             continue
-        labels = load_label_map(dataset.root, s, dataset.extra.get("merge"), ignore)
+        labels = label_map(dataset, s, "mask")  # values checked: each a class or the ignore index
         for part in np.unique(labels):
-            if part == 0 or part == ignore or part >= len(names):  # 0 is the background
+            if part == 0 or part == ignore_index(dataset):  # 0 is the background
                 continue
+            counts["parts"] += 1
             ys, xs = np.nonzero(labels == part)
             x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
             if min(x1 - x0, y1 - y0) < spec.min_side:
+                counts["below_min_side"] += 1
                 continue
             ann = {"crop": [x0, y0, x1, y1], "source_row": row}
             samples.append(Sample(s.path, int(part) - 1, s.split, ann))
-    return samples, list(names[1:])
+    return samples, list(names[1:]), {**counts, "crops": len(samples)}
 
 
 def make_view(dataset: ImageDataset, spec: CropSpec) -> ImageDataset:
@@ -211,13 +260,13 @@ def make_view(dataset: ImageDataset, spec: CropSpec) -> ImageDataset:
             min_per_group=spec.min_per_group,
         )
     else:
-        samples, labels = (_box_samples if spec.source == "boxes" else _mask_samples)(dataset, spec)
+        samples, labels, counts = (_box_samples if spec.source == "boxes" else _mask_samples)(dataset, spec)
         view = replace(
             dataset,
             classes=labels,
             samples=samples,
             description=f"part crops ({spec.source}) of {dataset.name}",
-            extra={"source": dataset.name},
+            extra={"source": dataset.name, "crop_counts": counts},
         )
     view.name = view_name(dataset.name, spec)
     view.extra = {**view.extra, "view_of": dataset.name, "crops": spec.model_dump()}

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from probebench.data.base import ImageDataset, Sample
-from probebench.data.formats.masks import load_label_map
+from probebench.data.formats.masks import load_label_map, read_label_file
 from probebench.errors import UserError
 
 ANNOTATIONS = ("mask", "object_mask")
@@ -53,12 +53,38 @@ def label_classes(dataset: ImageDataset, annotation: str) -> list[str]:
         raise ValueError(f"unknown annotation {annotation!r}; use {' or '.join(ANNOTATIONS)}")
     if dataset.extra.get("mask_classes"):
         return list(dataset.extra["mask_classes"])
-    if any(s.ann.get("segmentation") for s in dataset.samples):
+    if any("mask" in s.ann for s in dataset.samples[:1000]):
+        raise UserError(
+            f"dataset {dataset.name!r} has label maps but no class list: add classes.txt to its folder or "
+            "give `classes:` in its datasets entry"
+        )
+    if has_polygons(dataset):
         return _coco_values(dataset)[0]
     raise UserError(
         f"dataset {dataset.name!r} has no per-pixel labels (label maps or instance polygons); segmentation "
         "needs a mask folder, COCO instances or the embedded dataset"
     )
+
+
+def has_polygons(dataset: ImageDataset) -> bool:
+    """COCO instances with a polygon or RLE somewhere (a box-only file has no per-pixel labels)."""
+    return any(seg for s in dataset.samples for seg in s.ann.get("segmentation") or [])
+
+
+def check_values(labels: np.ndarray, classes: int, ignore: int, where: str) -> np.ndarray:
+    """`labels` when every value is a class (0 to classes - 1) or the ignore index, else one line naming the
+    file and the values: a label outside the class list would train on, or score, a class nobody named."""
+    bad = (labels != ignore) & ((labels < 0) | (labels >= classes))
+    if bad.any():
+        values = np.unique(labels[bad])
+        shown = ", ".join(str(v) for v in values[:5]) + (
+            f" and {len(values) - 5} more" if len(values) > 5 else ""
+        )
+        raise UserError(
+            f"{where} holds label(s) {shown}: not one of its {classes} classes (0 to {classes - 1}) nor the "
+            f"ignore index {ignore}; fix the class list, the merge map or the labels"
+        )
+    return labels
 
 
 def _rasterise(dataset: ImageDataset, sample: Sample) -> np.ndarray:
@@ -86,12 +112,14 @@ def label_map(dataset: ImageDataset, sample: Sample, annotation: str) -> np.ndar
     """(H, W) int64 label map of one image at its stored size (values as `label_classes` names them)."""
     ignore = ignore_index(dataset)
     if annotation == "object_mask" and "object_mask" in sample.ann:
-        with Image.open(dataset.root / sample.ann["object_mask"]) as im:
-            fg = np.array(im.convert("L")) > 0
+        fg = read_label_file(dataset.root / sample.ann["object_mask"]) > 0
         return fg.astype(np.int64) * (sample.label + 1 if sample.label >= 0 else 1)
     if "mask" in sample.ann:
         parts = load_label_map(dataset.root, sample, dataset.extra.get("merge"), ignore)
-    elif sample.ann.get("segmentation"):
+        merged = " (after its merge map)" if dataset.extra.get("merge") else ""
+        where = f"label map {dataset.root / sample.ann['mask']}{merged}"
+        check_values(parts, len(label_classes(dataset, "mask")), ignore, where)
+    elif "segmentation" in sample.ann:  # COCO: an image without instances is all background
         parts = _rasterise(dataset, sample)
     else:
         raise UserError(f"dataset {dataset.name!r}: image {sample.path} has no per-pixel labels")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from probebench.data.base import ImageDataset, Sample
-from probebench.data.labelmaps import ignore_index, label_map
+from probebench.data.labelmaps import has_polygons, ignore_index, label_map
 
 BOX_MODES = ("instances", "union")
 
@@ -30,8 +30,12 @@ def has_boxes(dataset: ImageDataset) -> bool:
 
 
 def has_foreground(dataset: ImageDataset) -> bool:
+    """Whether the images carry a foreground to score saliency on: saliency masks, label maps, object
+    masks, or COCO instances with polygons (a box-only COCO file has none)."""
     first = dataset.samples[0].ann if dataset.samples else {}
-    return _is_saliency(dataset) or any(k in first for k in ("mask", "object_mask", "segmentation"))
+    if _is_saliency(dataset) or any(k in first for k in ("mask", "object_mask")):
+        return True
+    return "segmentation" in first and has_polygons(dataset)
 
 
 def boxes(dataset: ImageDataset, sample: Sample, mode: str = "instances", exclude_hard: bool = False):

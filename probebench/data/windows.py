@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass, replace
 
 from probebench.data.base import ImageDataset, Sample
+from probebench.data.sizes import file_sizes
 from probebench.errors import UserError
 
 
@@ -63,27 +64,21 @@ def window_view_name(dataset: str, spec: WindowSpec) -> str:
     return f"{dataset}.windows-{spec.crop}-{digest}"
 
 
-def _image_size(dataset: ImageDataset, sample: Sample) -> tuple[int, int]:
-    """The stored image's (width, height): the annotation's size when it has one, else the file's header."""
-    from PIL import Image
-
-    size = sample.ann.get("size") or [0, 0]
-    if size[0] > 0 and size[1] > 0:
-        return int(size[0]), int(size[1])
-    try:
-        with Image.open(dataset.root / sample.path) as im:
-            # the loader applies the EXIF orientation: 5 to 8 swap the sides
-            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-            return (im.height, im.width) if turned else im.size
-    except OSError:
-        return 0, 0  # unreadable: one placeholder window, reported as skipped at extraction
+def _image_sizes(dataset: ImageDataset) -> list[tuple[int, int]]:
+    """Each stored image's (width, height) as the loader reads it (EXIF orientation applied): the checked
+    annotation's size where it has one, else the file's header (cached); (0, 0) where unreadable."""
+    sizes = [tuple(int(v) for v in s.ann.get("size") or (0, 0)) for s in dataset.samples]
+    unknown = [i for i, (w, h) in enumerate(sizes) if not (w > 0 and h > 0)]
+    headers = file_sizes([dataset.root / dataset.samples[i].path for i in unknown])
+    for i, (w, h, _) in zip(unknown, headers.tolist(), strict=True):
+        sizes[i] = (w, h)
+    return sizes
 
 
 def window_view(dataset: ImageDataset, spec: WindowSpec) -> ImageDataset:
     """The windows of every image of `dataset` as a dataset of their own, rows grouped by image in order."""
     samples = []
-    for row, s in enumerate(dataset.samples):
-        width, height = _image_size(dataset, s)
+    for row, (s, (width, height)) in enumerate(zip(dataset.samples, _image_sizes(dataset), strict=True)):
         scaled = rescaled_size(width, height, spec) if width and height else (spec.crop, spec.crop)
         for k, box in enumerate(window_boxes(*scaled, spec)):
             ann = {**s.ann, "scale_to": list(scaled), "crop": list(box), "source_row": row, "window": k}

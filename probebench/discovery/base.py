@@ -44,6 +44,7 @@ class Discovery:
         exact in pixels (its mask is that box too), instead of `box` and `mask`
     regions, embeddings: a grouping method's (h, w) region map and (K, d) region embeddings
     logits: (h, w) where the soft map is their sigmoid: upsampled before the sigmoid, as FOUND evaluates
+    why: why the method could not answer this image (then `box` is None and the mask empty), for the record
     """
 
     mask: np.ndarray
@@ -54,6 +55,7 @@ class Discovery:
     regions: np.ndarray | None = None
     embeddings: np.ndarray | None = None
     logits: np.ndarray | None = None
+    why: str | None = None
 
     @property
     def foreground(self) -> np.ndarray:

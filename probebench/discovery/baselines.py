@@ -73,8 +73,14 @@ def lost(feats: ImageFeatures, k_patches: int = LOST_K) -> Discovery:
     return Discovery(mask, cells_box(mask))
 
 
+TOKENCUT_MIN_PATCHES = 3  # the second generalised eigenvector of a graph needs three nodes
+
+
 def tokencut(feats: ImageFeatures, tau: float = TOKENCUT_TAU, eps: float = TOKENCUT_EPS) -> Discovery:
     h, w = feats.grid
+    if h * w < TOKENCUT_MIN_PATCHES:  # an image of one or two patches: no cut to make
+        why = f"have fewer than {TOKENCUT_MIN_PATCHES} patches, too few for a normalised cut"
+        return Discovery(np.zeros((h, w), dtype=bool), None, why=why)
     f = F.normalize(_flat(feats.keys), p=2, dim=1)
     graph = np.where((f @ f.T).numpy() > tau, 1.0, eps)
     y = second_eigenvector(graph)

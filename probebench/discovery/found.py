@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from probebench import progress
 from probebench.discovery.base import Discovery, ImageFeatures, from_mask
 
 THRESHOLD = 0.3
@@ -90,28 +91,32 @@ def train(
     bce = nn.BCEWithLogitsLoss()
     targets: dict[int, torch.Tensor] = {}
     steps = min(config.iterations + 1, config.epochs * -(-n // config.batch))
-    for step in range(steps):
-        if cursor >= n:  # a new epoch, reshuffled, as the authors' DataLoader(shuffle=True)
-            order, cursor = torch.randperm(n, generator=gen), 0
-        positions = order[cursor : cursor + config.batch].tolist()
-        batch = load(np.asarray(positions))
-        cursor += config.batch
-        logits = torch.cat([_logits(head, f).reshape(-1) for f in batch])
-        binary = (logits.detach().sigmoid() > 0.5).float()
-        loss = W_BS * bce(logits, binary)
-        if step < STOP_SEED_LOSS:
-            for p, f in zip(positions, batch, strict=True):  # each image's pseudo-label once, not per visit
-                if p not in targets:
-                    targets[p] = torch.from_numpy(~background(f, config.threshold)[0]).reshape(-1).float()
-            coarse = torch.cat([targets[p] for p in positions])
-            loss = loss + bce(logits, coarse)
-        else:
-            loss = loss + W_SELF * bce(logits, binary)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+    with progress.stage("FOUND: training", total=steps, unit="it") as advance:
+        for step in range(steps):
+            if cursor >= n:  # a new epoch, reshuffled, as the authors' DataLoader(shuffle=True)
+                order, cursor = torch.randperm(n, generator=gen), 0
+            positions = order[cursor : cursor + config.batch].tolist()
+            batch = load(np.asarray(positions))
+            cursor += config.batch
+            logits = torch.cat([_logits(head, f).reshape(-1) for f in batch])
+            binary = (logits.detach().sigmoid() > 0.5).float()
+            loss = W_BS * bce(logits, binary)
+            if step < STOP_SEED_LOSS:
+                for p, f in zip(
+                    positions, batch, strict=True
+                ):  # each image's pseudo-label once, not per visit
+                    if p not in targets:
+                        targets[p] = torch.from_numpy(~background(f, config.threshold)[0]).reshape(-1).float()
+                coarse = torch.cat([targets[p] for p in positions])
+                loss = loss + bce(logits, coarse)
+            else:
+                loss = loss + W_SELF * bce(logits, binary)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            advance()
     return head, {"loss_first": losses[0], "loss_last": losses[-1], "steps": len(losses)}
 
 

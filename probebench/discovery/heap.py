@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from probebench import progress
 from probebench.discovery import found
 from probebench.discovery.base import Discovery, ImageFeatures, from_mask
 
@@ -233,25 +234,27 @@ def train(
     backgrounds: dict[int, np.ndarray] = {}
     order, cursor, curve = torch.randperm(n, generator=gen), 0, []
     first: dict[str, float] = {}
-    for _ in range(cfg.iterations):
-        if cursor >= n:
-            order, cursor = torch.randperm(n, generator=gen), 0
-        positions = order[cursor : cursor + cfg.batch].numpy()
-        cursor += cfg.batch
-        items = load(positions)
-        for p, f in zip(positions.tolist(), items, strict=True):
-            if p not in backgrounds:
-                backgrounds[p] = coarse_background(f, cfg.seed_threshold)
-        x, valid = _batch(items)
-        terms = losses(
-            head, x, valid, _pad_masks([backgrounds[p] for p in positions.tolist()], x.shape[1]), gen
-        )
-        opt.zero_grad()
-        terms["total"].backward()
-        opt.step()
-        values = {k: float(v.detach()) for k, v in terms.items()}
-        first = first or values
-        curve.append(values["total"])
+    with progress.stage("HEAP: training", total=cfg.iterations, unit="it") as advance:
+        for _ in range(cfg.iterations):
+            if cursor >= n:
+                order, cursor = torch.randperm(n, generator=gen), 0
+            positions = order[cursor : cursor + cfg.batch].numpy()
+            cursor += cfg.batch
+            items = load(positions)
+            for p, f in zip(positions.tolist(), items, strict=True):
+                if p not in backgrounds:
+                    backgrounds[p] = coarse_background(f, cfg.seed_threshold)
+            x, valid = _batch(items)
+            terms = losses(
+                head, x, valid, _pad_masks([backgrounds[p] for p in positions.tolist()], x.shape[1]), gen
+            )
+            opt.zero_grad()
+            terms["total"].backward()
+            opt.step()
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            first = first or values
+            curve.append(values["total"])
+            advance()
     last = {k: float(np.mean([c for c in curve[-10:]])) if k == "total" else v for k, v in values.items()}
     return head, {"loss_first": first, "loss_last": last, "curve": curve}
 

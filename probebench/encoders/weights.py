@@ -19,8 +19,11 @@ from pathlib import Path
 import torch
 
 from probebench.errors import UserError, WeightsUnavailable
+from probebench.io import BadFile, atomic_write, read_json
 from probebench.paths import home
 from probebench.registry import KeyMapping
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -30,9 +33,12 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     memo_key = f"{real}|{st.st_size}|{st.st_mtime_ns}"
     memo_path = home() / "sha256-memo.json"
     try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, json.JSONDecodeError):
+        memo = read_json(memo_path) if memo_path.exists() else {}
+    except BadFile:
         memo = {}
+    if not isinstance(memo, dict):  # a file probebench reads back: anything else is no memo
+        memo = {}
+    memo = {k: v for k, v in memo.items() if isinstance(v, str) and _SHA256.match(v)}
     if memo_key in memo:
         return memo[memo_key]
     h = hashlib.sha256()
@@ -42,10 +48,8 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     memo[memo_key] = h.hexdigest()
     try:
         memo_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_path.with_name(f".{memo_path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(memo))
-        os.replace(tmp, memo_path)
-    except OSError:
+        atomic_write(memo_path, json.dumps(memo).encode())
+    except (OSError, UserError):
         pass  # the memo is an optimisation only
     return memo[memo_key]
 

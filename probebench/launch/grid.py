@@ -8,13 +8,14 @@ calls the same pipeline as `probebench run`: a job's records are the records a s
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from probebench.encoders.load import resolve
 from probebench.extract import Options
-from probebench.paths import safe_name
+from probebench.paths import MAX_NAME, safe_name
 from probebench.pipeline import SEED, finished_outcomes, plan_run
 from probebench.registry import EncoderEntry
 from probebench.tasks.spec import Task
@@ -80,8 +81,19 @@ def plan_jobs(entries: list[EncoderEntry], tasks: list[Task]) -> list[Job]:
     for entry in entries:
         for datasets, members in groups:
             ids = {id(t) for t in members}
-            jobs.append(Job(entry, "-and-".join(sorted(datasets)), tuple(t for t in tasks if id(t) in ids)))
+            jobs.append(Job(entry, group_name(datasets), tuple(t for t in tasks if id(t) in ids)))
     return jobs
+
+
+def group_name(datasets: set[str]) -> str:
+    """`a-and-b` for the datasets of a job; a long list becomes `a-and-3-more-<hash>`, so the job's folder
+    name fits the file system (and Slurm's job name stays readable)."""
+    names = sorted(datasets)
+    joined = "-and-".join(names)
+    if len(joined) <= MAX_NAME:
+        return joined
+    digest = hashlib.sha256(joined.encode()).hexdigest()[:8]
+    return f"{names[0]}-and-{len(names) - 1}-more-{digest}"
 
 
 def is_finished(job: Job, args: RunArgs, loaded: dict) -> bool:

@@ -15,14 +15,17 @@ import io
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from probebench.cache.store import _atomic_write_bytes
 from probebench.errors import UserError
+from probebench.io import BadFile, atomic_write, read_json
 from probebench.launch.grid import Job, RunArgs, is_finished, run_job
 from probebench.paths import check_writable, results_dir, writable_dir
 
@@ -64,11 +67,14 @@ def job_folder(job: Job, results_root: Path | None = None) -> Path:
 
 def _write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, json.dumps(data, indent=1, default=str).encode())
+    atomic_write(path, json.dumps(data, indent=1, default=str).encode())
 
 
-def _write_note(job: Job, args: RunArgs, launcher: str, job_id: str | None, state: str) -> None:
-    """`job.json`. Record paths are relative to the results folder, which may sit elsewhere on a node."""
+def _write_note(
+    job: Job, args: RunArgs, launcher: str, job_id: str | None, state: str, time_min: float | None = None
+) -> None:
+    """`job.json`. Record paths are relative to the results folder, which may sit elsewhere on a node;
+    `time_min`, the job's time limit, bounds how long a Slurm job nobody can see counts as live."""
     root = args.results_root or results_dir()
     note = {
         "job": job.name,
@@ -83,6 +89,7 @@ def _write_note(job: Job, args: RunArgs, launcher: str, job_id: str | None, stat
         "state": state,
         "threads": args.threads,
         "submitted": _now(),
+        **({"time_min": time_min} if time_min is not None else {}),
     }
     folder = job_folder(job, args.results_root)
     if state == "queued":  # an earlier attempt's outcome is not this one's (`_submit` clears it too)
@@ -91,7 +98,11 @@ def _write_note(job: Job, args: RunArgs, launcher: str, job_id: str | None, stat
 
 
 def run_and_note(job: Job, args: RunArgs, folder: str) -> list[str]:
-    """What a submitted job runs: the job's work, then `outcome.json` saying it finished."""
+    """What a submitted job runs: the job's work (its progress kept in `progress.json` beside its notes,
+    for the run that waits for it and for `probebench status`), then `outcome.json` saying it finished."""
+    from probebench import progress
+
+    progress.write_to(Path(folder))
     lines = run_job(job, args)
     _write_json(Path(folder) / "outcome.json", {"lines": lines, "finished": _now()})
     return lines
@@ -107,6 +118,7 @@ def executor(launcher: str, folder: Path, res: Resources, name: str, gpu_ids: li
     import submitit
 
     if launcher == "local":
+        _own_sessions()
         ex = submitit.LocalExecutor(folder=folder)
         ex.update_parameters(timeout_min=res.time_min, gpus_per_node=res.gpus, visible_gpus=gpu_ids or ())
         return ex
@@ -118,6 +130,43 @@ def executor(launcher: str, folder: Path, res: Resources, name: str, gpu_ids: li
     return ex
 
 
+class _NewSession:
+    """The `subprocess` module as submitit's local launcher sees it, starting each job's controller in a
+    session of its own: Ctrl-C in the terminal then reaches `probebench run` alone, which stops the jobs
+    itself (no KeyboardInterrupt tracebacks from the controllers, no signal landing in a job's imports)."""
+
+    def __getattr__(self, name: str):
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args, **kwargs):  # noqa: N802 - subprocess's name
+        return subprocess.Popen(*args, **{**kwargs, "start_new_session": True})
+
+
+def _own_sessions() -> None:
+    import submitit.local.local as local
+
+    local.subprocess = _NewSession()  # submitit's module only: no other code of this process sees it
+
+
+class Stopped(KeyboardInterrupt):
+    """A signal asked `probebench run` to stop (SIGTERM, SIGHUP): handled as Ctrl-C, so the jobs it started
+    are stopped too and the queued ones marked."""
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    def stop(signum, frame):
+        raise Stopped(signal.Signals(signum).name)
+
+    saved = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 @dataclass
 class Submitted:
     job: Job
@@ -127,7 +176,7 @@ class Submitted:
 
 
 def _submit(job: Job, args: RunArgs, launcher: str, res: Resources, gpu_ids: list[int]) -> Submitted:
-    from submitit.core.utils import FailedJobError
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
 
     folder = job_folder(job, args.results_root)
     # Cleared before submitting, never after: a job may finish and write its own before we note it.
@@ -142,7 +191,13 @@ def _submit(job: Job, args: RunArgs, launcher: str, res: Resources, gpu_ids: lis
         raise UserError(
             f"sbatch refused {job.name}: {said[-1] if said else exc}; fix the option it names"
         ) from None
-    _write_note(job, args, launcher, str(handle.job_id), "submitted")
+    except FailedSubmissionError as exc:  # sbatch answered, but with no job id in what it said
+        said = " ".join(str(exc).split("\n")[0].split())[:200]
+        raise UserError(
+            f"{job.name}: {said}; check that this `sbatch` is Slurm's (a wrapper that changes its output "
+            "hides the job id)"
+        ) from None
+    _write_note(job, args, launcher, str(handle.job_id), "submitted", res.time_min)
     return Submitted(job, folder, handle, gpu_ids)
 
 
@@ -194,6 +249,7 @@ def launch(
     res: Resources,
     loaded: dict,
     echo: Callable[[str], None] = print,
+    watch: Callable[[list, list], None] | None = None,
 ) -> Iterator[Finished]:
     """Submit every job whose records are not all finished and that is not already queued or running.
     Slurm: submit and return. Local: run them, `res.parallel` at a time, and yield each as it ends."""
@@ -227,10 +283,14 @@ def launch(
             sub = _submit(job, args, launcher, res, [])
             echo(f"submitted {job.name}: slurm job {sub.handle.job_id}, files in {sub.folder}")
         return
-    yield from _run_local(todo, args, res)
+    yield from _run_local(todo, args, res, watch)
 
 
-def _run_local(todo: list[Job], args: RunArgs, res: Resources) -> Iterator[Finished]:
+def _run_local(
+    todo: list[Job], args: RunArgs, res: Resources, watch: Callable[[list, list], None] | None = None
+) -> Iterator[Finished]:
+    """Run the jobs as local processes, `res.parallel` at a time; yield each as it ends. `watch(running,
+    queued)` is called at every look at the jobs (the parent's live view of them)."""
     free, parallel = _gpu_pool(res, visible_gpus() if res.gpus else [])
     parallel = max(1, min(parallel, len(todo)))
     args = replace(args, threads=_threads("local", res, parallel))
@@ -240,21 +300,40 @@ def _run_local(todo: list[Job], args: RunArgs, res: Resources) -> Iterator[Finis
         _write_note(job, args, "local", None, "queued")
     queue, running = list(todo), []
     try:
-        while queue or running:
-            while queue and len(running) < parallel:
-                ids, free = free[: res.gpus], free[res.gpus :]
-                running.append(_submit(queue[0], args, "local", res, ids))
-                queue.pop(0)  # only once submitted: a job whose submission failed is marked below
-            time.sleep(POLL_S)
-            for sub in [s for s in running if s.handle.done()]:
-                running.remove(sub)
-                free += sub.gpu_ids
-                yield _finished(sub)
+        with _stop_on_signals():
+            while queue or running:
+                while queue and len(running) < parallel:
+                    ids, free = free[: res.gpus], free[res.gpus :]
+                    running.append(_submit(queue[0], args, "local", res, ids))
+                    queue.pop(0)  # only once submitted: a job whose submission failed is marked below
+                time.sleep(POLL_S)
+                if watch is not None:
+                    watch(running, queue)
+                for sub in [s for s in running if s.handle.done()]:
+                    running.remove(sub)
+                    free += sub.gpu_ids
+                    yield _finished(sub)
     finally:  # stopped (Ctrl-C, a signal, an error): no orphan job, no job left looking queued
         for sub in running:
-            sub.handle.cancel(check=False)
+            _stop(sub)
+            _write_note(sub.job, args, "local", str(sub.handle.job_id), "interrupted")
         for job in queue:
             _write_note(job, args, "local", None, "cancelled")
+
+
+def _stop(sub: Submitted) -> None:
+    """Stop a running local job: its controller leads a process group of its own (`_NewSession`) holding
+    the job and the job's loader workers, and SIGKILL ends them all at once and quietly. (submitit's own
+    cancel sends SIGINT, which makes the controller and the job print KeyboardInterrupt tracebacks; the job
+    ignores SIGTERM, as submitit sets it up.) Records and cache files are written whole or not at all."""
+    try:
+        pid = int(sub.handle.job_id)
+        if os.getpgid(pid) == pid:  # never our own group
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            sub.handle.cancel(check=False)
+    except (OSError, ValueError):
+        pass  # already gone
 
 
 def _finished(sub: Submitted) -> Finished:
@@ -262,7 +341,13 @@ def _finished(sub: Submitted) -> Finished:
 
     outcome = sub.folder / "outcome.json"
     if outcome.is_file():
-        return Finished(sub.job, True, json.loads(outcome.read_text())["lines"])
+        try:
+            lines = read_json(outcome)["lines"]
+            if isinstance(lines, list) and all(isinstance(x, str) for x in lines):
+                return Finished(sub.job, True, lines)
+        except (BadFile, KeyError, TypeError):
+            pass
+        return Finished(sub.job, True, [f"done     {sub.job.name} (its outcome note {outcome} is damaged)"])
     log, line = failure(sub.folder, str(sub.handle.job_id))
     return Finished(sub.job, False, [f"failed   {sub.job.name}: {line} (log: {log})"])
 
@@ -279,13 +364,51 @@ def run_grid(
     args = _absolute(args)
     bound, loaded = prepare_data(tasks, args.dataset, args.datasets, args.data_root)
     failed = 0
-    for fin in launch(plan_jobs(entries, bound), args, launcher, res, loaded, echo):
-        for line in fin.lines:
-            echo(line)
-        failed += not fin.ok
+    with live_view(launcher == "local") as watch:
+        for fin in launch(plan_jobs(entries, bound), args, launcher, res, loaded, echo, watch):
+            for line in fin.lines:
+                echo(line)
+            failed += not fin.ok
     if launcher == "slurm":
         echo("follow them with `probebench status --watch`; re-run this command to resubmit what failed")
     return failed
+
+
+@contextlib.contextmanager
+def live_view(wanted: bool) -> Iterator[Callable[[list, list], None] | None]:
+    """A view of the running jobs, redrawn at every look: each job's own stage, rate and time left (from
+    its `progress.json`) and how many wait. Only on a terminal: a log gets the finished lines alone."""
+    if not (wanted and sys.stderr.isatty()):
+        yield None
+        return
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from probebench import progress
+
+    started: dict[str, float] = {}
+
+    def table(running: list[Submitted], queue: list) -> Table:
+        view = Table(box=None, pad_edge=False)
+        for column in ("job", "running for", "now"):
+            view.add_column(column)
+        for sub in running:
+            since = started.setdefault(sub.job.name, time.time())
+            doing = progress.job_line(sub.folder) or "starting"
+            view.add_row(sub.job.name, progress.duration(time.time() - since), doing)
+        if queue:
+            view.add_row(
+                f"{len(queue)} queued",
+                "",
+                ", ".join(j.name for j in queue[:3]) + (" ..." if len(queue) > 3 else ""),
+            )
+        return view
+
+    with Live(
+        console=Console(stderr=True), transient=True, redirect_stdout=True, redirect_stderr=True
+    ) as live:
+        yield lambda running, queue: live.update(table(running, queue))
 
 
 def _absolute(args: RunArgs) -> RunArgs:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from probebench import progress
 from probebench.probes.metrics import classification_metrics
 from probebench.probes.split import VAL_FRACTION, carve_val
 
@@ -140,26 +141,28 @@ def attentive_probe(
     curve: list[float] = []
     best = (-1.0, 0, copy.deepcopy(head.state_dict()))
     step = 0
-    for epoch in range(epochs):
-        head.train()
-        order = fit_rows[torch.randperm(len(fit_rows), generator=gen).numpy()]
-        for i in range(0, len(order), batch_size):
-            batch = np.sort(order[i : i + batch_size])  # sorted reads are sequential in the memory map
-            if len(batch) < 2:
-                continue  # BatchNorm needs two rows to train
-            for group in opt.param_groups:
-                group["lr"] = _lr(step, steps, warmup, lr)
-            x = torch.as_tensor(read_train(batch), dtype=torch.float32, device=device)
-            loss = F.cross_entropy(head(x), labels[batch].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-        val_pred = _predict(head, read_train, val_rows, device).argmax(1)
-        acc = float((val_pred == labels[val_rows]).float().mean() * 100) if len(val_rows) else 0.0
-        curve.append(acc)
-        if acc > best[0]:  # the earliest epoch among equals
-            best = (acc, epoch, copy.deepcopy(head.state_dict()))
+    with progress.stage("attentive probe: epochs", total=epochs, unit="epoch") as advance:
+        for epoch in range(epochs):
+            head.train()
+            order = fit_rows[torch.randperm(len(fit_rows), generator=gen).numpy()]
+            for i in range(0, len(order), batch_size):
+                batch = np.sort(order[i : i + batch_size])  # sorted reads are sequential in the memory map
+                if len(batch) < 2:
+                    continue  # BatchNorm needs two rows to train
+                for group in opt.param_groups:
+                    group["lr"] = _lr(step, steps, warmup, lr)
+                x = torch.as_tensor(read_train(batch), dtype=torch.float32, device=device)
+                loss = F.cross_entropy(head(x), labels[batch].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+            val_pred = _predict(head, read_train, val_rows, device).argmax(1)
+            acc = float((val_pred == labels[val_rows]).float().mean() * 100) if len(val_rows) else 0.0
+            curve.append(acc)
+            if acc > best[0]:  # the earliest epoch among equals
+                best = (acc, epoch, copy.deepcopy(head.state_dict()))
+            advance()
     head.load_state_dict(best[2])
     scores = _predict(head, read_test, np.arange(len(y_test)), device)
     metrics = classification_metrics(scores, np.asarray(y_test), seed=seed)

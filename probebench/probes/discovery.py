@@ -7,8 +7,10 @@
   binarised at > 0.5, averaged over images; max F-beta with beta^2 = 0.3: precision and recall per image at
   the 255 thresholds 0, 1/255, ..., 254/255 (prediction > threshold; precision 1 for an empty prediction,
   recall 1 for an empty ground truth), F per image and threshold (0 where undefined), averaged over images per
-  threshold, then the maximum. TokenCut's IoU is 0/0 for an empty prediction on an empty ground truth; here
-  that image scores 1 (a perfect answer), and the record counts such images.
+  threshold, then the maximum. An image whose ground truth is empty has no saliency score: its IoU is 0/0
+  for an empty prediction (TokenCut's code divides by zero there) and its F rewards predicting nothing, so it
+  is left out of all three averages and counted; a set with no foreground at all has no saliency metrics.
+  The standard sets (ECSSD, DUTS, DUT-OMRON) have no empty mask, so their numbers are TokenCut's.
 - Segmentation retrieval (MaskContrast `retrieval.py`, the VOC12 protocol FOUND follows): `SegRetrieval`.
 """
 
@@ -42,33 +44,40 @@ def correct(box: np.ndarray | None, truth: np.ndarray) -> bool:
     return box is not None and len(truth) > 0 and bool((box_iou(box, truth) >= 0.5).any())
 
 
+SALIENCY = ("saliency_acc", "saliency_iou", "saliency_max_f")
+
+
 @dataclass
 class Saliency:
-    """Accumulates TokenCut's saliency metrics image by image."""
+    """Accumulates TokenCut's saliency metrics image by image (images with an empty ground truth counted
+    and left out)."""
 
     acc: list[float] = field(default_factory=list)
     iou: list[float] = field(default_factory=list)
     f_sum: np.ndarray = field(default_factory=lambda: np.zeros(BINS))
-    empty_both: int = 0
+    empty_truth: int = 0
 
     def add(self, pred: np.ndarray, truth: np.ndarray) -> None:
         """pred (H, W) float in [0, 1] (a binary mask is 0/1); truth (H, W) bool."""
+        if not truth.any():
+            self.empty_truth += 1
+            return
         binary = pred > 0.5
         self.acc.append(float((binary == truth).mean()))
-        union = np.logical_or(binary, truth).sum()
-        if union == 0:
-            self.empty_both += 1
-        self.iou.append(float(np.logical_and(binary, truth).sum() / union) if union else 1.0)
+        union = np.logical_or(binary, truth).sum()  # > 0: the truth is not empty
+        self.iou.append(float(np.logical_and(binary, truth).sum() / union))
         self.f_sum += f_curve(pred, truth)
 
-    def metrics(self) -> dict:
-        """In % (TokenCut's README prints them so; FOUND's tables as fractions, .712 = 71.2 here)."""
-        n = max(len(self.acc), 1)
+    def metrics(self) -> tuple[dict, str | None]:
+        """In % (TokenCut's README prints them so; FOUND's tables as fractions, .712 = 71.2 here), or none
+        and why, when no image has any foreground."""
+        if not self.acc:
+            return {}, f"none of the {self.empty_truth} test image(s) has any foreground in its ground truth"
         return {
-            "saliency_acc": 100.0 * float(np.mean(self.acc)) if self.acc else float("nan"),
-            "saliency_iou": 100.0 * float(np.mean(self.iou)) if self.iou else float("nan"),
-            "saliency_max_f": 100.0 * float((self.f_sum / n).max()) if self.acc else float("nan"),
-        }
+            "saliency_acc": 100.0 * float(np.mean(self.acc)),
+            "saliency_iou": 100.0 * float(np.mean(self.iou)),
+            "saliency_max_f": 100.0 * float((self.f_sum / len(self.acc)).max()),
+        }, None
 
 
 def f_curve(pred: np.ndarray, truth: np.ndarray, beta_sq: float = BETA_SQ) -> np.ndarray:

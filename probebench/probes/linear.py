@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from probebench import progress
 from probebench.probes.metrics import classification_metrics
 from probebench.probes.split import VAL_FRACTION, carve_val
 
@@ -120,9 +121,11 @@ def search_c(
     """
     done: dict[int, tuple[float, float, Fit]] = {}
     previous = None
-    for i, c in enumerate(grid):
-        previous = fit_logreg(x_fit, y_fit, num_classes, float(c), previous, max_iter=max_iter, tol=tol)
-        done[i] = (*_score(previous, x_val, y_val), previous)
+    with progress.stage("linear probe: C grid", total=len(grid), unit="C") as advance:
+        for i, c in enumerate(grid):
+            previous = fit_logreg(x_fit, y_fit, num_classes, float(c), previous, max_iter=max_iter, tol=tol)
+            done[i] = (*_score(previous, x_val, y_val), previous)
+            advance()
     best = min(done, key=lambda i: (-done[i][0], done[i][1], i))
     return best, done
 

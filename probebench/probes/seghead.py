@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from probebench import progress
+
 # The configs: AdamW lr 4e-4, weight decay 0.05, 1500 warm-up iterations (ratio 1e-6), 160k iterations, batch
 # 16.
 LR = 4e-4
@@ -100,17 +102,34 @@ def _to_tensors(grids: list[np.ndarray], device: torch.device) -> list[torch.Ten
     ]
 
 
-def label_store(n: int, height: int, width: int, fill: Callable[[int], np.ndarray], ignore: int) -> np.memmap:
+def label_dtype(num_classes: int, ignore: int) -> np.dtype:
+    """The narrowest store for labels 0..num_classes - 1 and the ignore index: uint8 while every value fits
+    (the common case, a quarter of int32's disk), else uint16, else int32. A store narrower than its labels
+    would wrap them (ADE20K's full label set in uint8 trains on label mod 256)."""
+    top = max(num_classes - 1, ignore)
+    if ignore < 0:
+        return np.dtype(np.int32)
+    return np.dtype(np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.int32)
+
+
+def label_store(
+    n: int, height: int, width: int, fill: Callable[[int], np.ndarray], ignore: int, num_classes: int = 256
+) -> tuple[np.memmap, int]:
     """(n, height, width) labels in an anonymous temporary file, window i's labels from `fill(i)` at the top
-    left, the rest `ignore`: training labels are memory-mapped like the features."""
-    dtype = np.uint8 if ignore < 256 else np.int32
+    left, the rest `ignore`: training labels are memory-mapped like the features. Returns the store and how
+    many labelled (not ignored) pixels it holds. Every value written must fit the store's type."""
+    dtype = label_dtype(num_classes, ignore)
     handle = tempfile.TemporaryFile(prefix="probebench-labels-")
     out = np.memmap(handle, dtype=dtype, mode="w+", shape=(max(n, 1), height, width))
+    labelled, info = 0, np.iinfo(dtype)
     for i in range(n):
-        lab = fill(i)
+        lab = np.asarray(fill(i))
+        if lab.size and (lab.min() < info.min or lab.max() > info.max):
+            raise ValueError(f"labels {lab.min()}..{lab.max()} do not fit a {dtype} label store")
         out[i] = ignore
         out[i, : lab.shape[0], : lab.shape[1]] = lab
-    return out
+        labelled += int((lab != ignore).sum())
+    return out, labelled
 
 
 def _batches(windows: Windows, batch_size: int, gen: torch.Generator) -> Iterator[np.ndarray]:
@@ -158,6 +177,8 @@ def train_head(
 ) -> tuple[LinearSegHead, dict]:
     """Train the head for `iterations` steps on the windows. labels: (n, H, W) at least as large as every
     window's input, ignore outside the window. Returns the head and a details dict (loss curve by 1/20th)."""
+    if len(windows.bucket) == 0:  # an epoch of no batch would never reach `iterations`
+        raise ValueError("no training windows to fit the head on")
     t0 = time.perf_counter()
     device = torch.device(device)
     torch.manual_seed(seed)
@@ -174,23 +195,25 @@ def train_head(
     head.train()
     curve, losses, it = [], [], 0
     every = max(1, iterations // 20)
-    while it < iterations:
-        for batch in _batches(windows, batch_size, gen):
-            if it >= iterations:
-                break
-            for group in opt.param_groups:
-                group["lr"] = learning_rate(it, iterations, lr, warmup_iters)
-            in_h, in_w = (int(v) for v in windows.input_hw[batch[0]])
-            y = torch.as_tensor(np.asarray(labels[batch, :in_h, :in_w]), dtype=torch.long, device=device)
-            opt.zero_grad(set_to_none=True)
-            losses.append(
-                _loss_backward(head(_to_tensors(windows.read(batch), device)), y, (in_h, in_w), ignore)
-            )
-            opt.step()
-            it += 1
-            if it % every == 0:
-                curve.append(round(float(np.mean(losses)), 5))
-                losses = []
+    with progress.stage("segmentation head: iterations", total=iterations, unit="it") as advance:
+        while it < iterations:
+            for batch in _batches(windows, batch_size, gen):
+                if it >= iterations:
+                    break
+                for group in opt.param_groups:
+                    group["lr"] = learning_rate(it, iterations, lr, warmup_iters)
+                in_h, in_w = (int(v) for v in windows.input_hw[batch[0]])
+                y = torch.from_numpy(np.asarray(labels[batch, :in_h, :in_w]).astype(np.int64)).to(device)
+                opt.zero_grad(set_to_none=True)
+                losses.append(
+                    _loss_backward(head(_to_tensors(windows.read(batch), device)), y, (in_h, in_w), ignore)
+                )
+                opt.step()
+                it += 1
+                advance()
+                if it % every == 0:
+                    curve.append(round(float(np.mean(losses)), 5))
+                    losses = []
     details = {
         "iterations": iterations,
         "batch_size": batch_size,

@@ -14,6 +14,7 @@ import html
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -269,13 +270,15 @@ def _html(sections: list[Section], long: pd.DataFrame) -> str:
 def _markdown(sections: list[Section], root: Path) -> str:
     made = datetime.now(timezone.utc).isoformat(timespec="seconds")
     out = ["# probebench report", "", f"Written {made} from the records under results/runs/.", ""]
+    text = tables.markdown_text  # names, warnings and captions may come from hand-edited records and data
     for sec in sections:
-        out += [f"## {sec.title}", ""]
+        out += [f"## {text(sec.title)}", ""]
         for t in sec.text:
-            out += [t, ""]
+            out += [text(t), ""]
         for caption, png in sec.figures:
-            out += [f"![{caption}]({png.relative_to(root).as_posix()})", "", f"*{caption}*", ""]
+            link = quote(png.relative_to(root).as_posix())
+            out += [f"![{text(caption)}]({link})", "", f"*{text(caption)}*", ""]
         for caption, df in sec.tables:
-            out += [f"### {caption}", ""]
+            out += [f"### {text(caption)}", ""]
             out += [tables.render(df, "markdown") if not df.empty else "(none)", ""]
     return "\n".join(out)

@@ -8,6 +8,7 @@ nothing to draw (no part-level task, no layer sweep, ...).
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -21,6 +22,8 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from probebench.results.tables import family_order, headline  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 _PALETTE = plt.get_cmap("tab10").colors
 
@@ -250,12 +253,10 @@ def discovery_grid(record_dir: Path, image_root: Path | None, title: str, count:
     """The same first `count` images of one discovery record, one column per method: its mask (tinted)
     and box (solid) over the ground-truth boxes (dashed white). `record_dir` holds the record's
     boxes.jsonl and mask PNGs; images are read from `image_root` where it exists, else a grey canvas."""
-    from PIL import Image
 
-    boxes = record_dir / "boxes.jsonl"
-    if not boxes.is_file():
-        return None
-    lines = [json.loads(x) for x in boxes.read_text().splitlines()[:count] if x.strip()]
+    from probebench.data.loader import read_rgb
+
+    lines = _grid_lines(record_dir / "boxes.jsonl", count)
     if not lines:
         return None
     methods = [k for k, v in lines[0].items() if isinstance(v, dict) and "box" in v]
@@ -264,20 +265,20 @@ def discovery_grid(record_dir: Path, image_root: Path | None, title: str, count:
     )
     for r, line in enumerate(lines):
         width, height = line["size"]
-        path = image_root / line["image"] if image_root else None
+        path = _inside(image_root, line["image"]) if image_root else None
+        picture = np.full((height, width, 3), 128, dtype=np.uint8)
         if path is not None and path.is_file():
-            with Image.open(path) as im:
-                picture = np.asarray(im.convert("RGB"))
-        else:
-            picture = np.full((height, width, 3), 128, dtype=np.uint8)
+            try:  # as the probe saw it: EXIF orientation applied, the same pixel limit
+                picture = np.asarray(read_rgb(str(path)))
+            except (OSError, ValueError) as exc:
+                log.warning("discovery grid: %s drawn as grey (%s)", line["image"], exc)
         for c, method in enumerate(methods):
             ax = axes[r, c]
             ax.imshow(picture, interpolation="nearest")
-            found = line[method]
-            mask_file = record_dir / found.get("mask", "")
-            if found.get("mask") and mask_file.is_file():
-                with Image.open(mask_file) as m:
-                    mask = np.asarray(m.convert("L")) > 127
+            found = line[method] if isinstance(line.get(method), dict) else {}
+            mask_file = _inside(record_dir, found.get("mask"))
+            mask = _mask(mask_file) if mask_file is not None else None
+            if mask is not None:
                 tint = ListedColormap(["cyan"])  # the mask in cyan: boxes are green or red
                 ax.imshow(np.ma.masked_where(~mask, mask), cmap=tint, alpha=0.45, interpolation="nearest")
             for x0, y0, x1, y1 in line.get("gt_boxes", []):
@@ -296,6 +297,75 @@ def discovery_grid(record_dir: Path, image_root: Path | None, title: str, count:
     fig.suptitle(f"{title}\n{legend}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+MAX_GRID_SIDE = 8192  # pixels: a grey canvas stands in for an image that is not at hand
+
+
+def _grid_lines(path: Path, count: int) -> list[dict]:
+    """The first `count` per-image lines of a discovery record's boxes.jsonl, read as untrusted input: a
+    line that is not what the probe writes leaves the grid out (with a log line), never the report."""
+    from probebench.io import BadFile, read_bytes
+
+    if not path.is_file():
+        return []
+    try:
+        text = read_bytes(path, 512 * 2**20).decode("utf-8")
+        lines = [json.loads(x, parse_constant=_refuse) for x in text.splitlines()[:count] if x.strip()]
+    except (BadFile, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        log.warning("discovery grid of %s left out: %s", path.parent.name, exc)
+        return []
+    for line in lines:
+        size = line.get("size") if isinstance(line, dict) else None
+        ok = (
+            isinstance(line, dict)
+            and isinstance(line.get("image"), str)
+            and isinstance(size, list)
+            and len(size) == 2
+            and all(isinstance(v, int) and 0 < v <= MAX_GRID_SIDE for v in size)
+            and all(_box(b) for b in line.get("gt_boxes", []))
+            and all(_box(v.get("box")) or v.get("box") is None for v in line.values() if isinstance(v, dict))
+        )
+        if not ok:
+            log.warning("discovery grid of %s left out: its boxes.jsonl is not the probe's", path.parent.name)
+            return []
+    return lines
+
+
+def _mask(path: Path) -> np.ndarray | None:
+    """A mask PNG the probe wrote, as (H, W) bool; None for what is not one (drawn without its mask)."""
+    from PIL import Image
+
+    from probebench.data.loader import read_rgb
+
+    if not path.is_file():
+        return None
+    try:  # read_rgb: a regular file within the pixel limit, never a pipe or a decompression bomb
+        return np.asarray(read_rgb(str(path)).convert("L")) > 127
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        log.warning("discovery grid: mask %s left out (%s)", path.name, exc)
+        return None
+
+
+def _refuse(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _box(box) -> bool:
+    return isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)
+
+
+def _inside(folder: Path, name) -> Path | None:
+    """`folder / name` for a relative name that stays inside `folder`, else None (drawn as nothing)."""
+    from probebench.data.base import confined
+    from probebench.errors import UserError
+
+    if not isinstance(name, str) or not name:
+        return None
+    try:
+        return confined(folder, name, "")
+    except UserError:
+        return None
 
 
 def save(fig: Figure, stem: Path) -> list[Path]:

@@ -8,7 +8,6 @@ whose config hash matches the current inputs is a finished result and is skipped
 from __future__ import annotations
 
 import functools
-import json
 import platform
 import subprocess
 from datetime import datetime, timezone
@@ -17,8 +16,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from probebench.cache.store import _atomic_write_bytes
-from probebench.paths import results_dir, safe_name
+from probebench.io import BadFile, atomic_write, read_json
+from probebench.paths import fits_component, results_dir, safe_name
 from probebench.results.schema import SCHEMA_VERSION, ResultRecord
 
 _LIBS = (
@@ -78,22 +77,50 @@ def record_path(
     change the numbers (feature-pooled, seed1; a sweep adds layer6)."""
     parts = [safe_name(encoder, "encoder"), safe_name(dataset, "dataset"), safe_name(task, "task")]
     parts += [safe_name(s, "suffix") for s in suffixes]
-    return (root or results_dir()) / "runs" / ("__".join(parts) + ".json")
+    stem = "__".join(parts)
+    fits_component(f"{stem}__layer9999.json", "record file name")  # with room for a layer sweep's suffix
+    return (root or results_dir()) / "runs" / f"{stem}.json"
+
+
+MAX_RECORD_BYTES = 16 * 2**20  # a record is a few kB (per-class numbers of a thousand classes: ~100 kB)
+
+
+class BadRecord(ValueError):
+    """A file in runs/ that is not a current record: the message says which and why, in a few words."""
+
+
+def read_record(path: Path) -> ResultRecord:
+    """A record file read back as untrusted input: a regular file (not a link), bounded, JSON of the
+    current schema, every field of the right type. Raises `BadRecord` naming the file."""
+    try:
+        raw = read_json(path, MAX_RECORD_BYTES)
+    except BadFile as exc:
+        raise BadRecord(str(exc).replace(f"{path}: ", f"{Path(path).name}: ", 1)) from None
+    if not isinstance(raw, dict) or raw.get("schema_version") != SCHEMA_VERSION:
+        found = raw.get("schema_version", 1) if isinstance(raw, dict) else "none"
+        newer = isinstance(found, int) and not isinstance(found, bool) and found > SCHEMA_VERSION
+        raise BadRecord(
+            f"{Path(path).name}: record schema {found}, "
+            + (
+                f"newer than this probebench reads ({SCHEMA_VERSION}); update probebench"
+                if newer
+                else f"expected {SCHEMA_VERSION}; re-run it"
+            )
+        )
+    try:
+        return ResultRecord.model_validate(raw)
+    except ValidationError as exc:
+        raise BadRecord(f"{Path(path).name}: not a valid record ({exc.error_count()} problem(s))") from None
 
 
 def finished(path: Path, config_hash: str) -> bool:
-    """A record of the current schema with this config hash exists (anything else is recomputed)."""
-    if not path.is_file():
+    """A valid record of the current schema with this config hash exists (anything else is recomputed)."""
+    if not path.exists() and not path.is_symlink():
         return False
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False  # a damaged record is simply recomputed
-    return (
-        isinstance(raw, dict)
-        and raw.get("schema_version") == SCHEMA_VERSION
-        and raw.get("config_hash") == config_hash
-    )
+        return read_record(path).config_hash == config_hash
+    except BadRecord:
+        return False  # a damaged or foreign record is simply recomputed
 
 
 def outputs_dir(record: Path) -> Path:
@@ -106,27 +133,18 @@ def write_record(path: Path, record: ResultRecord, outputs: dict[str, bytes] | N
     path.parent.mkdir(parents=True, exist_ok=True)
     for name, data in (outputs or {}).items():
         outputs_dir(path).mkdir(exist_ok=True)
-        _atomic_write_bytes(outputs_dir(path) / safe_name(name, "output file"), data)
+        atomic_write(outputs_dir(path) / safe_name(name, "output file"), data)
     record = record.model_copy(update={"created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    _atomic_write_bytes(path, record.model_dump_json(indent=1).encode())
+    atomic_write(path, record.model_dump_json(indent=1).encode())
 
 
 def read_records(root: Path | None = None) -> tuple[list[ResultRecord], list[str]]:
     """Valid records under results/runs/, and one line for each file that is not one (unreadable, damaged,
-    foreign, or of another schema version): the caller says how many it left out."""
+    a link to elsewhere, foreign, or of another schema version): the caller says how many it left out."""
     records, problems = [], []
     for path in sorted(((root or results_dir()) / "runs").glob("*.json")):
         try:
-            raw = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            problems.append(f"{path.name}: not readable JSON ({type(exc).__name__})")
-            continue
-        if not isinstance(raw, dict) or raw.get("schema_version") != SCHEMA_VERSION:
-            found = raw.get("schema_version", 1) if isinstance(raw, dict) else "none"
-            problems.append(f"{path.name}: record schema {found}, expected {SCHEMA_VERSION}; re-run it")
-            continue
-        try:
-            records.append(ResultRecord.model_validate(raw))
-        except ValidationError as exc:
-            problems.append(f"{path.name}: not a valid record ({exc.error_count()} problem(s))")
+            records.append(read_record(path))
+        except BadRecord as exc:
+            problems.append(str(exc))
     return records, problems

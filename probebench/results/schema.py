@@ -11,7 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-SCHEMA_VERSION = 2  # 1: the untyped records before the task contract (no schema_version field)
+# 1: the untyped records before the task contract (no schema_version field); 2: typed records; 3: metrics
+# the data cannot define are named in `undefined` with the reason (they were NaN, or a trivial 100)
+SCHEMA_VERSION = 3
 
 
 class _Record(BaseModel):
@@ -41,7 +43,7 @@ class RoleInfo(_Record):
 
 class Primary(_Record):
     name: str
-    value: float | None
+    value: float | None  # None: the data cannot define it (`ResultRecord.undefined` says why)
     higher_is_better: bool
 
 
@@ -59,6 +61,7 @@ class ResultRecord(_Record):
     timings: dict[str, Any]
     outputs: list[str] = []  # files beside the record, relative to the record's folder
     warnings: list[str] = []  # what a reader of the numbers must know (k above the training set, ...)
+    undefined: dict[str, str] = {}  # metrics the data cannot define (one class, no labelled pixel): why
     config_hash: str
     versions: dict[str, str | None]
     git: dict[str, Any]

@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,7 @@ LONG_COLUMNS = [
     "seed",
     "setting",
     "weights",
+    "why",  # a metric the data cannot define has no value, and this says why
 ]
 FORMATS = ("csv", "markdown", "json")
 _K = re.compile(r"^(?P<base>.+)_k(?P<k>\d+)$")
@@ -109,7 +112,7 @@ def _rows(r: ResultRecord) -> list[dict]:
     for name, value in r.metrics.items():
         if name.startswith("n_") or name.endswith("_ci95") or isinstance(value, bool):
             continue  # sample counts describe a number; intervals ride along with theirs
-        if not isinstance(value, int | float):
+        if not isinstance(value, int | float) or not math.isfinite(value):
             continue
         metric, variant = split_metric(name, methods)
         lo, hi = ci.get(name, (None, None))
@@ -122,6 +125,21 @@ def _rows(r: ResultRecord) -> list[dict]:
                 "lo": lo,
                 "hi": hi,
                 "primary": name == r.primary.name,
+                "why": "",
+            }
+        )
+    for name, why in r.undefined.items():  # shown as missing, with the reason
+        metric, variant = split_metric(name, methods)
+        rows.append(
+            {
+                **common,
+                "metric": metric,
+                "variant": variant,
+                "value": float("nan"),
+                "lo": None,
+                "hi": None,
+                "primary": name == r.primary.name,
+                "why": f"undefined: {why}",
             }
         )
     return rows
@@ -147,14 +165,18 @@ def build(root: Path | None = None) -> Board:
             f"{SCHEMA_VERSION} (named above); re-run them"
         )
     now = {p: _current_protocol(p) for p in {r.task.probe for r in records}}
-    older = [r for r in records if now[r.task.probe] not in (None, r.task.protocol_version)]
-    if older:
-        tasks = sorted({f"{r.task.name} (v{r.task.protocol_version})" for r in older})
-        notes.append(
-            f"left out {len(older)} record(s) of an older protocol version: {', '.join(tasks)}; "
-            "re-run them with --force to include them"
-        )
-    current = [r for r in records if r not in older]
+    other = [r for r in records if now[r.task.probe] not in (None, r.task.protocol_version)]
+    for label, fix, ahead in (
+        ("an older", "re-run them with --force to include them", False),
+        ("a newer", "they were made by a newer probebench; update this one to read them", True),
+    ):
+        these = [r for r in other if _newer(r.task.protocol_version, now[r.task.probe]) == ahead]
+        if these:
+            tasks = sorted({f"{r.task.name} (v{r.task.protocol_version})" for r in these})
+            notes.append(
+                f"left out {len(these)} record(s) of {label} protocol version: {', '.join(tasks)}; {fix}"
+            )
+    current = [r for r in records if r not in other]
     # The same result recorded twice (a copy from another machine, a renamed file): keep the newest.
     newest: dict[tuple, ResultRecord] = {}
     for r in sorted(current, key=lambda r: r.created or ""):
@@ -172,7 +194,15 @@ def build(root: Path | None = None) -> Board:
     if dropped := len(current) - len(newest):
         notes.append(f"left out {dropped} duplicate record(s) of the same result; kept the newest of each")
     rows = [row for r in newest.values() for row in _rows(r)]
-    empty = [r for r in newest.values() if r.primary.value is None]
+    undefined = [r for r in newest.values() if r.primary.value is None and r.primary.name in r.undefined]
+    if undefined:
+        said = "; ".join(
+            sorted(f"{r.encoder['name']} x {r.task.name}: {r.undefined[r.primary.name]}" for r in undefined)
+        )
+        notes.append(
+            f"{len(undefined)} record(s) have no number for their primary metric, as it is undefined: {said}"
+        )
+    empty = [r for r in newest.values() if r.primary.value is None and r.primary.name not in r.undefined]
     if empty:
         names = ", ".join(sorted(f"{r.encoder['name']} x {r.task.name}" for r in empty))
         notes.append(f"{len(empty)} record(s) have no value for their primary metric: {names}")
@@ -193,17 +223,43 @@ def select(
     encoder: list[str] | None = None,
     dataset: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Rows matching every given filter (each a list of accepted values)."""
-    for column, accepted in (
-        ("task", task),
-        ("level", level),
-        ("family", family),
-        ("encoder", encoder),
-        ("dataset", dataset),
+    """Rows matching every given filter (each a list of accepted values). A value no result has is one
+    line with the close matches (a typo must not read as "no results"); a level or family that does not
+    exist at all is one line too, even on an empty table."""
+    from probebench.tasks.base import LEVELS
+
+    for column, accepted, known in (
+        ("task", task, None),
+        ("level", level, LEVELS),
+        ("family", family, FAMILIES),
+        ("encoder", encoder, None),
+        ("dataset", dataset, None),
     ):
-        if accepted:
-            df = df[df[column].isin(accepted)]
+        if not accepted:
+            continue
+        for value in accepted:
+            if known is not None and value not in known:
+                raise UserError(f"--{column} {value!r}: use one of {', '.join(known)}")
+            have = sorted(set(df[column].dropna().astype(str)))
+            if have and value not in have:
+                close = difflib.get_close_matches(value, have, n=3, cutoff=0.5)
+                hint = f"did you mean {', '.join(close)}?" if close else f"the results have {_listed(have)}"
+                raise UserError(f"--{column} {value!r} matches no result; {hint}")
+        df = df[df[column].isin(accepted)]
     return df
+
+
+def _listed(names: list[str], shown: int = 8) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _newer(version: str, than: str | None) -> bool:
+    """Protocol versions are whole numbers written as strings ("2"); others compare as text."""
+    if than is None:
+        return False
+    if version.isdigit() and than.isdigit():
+        return int(version) > int(than)
+    return version > than
 
 
 def headline(long: pd.DataFrame) -> pd.DataFrame:
@@ -297,7 +353,7 @@ def papers(long: pd.DataFrame, flag: float = FLAG_POINTS) -> pd.DataFrame:
 def write(board: Board, root: Path | None = None) -> dict[str, Path]:
     """results/leaderboard.csv (long), leaderboard_wide.csv, leaderboard_families.csv and
     leaderboard_papers.csv, each written atomically."""
-    from probebench.cache.store import _atomic_write_bytes
+    from probebench.io import atomic_write
 
     root = root or results_dir()
     writable(root)
@@ -310,8 +366,51 @@ def write(board: Board, root: Path | None = None) -> dict[str, Path]:
     paths = {}
     for name, df in tables.items():
         paths[name] = root / name
-        _atomic_write_bytes(paths[name], df.to_csv(index=False, float_format="%.2f").encode())
+        atomic_write(paths[name], csv_safe(df).to_csv(index=False, float_format="%.2f").encode())
     return paths
+
+
+# A spreadsheet runs a text cell that starts with one of these as a formula (`=HYPERLINK(...)`).
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _number_text(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that a spreadsheet would run as a formula, prefixed with a quote (OWASP's advice); numbers,
+    and text that reads as a number (-0.5), are left as they are."""
+
+    def cell(v):
+        if isinstance(v, str) and v.startswith(_FORMULA) and not _number_text(v):
+            return "'" + v
+        return v
+
+    out = df.map(cell) if len(df) else df.copy()
+    out.columns = [cell(c) for c in out.columns]
+    return out
+
+
+# `_` is left alone: names are full of it, and inside a word it starts no emphasis (CommonMark).
+_MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*[]|"} | {"<": "&lt;", ">": "&gt;", "&": "&amp;"})
+
+
+def markdown_text(text: str) -> str:
+    """Text as Markdown shows it literally: no tag (raw HTML renders in most Markdown viewers), link, code
+    span, emphasis by `*` or table cell break can come from a name or a warning. Line breaks become
+    spaces."""
+    return " ".join(str(text).split("\n")).translate(_MARKDOWN)
+
+
+def markdown_safe(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.map(lambda v: markdown_text(v) if isinstance(v, str) else v) if len(df) else df.copy()
+    out.columns = [markdown_text(c) for c in out.columns]
+    return out
 
 
 def refresh(root: Path | None = None) -> tuple[Board, dict[str, Path]]:
@@ -349,8 +448,9 @@ def writable(folder: Path) -> None:
 def render(df: pd.DataFrame, fmt: str) -> str:
     """A table as csv, markdown (a GitHub table) or json (a list of row objects)."""
     if fmt == "csv":
-        return df.to_csv(index=False, float_format="%.2f")
+        return csv_safe(df).to_csv(index=False, float_format="%.2f")
     if fmt == "markdown":  # tabulate leaves NaN as "nan"; an empty cell reads better
+        df = markdown_safe(df)
         return (
             df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=".2f", missingval="")
         )

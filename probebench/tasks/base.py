@@ -4,7 +4,8 @@ Probes are code (one module per family: `object`, later `part` and `discovery`);
 plus a data binding plus knobs, from `tasks.yaml`). A probe declares
 - `roles`: the data it reads, each bound by a task to one dataset and split (train on one dataset, test on
   another is two roles on two datasets);
-- `defaults()`: every constant that changes its numbers (all of them enter a result's config hash);
+- `knobs()`: every constant that changes its numbers, with its default and domain (all of them enter a
+  result's config hash);
 - `needs(knobs)`: layers, token kinds, geometry mode, whether images need class labels;
 - `primary(knobs)`: the metric a leaderboard shows, and whether higher is better;
 - `evaluate(context)`: metrics, details and optional per-image outputs, from cached features only.
@@ -25,6 +26,8 @@ from probebench.cache.store import FeatureStore
 from probebench.data.base import ImageDataset
 from probebench.data.windows import WindowSpec
 from probebench.errors import UserError
+from probebench.tasks.knobs import Knob
+from probebench.tasks.knobs import defaults as knob_defaults
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +93,14 @@ class Context:
 
 @dataclass
 class Evaluation:
+    """What a probe measured. A metric the data cannot define (one class to classify, no labelled pixel,
+    no ground-truth box) has no number in `metrics`: `undefined` names it and says why, and the record, the
+    `done` line and the leaderboard show that reason instead of a NaN or a 100."""
+
     metrics: dict
     details: dict
     outputs: dict[str, bytes] = field(default_factory=dict)  # file name -> content, kept beside the record
+    undefined: dict[str, str] = field(default_factory=dict)  # metric -> why it has no number
 
 
 class Probe(ABC):
@@ -108,11 +116,17 @@ class Probe(ABC):
     reads: ClassVar[str] = "tokens"  # what it reads otherwise (unless a `feature` knob says), for the record
 
     @abstractmethod
+    def knobs(self) -> dict[str, Knob]:
+        """Every knob with its default and its domain (`probebench.tasks.knobs`); read when called, so a
+        changed constant changes the hash."""
+
     def defaults(self) -> dict:
-        """Every knob with its default value; read when called, so a changed constant changes the hash."""
+        """Every knob's default value."""
+        return knob_defaults(self.knobs())
 
     def check(self, knobs: dict) -> None:
-        """Raise ValueError naming a knob whose value the probe cannot take (types are checked already)."""
+        """Raise ValueError naming knobs whose values do not fit together (each is in its domain already):
+        a warm-up longer than training, a width the heads do not divide."""
         return None
 
     @abstractmethod

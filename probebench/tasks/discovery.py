@@ -13,20 +13,22 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
 
 from probebench.data import objects
-from probebench.data.labelmaps import ignore_index, label_classes
+from probebench.data.labelmaps import ANNOTATIONS, ignore_index, label_classes
 from probebench.discovery import baselines, found, heap
 from probebench.discovery.base import Discovery, ImageFeatures, box_to_pixels, mask_to_pixels
 from probebench.errors import UserError
-from probebench.probes.discovery import Saliency, SegRetrieval, box_iou, correct, miou
+from probebench.probes.discovery import SALIENCY, Saliency, SegRetrieval, box_iou, correct, miou
 from probebench.probes.metrics import bootstrap
 from probebench.tasks.base import Context, Evaluation, Metric, Needs, Probe, RoleData, register_probe
+from probebench.tasks.knobs import Bool, Choice, Float, Int, Knob, List, Text
 
 UNTRAINED = {
     "lost": lambda f, k: baselines.lost(f, k["lost_k"]),
@@ -100,45 +102,56 @@ class DiscoveryProbe(Probe):
     name = "discovery"
     level = "discovery"
     description = "object discovery: HEAP and baselines; CorLoc, saliency (acc, IoU, max F), seg retrieval"
-    protocol_version = "2"  # 2: LOST and TokenCut tie-breaks and LOST's CNN LayerNorm as the authors' code
+    # 2: LOST and TokenCut tie-breaks and LOST's CNN LayerNorm as the authors' code; 3: saliency leaves out
+    # images whose ground truth is empty (they scored 100 for an empty prediction)
+    protocol_version = "3"
     roles = ("train", "reference", "test")
     default_splits = {"train": "train", "reference": "train", "test": "test"}
     reads = "keys"
 
-    def defaults(self) -> dict:
+    def knobs(self) -> dict[str, Knob]:
+        cfg = heap.HeapConfig()
+        count = Int(1, ge=1, le=1_000_000)  # iterations, epochs
+        batch = Int(16, ge=1, le=4096)
         return {
-            "methods": ["heap", "found", "lost", "tokencut", "dinoseg", "centre", "whole"],
-            "primary": "corloc",  # the first method's metric a leaderboard shows
-            "max_side": 0,  # 0: every image at its own size, as LOST; else the longer side is capped
-            "gt_boxes": "instances",
-            "exclude_hard": False,
-            "retrieval_annotation": "object_mask",  # class label maps for retrieval; "none" skips it
-            "retrieval_classes": [],  # a subset scored as well, e.g. FOUND's 7 VOC classes
-            "outputs": True,
-            "lost_k": baselines.LOST_K,
-            "tokencut_tau": baselines.TOKENCUT_TAU,
-            "tokencut_eps": baselines.TOKENCUT_EPS,
-            "dinoseg_head": baselines.DINOSEG_HEAD,
-            "seed_threshold": found.THRESHOLD,
-            "found_iterations": found.ITERATIONS,
-            "found_batch": found.BATCH,
-            "found_epochs": found.EPOCHS,
-            "found_lr": found.LR,
-            **{f"heap_{k}": v for k, v in _heap_defaults().items()},
+            "methods": List(
+                ["heap", "found", "lost", "tokencut", "dinoseg", "centre", "whole"],
+                item=Choice("heap", METHODS),
+                min_len=1,
+            ),
+            "primary": Choice("corloc", PRIMARY),  # the first method's metric a leaderboard shows
+            "max_side": Int(0, ge=0, le=16_384),  # 0: every image at its own size, as LOST; else capped
+            "gt_boxes": Choice("instances", objects.BOX_MODES),
+            "exclude_hard": Bool(False),
+            # class label maps for retrieval; "none" skips it
+            "retrieval_annotation": Choice("object_mask", (*ANNOTATIONS, "none")),
+            # a subset scored as well, e.g. FOUND's 7 VOC classes
+            "retrieval_classes": List([], item=Text("")),
+            "outputs": Bool(True),
+            "lost_k": Int(baselines.LOST_K, ge=1, le=1_000_000),
+            "tokencut_tau": Float(baselines.TOKENCUT_TAU, ge=-1.0, le=1.0),  # a cosine similarity
+            "tokencut_eps": Float(baselines.TOKENCUT_EPS, gt=0.0, le=1.0),
+            "dinoseg_head": Int(baselines.DINOSEG_HEAD, ge=0, le=1024),
+            "seed_threshold": Float(found.THRESHOLD, ge=-1.0, le=1.0),  # a cosine similarity
+            "found_iterations": replace(count, default=found.ITERATIONS),
+            "found_batch": replace(batch, default=found.BATCH),
+            "found_epochs": replace(count, default=found.EPOCHS),
+            "found_lr": Float(found.LR, gt=0.0, le=100.0),
+            "heap_groups": Int(cfg.groups, ge=2, le=256),  # foreground and background need two
+            "heap_layers": Int(cfg.layers, ge=1, le=64),
+            "heap_dim": Int(cfg.dim, ge=1, le=8192),
+            "heap_heads": Int(cfg.heads, ge=1, le=256),
+            "heap_tau": Float(cfg.tau, gt=0.0, le=100.0),
+            "heap_tau_contrast": Float(cfg.tau_contrast, gt=0.0, le=100.0),
+            "heap_fg_rule": Choice(cfg.fg_rule, heap.FG_RULES),
+            "heap_topk": Int(cfg.inter_topk, ge=1, le=100_000),
+            "heap_iterations": replace(count, default=cfg.iterations),
+            "heap_batch": replace(batch, default=cfg.batch),
+            "heap_lr": Float(cfg.lr, gt=0.0, le=100.0),
+            "heap_weight_decay": Float(cfg.weight_decay, ge=0.0, le=10.0),
         }
 
     def check(self, knobs: dict) -> None:
-        unknown = [m for m in knobs["methods"] if m not in METHODS]
-        if unknown or not knobs["methods"]:
-            raise ValueError(f"knobs.methods: choose from {', '.join(METHODS)} (got {unknown or 'none'})")
-        if knobs["primary"] not in PRIMARY:
-            raise ValueError(f"knobs.primary: use one of {', '.join(PRIMARY)}")
-        if knobs["gt_boxes"] not in objects.BOX_MODES:
-            raise ValueError(f"knobs.gt_boxes: use {' or '.join(objects.BOX_MODES)}")
-        if knobs["heap_fg_rule"] not in heap.FG_RULES:
-            raise ValueError(f"knobs.heap_fg_rule: use {' or '.join(heap.FG_RULES)}")
-        if knobs["max_side"] < 0 or knobs["heap_iterations"] < 1 or knobs["found_iterations"] < 1:
-            raise ValueError("knobs.max_side must be >= 0, and the iteration counts >= 1")
         if knobs["heap_dim"] % knobs["heap_heads"]:
             raise ValueError("knobs.heap_dim must be a multiple of knobs.heap_heads")
 
@@ -187,10 +200,10 @@ class DiscoveryProbe(Probe):
         if len(train.role.rows) == 0 and any(m in HEAP_VARIANTS or m == "found" for m in methods):
             raise UserError("discovery: the train role has no images to fit HEAP and FOUND on")
         predictors, details, outputs = self._fit(methods, train, ctx)
-        metrics, per_image, answers = self._score(methods, predictors, test, ctx, outputs)
+        undefined: dict[str, str] = {}
+        metrics, per_image, answers = self._score(methods, predictors, test, ctx, outputs, undefined)
         reference = _source(ctx.roles["reference"], layer)
-        retrieval = self._retrieval(methods, predictors, reference, test, answers, ctx)
-        metrics |= retrieval
+        metrics |= self._retrieval(methods, predictors, reference, test, answers, ctx, undefined)
         details |= {
             "probe": "object discovery",
             "methods": methods,
@@ -211,8 +224,10 @@ class DiscoveryProbe(Probe):
             "(TokenCut's saliency script resizes them to a multiple of the patch instead)",
         }
         if k["outputs"]:
-            outputs["boxes.jsonl"] = "\n".join(json.dumps(r) for r in per_image).encode() + b"\n"
-        return Evaluation(metrics, details, outputs if k["outputs"] else {})
+            outputs["boxes.jsonl"] = (
+                "\n".join(json.dumps(r, allow_nan=False) for r in per_image).encode() + b"\n"
+            )
+        return Evaluation(metrics, details, outputs if k["outputs"] else {}, undefined)
 
     def _fit(self, methods: list[str], train: _Source, ctx: Context):
         """Train the trained methods; returns predictors (features -> Discovery), details, outputs."""
@@ -257,8 +272,9 @@ class DiscoveryProbe(Probe):
                     outputs["heap_head.pt"] = heap.save(h)
         return predictors, details, outputs
 
-    def _score(self, methods, predictors, test: _Source, ctx: Context, outputs: dict):
-        """CorLoc and saliency of every method on the test images; per-image records and mask files."""
+    def _score(self, methods, predictors, test: _Source, ctx: Context, outputs: dict, undefined: dict):
+        """CorLoc and saliency of every method on the test images; per-image records and mask files. A
+        metric the test images cannot define goes to `undefined` with the reason."""
         k, ds = ctx.knobs, test.role.dataset
         with_boxes = objects.has_boxes(ds) or objects.has_foreground(ds)
         with_fg = objects.has_foreground(ds)
@@ -268,6 +284,7 @@ class DiscoveryProbe(Probe):
         answers: dict[str, list[Discovery]] = {m: [] for m in methods}  # grid-size answers, for retrieval
         no_boxes = 0
         per_image = []
+        unanswered: dict[str, list[str]] = {m: [] for m in methods}  # why a method gave no answer
         for pos in range(len(test.role.rows)):
             (feats,) = test([pos])
             sample = ds.samples[int(test.role.rows[pos])]
@@ -281,6 +298,8 @@ class DiscoveryProbe(Probe):
                 line["gt_boxes"] = truth.round(2).tolist()
             for m in methods:
                 d = predictors[m](feats)
+                if d.why is not None:
+                    unanswered[m].append(d.why)
                 answers[m].append(d)
                 if d.regions is not None:
                     regions[m].append((d.regions, d.embeddings))
@@ -302,15 +321,28 @@ class DiscoveryProbe(Probe):
                 line[m] = entry
             per_image.append(line)
         metrics: dict = {"n_images": len(per_image), "corloc_images": len(per_image) - no_boxes}
-        if no_boxes:
+        if no_boxes and with_boxes:
             ctx.warn(f"{no_boxes} test image(s) have no ground-truth box and are left out of CorLoc")
         for m in methods:
             if hits[m]:
                 ok = np.asarray(hits[m], dtype=bool)
                 metrics[f"{m}_corloc"] = 100.0 * float(ok.mean())
                 metrics[f"{m}_corloc_ci95"] = list(bootstrap(ok, np.zeros(len(ok)), ctx.seed)["acc"])
+            elif with_boxes:
+                undefined[f"{m}_corloc"] = "no test image has a ground-truth box"
             if with_fg:
-                metrics |= {f"{m}_{name}": v for name, v in sal[m].metrics().items()}
+                values, why = sal[m].metrics()
+                metrics |= {f"{m}_{name}": v for name, v in values.items()}
+                undefined |= {f"{m}_{name}": why for name in SALIENCY if why}
+            for why, n in Counter(unanswered[m]).items():
+                ctx.warn(f"{m}: {n} test image(s) {why}: no box (each a miss) and an empty mask")
+        if with_fg:
+            empty = next(iter(sal.values())).empty_truth if sal else 0
+            metrics |= {"n_saliency_images": len(per_image) - empty, "n_saliency_empty_truth": empty}
+            if empty and empty < len(per_image):
+                ctx.warn(
+                    f"{empty} test image(s) have an empty ground-truth mask and are left out of saliency"
+                )
         if k["outputs"]:
             for m, maps in regions.items():
                 if maps:
@@ -333,10 +365,11 @@ class DiscoveryProbe(Probe):
         return box, mask_to_pixels(d.foreground, geo, smooth=d.soft is not None)
 
     def _retrieval(
-        self, methods, predictors, ref: _Source, test: _Source, answers: dict, ctx: Context
+        self, methods, predictors, ref: _Source, test: _Source, answers: dict, ctx: Context, undefined: dict
     ) -> dict:
         """Segmentation retrieval per method, where both datasets carry class label maps; the test images'
-        answers come from scoring (`answers`), the reference images' are computed here."""
+        answers come from scoring (`answers`), the reference images' are computed here. A mean IoU over no
+        class (no labelled pixel, nothing predicted) goes to `undefined`."""
         annotation = ctx.knobs["retrieval_annotation"]
         if annotation == "none":
             return {}
@@ -370,9 +403,14 @@ class DiscoveryProbe(Probe):
                 conf += np.bincount(truth[ok] * len(names) + pred[ok], minlength=len(names) ** 2).reshape(
                     len(names), len(names)
                 )
-            out[f"{m}_retrieval_miou"] = 100.0 * miou(conf)
-            if subset:
-                out[f"{m}_retrieval_miou_subset"] = 100.0 * miou(conf, subset)
+            for name, classes in (("retrieval_miou", None), ("retrieval_miou_subset", subset)):
+                if name.endswith("subset") and not subset:
+                    continue
+                value = miou(conf, classes)
+                if np.isnan(value):
+                    undefined[f"{m}_{name}"] = "no class occurs in the test labels or the predictions"
+                else:
+                    out[f"{m}_{name}"] = 100.0 * value
             out[f"{m}_retrieval_references"] = len(engine.labels)
         return out
 
@@ -391,21 +429,3 @@ def _regions_npz(maps: list) -> bytes:
     arrays = {f"map_{i:06d}": m for i, (m, _) in enumerate(maps)}
     np.savez_compressed(buf, embeddings=np.stack([e for _, e in maps]).astype(np.float16), **arrays)
     return buf.getvalue()
-
-
-def _heap_defaults() -> dict:
-    cfg = heap.HeapConfig()
-    return {
-        "groups": cfg.groups,
-        "layers": cfg.layers,
-        "dim": cfg.dim,
-        "heads": cfg.heads,
-        "tau": cfg.tau,
-        "tau_contrast": cfg.tau_contrast,
-        "fg_rule": cfg.fg_rule,
-        "topk": cfg.inter_topk,
-        "iterations": cfg.iterations,
-        "batch": cfg.batch,
-        "lr": cfg.lr,
-        "weight_decay": cfg.weight_decay,
-    }

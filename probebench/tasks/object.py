@@ -8,10 +8,28 @@ import numpy as np
 from probebench.probes import attentive, knn, linear, split
 from probebench.tasks.base import Context, Evaluation, Metric, Needs, Probe, register_probe
 from probebench.tasks.features import check_feature, feature_blocks, image_features, token_reader
+from probebench.tasks.knobs import Choice, Fields, Float, Int, Knob, List
+
+MAX_K = 1000  # neighbours: far above the papers' 200; each test image keeps this many (similarity, index)
+MAX_C_POINTS = 100  # a grid of C values: the papers' 45; each point is a full fit
 
 
 def _train_test(ctx: Context):
     return ctx.roles["train"], ctx.roles["test"]
+
+
+def _one_class(ctx: Context, metrics: list[str]) -> Evaluation | None:
+    """An evaluation without numbers when the training images hold fewer than two classes: every test image
+    would be called that class, so any accuracy is an artefact of the data, not a measurement."""
+    train, test = _train_test(ctx)
+    present = np.unique(train.labels)
+    if len(present) >= 2:
+        return None
+    names = ", ".join(train.dataset.classes[int(c)] for c in present) or "none"
+    why = f"the training images hold {len(present)} class ({names}): classification needs two or more"
+    return Evaluation(
+        {"n_test": len(test.rows)}, {"n_train": len(train.rows)}, undefined=dict.fromkeys(metrics, why)
+    )
 
 
 @register_probe
@@ -22,12 +40,12 @@ class KnnProbe(Probe):
     protocol_version = "1"
     reads_feature = True
 
-    def defaults(self) -> dict:
-        return {"ks": list(knn.DEFAULT_KS), "temperature": knn.TEMPERATURE}
-
-    def check(self, knobs: dict) -> None:
-        if not knobs["ks"] or any(not isinstance(k, int) or k < 1 for k in knobs["ks"]):
-            raise ValueError(f"knobs.ks: give positive whole numbers, not {knobs['ks']!r}")
+    def knobs(self) -> dict[str, Knob]:
+        return {
+            "ks": List(list(knn.DEFAULT_KS), item=Int(20, ge=1, le=MAX_K), min_len=1, max_len=16),
+            # a vote is exp(cosine / T) in float32, which overflows past exp(88): T >= 0.02 keeps it finite
+            "temperature": Float(knn.TEMPERATURE, ge=0.02, le=100.0),
+        }
 
     def needs(self, knobs: dict) -> Needs:
         return Needs(tokens=("cls", "pooled"))
@@ -40,6 +58,9 @@ class KnnProbe(Probe):
         train, test = _train_test(ctx)
         check_feature(train.store, ctx.feature)
         (layer,) = ctx.layers
+        ks = ctx.knobs["ks"]
+        if trivial := _one_class(ctx, [f"{m}_k{k}" for k in ks for m in ("top1", "mean_per_class")]):
+            return trivial
         if too_many := [k for k in ctx.knobs["ks"] if k > len(train.rows)]:
             ctx.warn(
                 f"kNN k={too_many} is more than the {len(train.rows)} training images: those k vote with "
@@ -66,23 +87,28 @@ class LinearProbe(Probe):
     protocol_version = "1"
     reads_feature = True
 
-    def defaults(self) -> dict:
+    def knobs(self) -> dict[str, Knob]:
+        log10_c = Float(0.0, ge=-12.0, le=12.0)
         return {
-            "variant": "plain",
-            "c_grid": list(linear.C_GRID_SPEC),
-            "max_iter": linear.MAX_ITER,
-            "tol": linear.TOL,
-            "val_fraction": split.VAL_FRACTION,
-            "bn_eps": linear.BN_EPS,
+            "variant": Choice("plain", linear.VARIANTS),
+            "c_grid": Fields(
+                list(linear.C_GRID_SPEC),
+                fields=(
+                    ("log10 of the first C", log10_c),
+                    ("log10 of the last C", log10_c),
+                    ("number of points", Int(45, ge=1, le=MAX_C_POINTS)),
+                ),
+            ),
+            "max_iter": Int(linear.MAX_ITER, ge=1, le=100_000),
+            "tol": Float(linear.TOL, gt=0.0, le=1.0),
+            "val_fraction": Float(split.VAL_FRACTION, gt=0.0, lt=1.0),
+            "bn_eps": Float(linear.BN_EPS, gt=0.0, le=1.0),
         }
 
     def check(self, knobs: dict) -> None:
-        if knobs["variant"] not in linear.VARIANTS:
-            raise ValueError(
-                f"knobs.variant: use one of {', '.join(linear.VARIANTS)}, not {knobs['variant']!r}"
-            )
-        if len(knobs["c_grid"]) != 3 or int(knobs["c_grid"][2]) < 1:
-            raise ValueError("knobs.c_grid: [log10 of the first C, log10 of the last C, number of points]")
+        first, last, _ = knobs["c_grid"]
+        if first > last:
+            raise ValueError(f"knobs.c_grid: the first C (10^{first:g}) is above the last (10^{last:g})")
 
     def needs(self, knobs: dict) -> Needs:
         return Needs(tokens=("cls", "pooled"))
@@ -95,6 +121,8 @@ class LinearProbe(Probe):
         check_feature(train.store, ctx.feature)
         (layer,) = ctx.layers
         k = ctx.knobs
+        if trivial := _one_class(ctx, ["top1", "mean_per_class"]):
+            return trivial
         metrics, details = linear.linear_probe(
             image_features(train.store, train.rows, layer, ctx.feature),
             train.labels,
@@ -120,16 +148,23 @@ class AttentiveProbe(Probe):
     description = "CAE's attentive probe: cross-attention block, BatchNorm, linear; epoch chosen on val"
     protocol_version = "1"
 
-    def defaults(self) -> dict:
+    def knobs(self) -> dict[str, Knob]:
         return {
-            "variant": "cae",
-            "epochs": attentive.EPOCHS,
-            "warmup_epochs": attentive.WARMUP_EPOCHS,
-            "batch_size": attentive.BATCH_SIZE,
-            "base_lr": attentive.BASE_LR,
-            "head_dim": attentive.HEAD_DIM,
-            "val_fraction": split.VAL_FRACTION,
+            "variant": Choice("cae", ("cae",)),
+            "epochs": Int(attentive.EPOCHS, ge=1, le=10_000),
+            "warmup_epochs": Int(attentive.WARMUP_EPOCHS, ge=0, le=10_000),
+            "batch_size": Int(attentive.BATCH_SIZE, ge=2, le=8192),  # BatchNorm needs two rows; CAE's 8192
+            "base_lr": Float(attentive.BASE_LR, gt=0.0, le=100.0),
+            "head_dim": Int(attentive.HEAD_DIM, ge=1, le=4096),
+            "val_fraction": Float(split.VAL_FRACTION, gt=0.0, lt=1.0),
         }
+
+    def check(self, knobs: dict) -> None:
+        if knobs["warmup_epochs"] >= knobs["epochs"]:
+            raise ValueError(
+                f"knobs.warmup_epochs: {knobs['warmup_epochs']} warm-up epochs leave none of the "
+                f"{knobs['epochs']} to train at the full rate; give fewer than epochs"
+            )
 
     def needs(self, knobs: dict) -> Needs:
         return Needs(tokens=("cls", "patches"))
@@ -141,6 +176,8 @@ class AttentiveProbe(Probe):
         train, test = _train_test(ctx)
         (layer,) = ctx.layers
         k = ctx.knobs
+        if trivial := _one_class(ctx, ["top1", "mean_per_class"]):
+            return trivial
         # The width of the probed layer's tokens, not the last layer's (CNN stages differ).
         dim = train.store.width(f"patches.L{layer}")
         metrics, details = attentive.attentive_probe(

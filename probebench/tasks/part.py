@@ -11,6 +11,7 @@ import numpy as np
 from probebench.probes import retrieval
 from probebench.tasks.base import Context, Evaluation, Metric, Needs, Probe, register_probe
 from probebench.tasks.features import check_feature, image_features
+from probebench.tasks.knobs import Bool, Choice, Knob
 
 # "encoded": the mean of the final-normed patch tokens (the authors' `model.extract`); "projected": the
 # projection head's output (MoCo v3 projector, DINO and iBOT heads on the class token); "cls": the
@@ -27,12 +28,8 @@ class PartRetrievalProbe(Probe):
     roles = ("test",)
     default_splits = {"test": "test"}
 
-    def defaults(self) -> dict:
-        return {"feature": "encoded", "include_self": True}
-
-    def check(self, knobs: dict) -> None:
-        if knobs["feature"] not in FEATURES:
-            raise ValueError(f"knobs.feature: use {', '.join(FEATURES)}, not {knobs['feature']!r}")
+    def knobs(self) -> dict[str, Knob]:
+        return {"feature": Choice("encoded", tuple(FEATURES)), "include_self": Bool(True)}
 
     def needs(self, knobs: dict) -> Needs:
         return Needs(tokens=(FEATURES[knobs["feature"]],))
@@ -44,6 +41,16 @@ class PartRetrievalProbe(Probe):
         test = ctx.roles["test"]
         (layer,) = ctx.layers
         kind = ctx.knobs["feature"]
+        if len(present := np.unique(test.labels)) < 2:
+            why = (
+                f"the crops hold {len(present)} part class: every crop would retrieve only its own class, so "
+                "AP is 100 whatever the features; retrieval needs two or more"
+            )
+            return Evaluation(
+                {"n_crops": len(test.rows)},
+                {"probe": "part_retrieval"},
+                undefined=dict.fromkeys(("ap", "map"), why),
+            )
         if kind == "projected":
             x = test.store.load("projection", test.rows).astype(np.float32)
         else:

@@ -27,7 +27,12 @@ from probebench.geometry import Geometry
 from probebench.probes import seghead
 from probebench.probes.segmentation import confusion, segmentation_metrics
 from probebench.tasks.base import Context, Evaluation, Metric, Needs, Probe, RoleData, register_probe
+from probebench.tasks.knobs import Bool, Choice, Float, Int, Knob
 
+MAX_WINDOW = 2048  # pixels of a sliding window's side
+# pixels of a rescaled image's sides: `long` bounds the longer, `short` (half of it) the shorter, so no
+# image is rescaled past 8192 x 4096 (the papers' largest is LIP's (4096, 320))
+MAX_SIDE = 8192
 HEADS = {"concat4": ("4/12", "6/12", "8/12", "12/12"), "last": ("last",)}
 DEVIATIONS = [
     "no training augmentation (random rescale, crop, flip, photometric): features are frozen and cached "
@@ -102,35 +107,33 @@ class _SegmentationProbe(Probe):
     roles = ("train", "test")
     default_splits = {"train": "train", "test": "test"}
     reads = "patch grids"
-    protocol_version = "1"
+    # 2: label stores wide enough for every label (labels above 255 were stored mod 256), and no mIoU
+    # where no pixel is labelled
+    protocol_version = "2"
     annotation = "mask"
     reduce_zero = True
 
-    def defaults(self) -> dict:
+    def knobs(self) -> dict[str, Knob]:
         # The authors' ADE20K config; shipped tasks on small data set smaller windows and fewer iterations.
+        # Sizes are bounded by what an image can be rescaled to in memory: the papers' largest test scale
+        # is LIP's (4096, 320) and their largest window 512.
         return {
-            "head": "concat4",
-            "annotation": self.annotation,
-            "reduce_zero_label": self.reduce_zero,
-            "crop": 512,
-            "stride": 341,
-            "short": 512,
-            "long": 2048,
-            "iterations": seghead.ITERATIONS,
-            "batch_size": seghead.BATCH_SIZE,
-            "lr": seghead.LR,
-            "weight_decay": seghead.WEIGHT_DECAY,
-            "warmup_iters": seghead.WARMUP_ITERS,
+            "head": Choice("concat4", tuple(HEADS)),
+            "annotation": Choice(self.annotation, ANNOTATIONS),
+            "reduce_zero_label": Bool(self.reduce_zero),
+            "crop": Int(512, ge=16, le=MAX_WINDOW),
+            "stride": Int(341, ge=1, le=MAX_WINDOW),
+            "short": Int(512, ge=16, le=MAX_SIDE // 2),
+            "long": Int(2048, ge=16, le=MAX_SIDE),
+            "iterations": Int(seghead.ITERATIONS, ge=1, le=10_000_000),
+            "batch_size": Int(seghead.BATCH_SIZE, ge=1, le=1024),
+            "lr": Float(seghead.LR, gt=0.0, le=10.0),
+            "weight_decay": Float(seghead.WEIGHT_DECAY, ge=0.0, le=10.0),
+            "warmup_iters": Int(seghead.WARMUP_ITERS, ge=0, le=10_000_000),
         }
 
     def check(self, knobs: dict) -> None:
-        if knobs["head"] not in HEADS:
-            raise ValueError(f"knobs.head: use {' or '.join(HEADS)}, not {knobs['head']!r}")
-        if knobs["annotation"] not in ANNOTATIONS:
-            raise ValueError(f"knobs.annotation: use {' or '.join(ANNOTATIONS)}, not {knobs['annotation']!r}")
-        if knobs["iterations"] < 1 or knobs["batch_size"] < 1:
-            raise ValueError("knobs.iterations and knobs.batch_size: give at least 1")
-        if not 0 <= knobs["warmup_iters"] < knobs["iterations"]:
+        if knobs["warmup_iters"] >= knobs["iterations"]:
             raise ValueError("knobs.warmup_iters: give fewer warm-up iterations than iterations")
         self._spec(knobs)
 
@@ -164,13 +167,17 @@ class _SegmentationProbe(Probe):
         dims = [train.store.width(f"patches.L{layer}") for layer in ctx.layers]
         labels = _Labels(train, k["annotation"], k["reduce_zero_label"])
         windows = _windows(train, ctx.layers)
-        store = seghead.label_store(
+        store, labelled = seghead.label_store(
             len(train.rows),
             int(windows.input_hw[:, 0].max()),
             int(windows.input_hw[:, 1].max()),
             lambda i: labels.of_window(int(train.rows[i])),
             labels.ignore,
+            len(names),
         )
+        if not labelled:
+            why = "the training images hold no labelled pixel (all background or ignored): nothing to train"
+            return Evaluation({"n_images": 0}, {"probe": "linear segmentation"}, undefined=_undefined(why))
         head, details = seghead.train_head(
             windows,
             store,
@@ -186,8 +193,13 @@ class _SegmentationProbe(Probe):
             device=ctx.device,
         )
         conf, n_images = self._score(head, test, ctx, len(names))
-        metrics = segmentation_metrics(conf, names)
         present = int((conf.sum(1) > 0).sum())
+        undefined = {}
+        if conf.sum():
+            metrics = segmentation_metrics(conf, names)
+        else:
+            metrics = {}
+            undefined = _undefined("the test images hold no labelled pixel (all background or ignored)")
         metrics |= {"n_images": n_images, "classes_in_ground_truth": present}
         details |= {
             "probe": "linear segmentation",
@@ -201,9 +213,9 @@ class _SegmentationProbe(Probe):
             "epochs": round(k["iterations"] * k["batch_size"] / max(len(train.rows), 1), 2),
             "deviations": DEVIATIONS,
         }
-        if present < len(names):
+        if present < len(names) and not undefined:
             ctx.warn(f"{len(names) - present} of {len(names)} classes never occur in the test ground truth")
-        return Evaluation(metrics, details)
+        return Evaluation(metrics, details, undefined=undefined)
 
     @staticmethod
     def _score(head: seghead.LinearSegHead, test: RoleData, ctx: Context, k: int) -> tuple[np.ndarray, int]:
@@ -229,6 +241,10 @@ class _SegmentationProbe(Probe):
             )
             conf += confusion(pred, truth, k, labels.ignore)
         return conf, len(images)
+
+
+def _undefined(why: str) -> dict[str, str]:
+    return {m: why for m in ("miou", "macc", "aacc")}
 
 
 @register_probe

@@ -25,6 +25,8 @@ from probebench.errors import UserError
 from probebench.paths import user_file
 from probebench.registry import NAME_RE, parse_entries, read_config
 from probebench.tasks.base import PROBES, Metric, Needs, Probe, get_probe, suggest
+from probebench.tasks.knobs import defaults as knob_defaults
+from probebench.tasks.knobs import knob_problems
 
 SHIPPED = "shipped"
 
@@ -62,29 +64,16 @@ class TaskEntry(BaseModel):
             )
         if self.dataset is None and set(self.datasets) != set(roles):
             raise ValueError(f"give dataset, or datasets for every role ({', '.join(roles)})")
-        defaults = probe.defaults()
-        for knob, value in self.knobs.items():
-            if knob not in defaults:
-                raise ValueError(f"knobs: {suggest(knob, defaults, f'knob of probe {probe.name!r}')}")
-            if not _same_kind(defaults[knob], value):
-                raise ValueError(
-                    f"knobs.{knob}: expected {type(defaults[knob]).__name__} like {defaults[knob]!r}, "
-                    f"got {value!r}"
-                )
-        probe.check({**defaults, **self.knobs})
-        if self.crops is not None and probe.needs({**defaults, **self.knobs}).windows is not None:
+        declared = probe.knobs()
+        if unknown := [k for k in self.knobs if k not in declared]:
+            raise ValueError(f"knobs: {suggest(unknown[0], declared, f'knob of probe {probe.name!r}')}")
+        if problems := knob_problems(declared, self.knobs):
+            raise ValueError("\n".join(problems))  # one line per knob outside its domain
+        knobs = {**knob_defaults(declared), **self.knobs}
+        probe.check(knobs)  # how knobs fit together, each in its domain
+        if self.crops is not None and probe.needs(knobs).windows is not None:
             raise ValueError(f"probe {probe.name!r} reads sliding windows of whole images; drop crops")
         return self
-
-
-def _same_kind(default: Any, value: Any) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, int | float):
-        return isinstance(value, int | float)
-    if isinstance(default, list | tuple):
-        return isinstance(value, list | tuple)
-    return default is None or isinstance(value, type(default))
 
 
 @dataclass(frozen=True)
@@ -161,16 +150,23 @@ def user_tasks_path(explicit: Path | None = None) -> Path | None:
     return user_file(explicit, "tasks.yaml", "tasks file", "--tasks")
 
 
+def shipped_tasks() -> dict[str, Task]:
+    """The tasks probebench ships (`tasks.yaml` beside this module)."""
+    shipped_text = (resources.files("probebench.tasks") / "tasks.yaml").read_text()
+    return parse_tasks(shipped_text, "probebench/tasks/tasks.yaml", SHIPPED)
+
+
 def load_tasks(path: Path | None = None) -> dict[str, Task]:
     """The shipped tasks plus a user file's (`path`, else ./tasks.yaml when present)."""
-    shipped_text = (resources.files("probebench.tasks") / "tasks.yaml").read_text()
-    tasks = parse_tasks(shipped_text, "probebench/tasks/tasks.yaml", SHIPPED)
+    tasks = shipped_tasks()
     user = user_tasks_path(path)
     if user is not None:
-        for name, task in parse_tasks(read_config(user), str(user)).items():
-            if name in tasks:
-                raise UserError(f"{user}: task {name!r} is a shipped task; give yours another name")
-            tasks[name] = task
+        mine = parse_tasks(read_config(user), str(user))
+        if clash := [n for n in mine if n in tasks]:
+            raise UserError(
+                "\n".join(f"{user}: task {n!r} is a shipped task; give yours another name" for n in clash)
+            )
+        tasks |= mine
     return tasks
 
 
