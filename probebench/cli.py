@@ -5,6 +5,7 @@ Bad input is one line on stderr naming the problem and the fix, exit code 2, no 
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -385,7 +386,8 @@ def run(
         from probebench.launch.submit import run_grid
 
         args = RunArgs(opts, force, dataset, weights, datasets, data_root, _layers(layer), feature, seed)
-        failed = run_grid(entries, tasks, args, launcher, res, typer.echo)
+        # print, not typer.echo: click writes to stdout's buffer, under the live view of running jobs
+        failed = run_grid(entries, tasks, args, launcher, res, functools.partial(print, flush=True))
         if launcher == "local":
             board, paths = tables.refresh()
             _left_out(board)
@@ -405,7 +407,7 @@ def run(
         layers=_layers(layer),
         feature=feature,
         seed=seed,
-        report=lambda out: typer.echo(out.line()),  # each line as its result is written
+        report=lambda out: print(out.line(), flush=True),  # as each result is written; above the bars
     )
     board, paths = tables.refresh()
     _left_out(board)
@@ -561,7 +563,7 @@ def doctor(datasets: Path = DatasetsOpt, data_root: Path = DataRootOpt):
                     "source": "user" if name in user else "named",
                     "status": status,
                     "found": found,
-                    "fix": fix.split(": ", 1)[-1],
+                    "fix": fix.removeprefix(f"dataset {name!r}: "),  # the rest names the file and the fix
                 }
             )
             continue
@@ -706,7 +708,7 @@ def main() -> None:
         if isinstance(exc, aborts):
             sys.exit(1)
         if _out_of_memory(exc):
-            said = " ".join(str(exc).split())[:200]
+            said = " ".join(str(exc).split())[:200] or _where(exc)
             typer.echo(
                 f"error: out of memory ({said}); lower --batch-size, --max-pixels or the task's sizes "
                 "(max_side, crop, short, long, batch_size); finished shards and results are kept",
@@ -714,6 +716,14 @@ def main() -> None:
             )
             sys.exit(2)
         raise
+
+
+def _where(exc: BaseException) -> str:
+    """Where an exception without a message was raised: `while in voc.py, read_image_set`."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"while in {Path(frames[-1].filename).name}, {frames[-1].name}" if frames else "no detail"
 
 
 def _out_of_memory(exc: BaseException) -> bool:

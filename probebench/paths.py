@@ -43,6 +43,8 @@ def data_root(explicit: Path | None = None) -> Path | None:
 def user_file(explicit: Path | None, default_name: str, what: str, flag: str) -> Path | None:
     """A user config: the file given with `flag` (which must exist), else `./<default_name>` when present."""
     if explicit is not None:
+        if Path(explicit).exists() and not Path(explicit).is_file():
+            raise UserError(f"{what} {explicit} is not a regular file; pass a YAML file to {flag}")
         if not Path(explicit).is_file():
             raise UserError(f"{what} {explicit} not found; pass an existing file to {flag}")
         return Path(explicit)

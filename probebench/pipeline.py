@@ -22,7 +22,7 @@ import torch
 from probebench import progress
 from probebench.cache.store import CorruptShard, FeatureStore
 from probebench.data.base import ImageDataset
-from probebench.data.crops import make_view
+from probebench.data.crops import make_view, no_crops_in
 from probebench.data.lookup import get_dataset
 from probebench.data.windows import window_view
 from probebench.encoders.base import block_index
@@ -586,13 +586,14 @@ def with_views(tasks: list[Task], loaded: dict[str, ImageDataset]) -> dict[str, 
     """`loaded` plus the views tasks read (part crops, sliding windows), each made once, by name."""
     out = dict(loaded)
     for task in tasks:
-        for dataset, _ in task.bindings.values():
-            if task.fed(dataset) in out:
-                continue
-            if task.crops is not None:
-                out[task.fed(dataset)] = make_view(loaded[dataset], task.crops)
-            elif (windows := task.needs.windows) is not None:
-                out[task.fed(dataset)] = window_view(loaded[dataset], windows)
+        for dataset, split in task.bindings.values():
+            fed = task.fed(dataset)
+            if fed not in out and task.crops is not None:
+                out[fed] = make_view(loaded[dataset], task.crops)
+            elif fed not in out and (windows := task.needs.windows) is not None:
+                out[fed] = window_view(loaded[dataset], windows)
+            if task.crops is not None and split not in out[fed].splits:  # no image of the split has one
+                raise UserError(no_crops_in(out[fed], split))
     return out
 
 
@@ -621,7 +622,10 @@ def check_task_data(tasks: list[Task], datasets: Path | None, data_root: Path | 
     """One line per task whose data `run` would refuse: a dataset that does not exist or does not read,
     crops naming keypoints it lacks or a source it has not, windows it cannot be cut into. Each dataset is
     read once; `validate --tasks` says this before any run does."""
+    from probebench.data.checks import check_label_values
+
     loaded: dict[str, ImageDataset | UserError] = {}
+    values: dict[str, list[str]] = {}  # each dataset's label maps are read once, by the first task on them
     problems = []
     for task in tasks:
         names = dict.fromkeys(d for d, _ in task.bindings.values())
@@ -638,6 +642,13 @@ def check_task_data(tasks: list[Task], datasets: Path | None, data_root: Path | 
             with_views([task], {n: loaded[n] for n in names})
         except UserError as exc:
             problems += [f"task {task.name!r}: {line}" for line in str(exc).splitlines()]
+            continue
+        # part label maps are read after extraction, so `run` refuses a bad value late: say it now
+        if task.knobs.get("annotation") == "mask" or (task.crops and task.crops.source == "masks"):
+            for name in names:
+                if name not in values:
+                    values[name] = check_label_values(loaded[name])
+                problems += [f"task {task.name!r}: {line}" for line in values[name]]
     return problems
 
 

@@ -53,6 +53,8 @@ class Stage:
 
     def line(self) -> str:
         """`extract lite0 x embedded: 120/300 img, 35.2 img/s, 5 s left`."""
+        if self.total is None and not self.done:  # a stage that names what runs; its steps report inside
+            return self.label
         count = f"{self.done}/{self.total}" if self.total is not None else f"{self.done}"
         parts = [f"{self.label}: {count} {self.unit}"]
         if self.rate is not None:
@@ -96,7 +98,9 @@ class _Terminal:
             TimeRemainingColumn(),
             console=Console(stderr=True),
             transient=True,
-            redirect_stdout=True,
+            # lines printed meanwhile go above the bars; stdout only when it is this terminal too (rich
+            # would send a redirected stdout's lines to the terminal instead of the file)
+            redirect_stdout=sys.stdout.isatty(),
             redirect_stderr=True,
         )
         self.ids: dict[int, int] = {}

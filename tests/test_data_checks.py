@@ -67,6 +67,15 @@ def test_names_from_lists_and_configs_stay_inside(data):
     with pytest.raises(UserError, match="1 id.* with no annotation file, such as missing_id.xml") as exc:
         read_voc(data / "v", "v", ("test",))
     one_line(exc)
+    (sets / "ImageSets" / "Main" / "test.txt").write_text("im0\nim1\nim0\nim0\n")
+    with pytest.raises(UserError, match="lists id 'im0' 3 times") as exc:
+        read_voc(data / "v", "v", ("test",))  # it would be scored three times
+    one_line(exc)
+    (sets / "ImageSets" / "Main" / "test.txt").unlink()
+    os.mkfifo(sets / "ImageSets" / "Main" / "test.txt")
+    with pytest.raises(UserError, match="test.txt is not a regular file"):
+        read_voc(data / "v", "v", ("test",))  # not skipped as absent, nor read for ever
+    (sets / "ImageSets" / "Main" / "test.txt").unlink()
     (sets / "ImageSets" / "Main" / "test.txt").write_text("im0\nim1\n")
     assert len(read_voc(data / "v", "v", ("test",))) == 2
     with pytest.raises(UserError, match="leaves the dataset's folder"):
@@ -86,6 +95,10 @@ def test_names_from_lists_and_configs_stay_inside(data):
         (lambda d: d["annotations"][0].pop("image_id"), r"annotations\[0\] has no 'image_id'"),
         (lambda d: d["images"][0].pop("id"), r"images\[0\] has no 'id'"),
         (lambda d: d["images"][1].update(id=1), r"images\[1\] has id 1, as images\[0\] does"),
+        (
+            lambda d: d["images"][1].update(file_name="im0.jpg"),
+            r"images\[1\] names image file im0.jpg, as images",
+        ),
         (lambda d: d["annotations"][0].update(bbox="1,2,3,4"), r"annotations\[0\].bbox is '1,2,3,4'"),
         (lambda d: d["annotations"][0].pop("bbox"), r"annotations\[0\].bbox is None"),
         (lambda d: d["annotations"][0]["keypoints"].pop(), "not a list of x, y, visibility triples"),
@@ -326,6 +339,7 @@ def test_cub_part_ids_are_the_files_and_named(tmp_path):
     [
         ("images.txt", "1 001.A/x.jpg\n1 001.A/y.jpg\n", "id 1 is listed twice"),
         ("images.txt", "1 ../../x.jpg\n", "leaves the dataset's folder"),
+        ("images.txt", "1 /etc/x.jpg\n", "leaves the dataset's folder"),
         ("image_class_labels.txt", "1 seven\n", "'seven' is not a whole number"),
         ("image_class_labels.txt", "1 5\n", "has class 5, and classes.txt lists 1"),
         ("train_test_split.txt", "1 2\n", "has split '2'"),

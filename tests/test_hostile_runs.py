@@ -124,6 +124,48 @@ def test_what_run_refuses_validate_refuses(data, monkeypatch, capsys):
         assert any(said in line for line in lines), said
 
 
+def test_validate_reads_the_label_maps_a_task_reads(data, monkeypatch, capsys):
+    """`run` reads part label maps after extraction and refuses a value outside the class list: `validate`
+    says so first, for the tasks that read them only."""
+    p = data / "masks" / "labels" / "0000.png"
+    a = np.array(Image.open(p))
+    a[a == 2] = 200
+    Image.fromarray(a).save(p)
+    files = ["--tasks", str(data / "tasks.yaml"), "--datasets", str(data / "datasets.yaml")]
+    code, out, err = call_cli(monkeypatch, capsys, "validate", *files)
+    assert code == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    for task in ("seg", "mask_ret"):
+        assert any(f"task {task!r}:" in line and "0000.png" in line and "200" in line for line in lines), err
+    assert not any("task 'knn2'" in line or "task 'box_ret'" in line for line in lines), err
+
+
+def test_doctor_reports_every_broken_dataset_naming_its_file(data, monkeypatch, capsys):
+    (data / "voc" / "test" / "Annotations" / "im1.xml").write_text("<annotation><size>")
+    tiny_data.edit_coco(data, lambda d: d["images"][1].update(id=d["images"][0]["id"]))
+    code, out, err = call_cli(monkeypatch, capsys, "doctor", "--datasets", str(data / "datasets.yaml"))
+    rows = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert code == 1 and "2 dataset(s) need attention" in err, (out, err)
+    assert " error " in rows["voc"] and "im1.xml is not valid XML" in rows["voc"]
+    assert " error " in rows["coco"] and "test.json: images[1] has id" in rows["coco"]
+    assert " ok " in rows["masks"] and " ok " in rows["sal"]
+
+
+def test_no_crops_left_says_what_took_them(data, monkeypatch, capsys):
+    def outside(d):
+        for a in d["annotations"]:
+            a["keypoints"] = [5000, 5000, 2] * 3
+
+    tiny_data.edit_coco(data, outside)
+    code, out, err = run(monkeypatch, capsys, data, "-t", "kp_ret")
+    assert code == 2 and one_line(err), err
+    assert "no keypoints crops (annotations dropped" in err and "24 keypoint(s) outside their image" in err
+    for xml in (data / "voc" / "test" / "Annotations").glob("*.xml"):
+        xml.write_text(re.sub("<object>.*</object>", "", xml.read_text()))
+    code, out, err = run(monkeypatch, capsys, data, "-t", "box_ret")
+    assert code == 2 and "dataset 'voc': no boxes crop in its 'test' images (crops in: train)" in err, err
+
+
 def test_yaml_merge_keys_share_fields_between_tasks(data, monkeypatch, capsys):
     tasks = data / "merge.yaml"
     tasks.write_text("base: &b {probe: knn, dataset: folder}\nmine: {<<: *b, knobs: {ks: [2]}}\n")
@@ -148,6 +190,17 @@ def test_one_class_has_no_accuracy_and_says_why(data, monkeypatch, capsys):
     code, out, err = call_cli(monkeypatch, capsys, "leaderboard", "--view", "long", "--format", "csv")
     assert "undefined: the training images hold 1 class" in out and "100.00" not in out
     assert "no number for their primary metric, as it is undefined" in err
+
+
+def test_retrieval_of_crops_alone_in_their_class_is_undefined_or_counted(data, monkeypatch, capsys):
+    """A crop ranked against itself is its only positive: AP 100 whatever the features."""
+    code, out, err = run(monkeypatch, capsys, data, "-t", "box_ret")
+    rec = json.loads((runs() / "lite0__voc__box_ret.json").read_text())
+    assert code == 0 and any("1 crop(s) are the only one of their part class" in w for w in rec["warnings"])
+    for suffix in ("JPEGImages/im2.jpg", "Annotations/im2.xml"):
+        (data / "voc" / "test" / suffix).unlink()  # left: one 'other' and one 'thing'
+    code, out, err = run(monkeypatch, capsys, data, "-t", "box_ret")
+    assert code == 0 and "ap=undefined (every crop is the only one of its part class" in out, (out, err)
 
 
 def test_saliency_on_empty_ground_truth_is_left_out_and_counted(data, monkeypatch, capsys):
@@ -175,6 +228,17 @@ def test_segmentation_without_a_labelled_pixel_has_no_miou(data, monkeypatch, ca
     code, out, err = run(monkeypatch, capsys, data, "-t", "seg")
     assert code == 0 and "RuntimeWarning" not in err and "nan" not in out, err
     assert "miou=undefined (the training images hold no labelled pixel" in out
+
+
+def test_segmentation_of_one_class_has_no_miou(data, monkeypatch, capsys):
+    """With the background reduced away, one class left is a head that always says it: mIoU 100 for any
+    encoder, random weights included."""
+    (data / "masks" / "classes.txt").write_text("0 background\n1 top\n")
+    for p in (data / "masks" / "labels").glob("*.png"):
+        a = np.array(Image.open(p))
+        Image.fromarray(np.minimum(a, 1)).save(p)
+    code, out, err = run(monkeypatch, capsys, data, "-t", "seg")
+    assert code == 0 and "miou=undefined (the training images hold one class (top)" in out, (out, err)
 
 
 def test_labels_above_255_train_on_their_own_classes(data, monkeypatch, capsys):

@@ -498,5 +498,6 @@ def test_a_job_keeps_its_progress_where_the_parent_and_status_read_it(tmp_path):
         assert progress.job_line(tmp_path) == "", "a finished stage is gone from the note"
     finally:
         progress.reset()
+    assert progress.Stage("discovery: tiny x pets", None, "step").line() == "discovery: tiny x pets"
     (tmp_path / "progress.json").write_text('{"stages": [{"label": 5}]}')
     assert progress.job_line(tmp_path) == "", "a damaged note reads as no stage, never an error"

@@ -95,6 +95,21 @@ def test_a_missing_metric_leaves_an_empty_cell_and_a_failed_run_is_named(root):
     assert list(wide.index) == ["a_sup", "b_mim", "c_mim", "d_ctl"]  # families in the registry's order
 
 
+def test_a_hand_edited_number_is_named_not_skipped(root):
+    """A metric that is not a number was skipped without a word: its row silently missing."""
+    path = root / "runs" / "a_sup__embedded__linear.json"
+    record = json.loads(path.read_text())
+    record["metrics"]["top1"] = "99.9"
+    path.write_text(json.dumps(record))
+    board = tables.build(root)
+    said = "a_sup__embedded__linear.json: metric 'top1' is \"99.9\", not a number; re-run it"
+    assert said in board.problems
+    record["metrics"]["top1"] = 99.9
+    path.write_text(json.dumps(record))
+    (problem,) = tables.build(root).problems
+    assert "primary value" in problem and "is not its metric 'top1'" in problem
+
+
 def test_families_give_mean_spread_and_count(root):
     fam = tables.families(tables.build(root).long)
     mim = fam[(fam.family == "mim") & (fam.task == "linear")].iloc[0]

@@ -120,8 +120,8 @@ def test_training_learns_labels_that_the_features_carry():
         bucket=np.zeros(n, dtype=np.int64),
         input_hw=np.full((n, 2), 32),
     )
-    store, labelled = seghead.label_store(n, 32, 32, lambda i: labels[i], 255, k)
-    assert labelled == int((labels != 255).sum())
+    store, counts = seghead.label_store(n, 32, 32, lambda i: labels[i], 255, k)
+    assert counts.sum() == int((labels != 255).sum()) and len(counts) == k
     head, details = seghead.train_head(
         windows, store, [k], k, iterations=60, batch_size=8, lr=0.05, warmup_iters=5
     )
@@ -142,8 +142,8 @@ def test_training_learns_labels_that_the_features_carry():
 
 
 def test_label_store_pads_with_the_ignore_index():
-    store, labelled = seghead.label_store(2, 3, 4, lambda i: np.full((2, 2), i, dtype=np.int64), 255, 2)
-    assert store.shape == (2, 3, 4) and store.dtype == np.uint8 and labelled == 8
+    store, counts = seghead.label_store(2, 3, 4, lambda i: np.full((2, 2), i, dtype=np.int64), 255, 2)
+    assert store.shape == (2, 3, 4) and store.dtype == np.uint8 and counts.tolist() == [4, 4]
     assert store[1, :2, :2].tolist() == [[1, 1], [1, 1]] and (store[1, 2] == 255).all()
 
 

@@ -43,16 +43,16 @@ _DRIVE = re.compile(r"^[A-Za-z]:/")
 MAX_ANNOTATION_BYTES = 4 * 2**30  # COCO's largest file, instances_train2017.json, is under 0.5 GB
 
 
-def read_annotation_file(path: Path, what: str) -> bytes:
+def read_annotation_file(path: Path, what: str, limit: int = MAX_ANNOTATION_BYTES) -> bytes:
     """An annotation file's bytes: a regular file (a FIFO would block the read for ever), not larger than
-    any real one; else one line naming it."""
+    any real one of its kind (`limit` bytes); else one line naming it."""
     try:
         st = os.stat(path)
     except OSError as exc:
         raise UserError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
     if not stat.S_ISREG(st.st_mode):
         raise UserError(f"{what} {path} is not a regular file")
-    if st.st_size > MAX_ANNOTATION_BYTES:
+    if st.st_size > limit:
         raise UserError(f"{what} {path} has {st.st_size} bytes, more than any annotation file should")
     try:
         return path.read_bytes()

@@ -247,6 +247,14 @@ def _mask_samples(dataset: ImageDataset, spec: CropSpec) -> tuple[list[Sample], 
     return samples, list(names[1:]), {**counts, "crops": len(samples)}
 
 
+def no_crops_in(view: ImageDataset, split: str) -> str:
+    """Why a task bound to `split` of a crops view has nothing to read, in the words of the dataset."""
+    return (
+        f"dataset {view.extra['view_of']!r}: no {view.extra['crops']['source']} crop in its {split!r} images "
+        f"(crops in: {', '.join(view.splits) or 'none'}); annotate them or bind the task to another split"
+    )
+
+
 def make_view(dataset: ImageDataset, spec: CropSpec) -> ImageDataset:
     """The crops `spec` asks for, as a dataset of their own (cached and fingerprinted like any other)."""
     if spec.source == "keypoints":
@@ -272,5 +280,11 @@ def make_view(dataset: ImageDataset, spec: CropSpec) -> ImageDataset:
     view.extra = {**view.extra, "view_of": dataset.name, "crops": spec.model_dump()}
     view.warnings = list(dataset.warnings)
     if not view.samples:
-        raise UserError(f"dataset {dataset.name!r}: no {spec.source} crops (check the task's crops field)")
+        dropped = [w for w in dataset.warnings if "dropped" in w]  # the annotation checks' own counts
+        filtered = {k: v for k, v in view.extra.get("crop_counts", {}).items() if v}
+        why = (
+            "; ".join([*dropped[:2], *([f"the crop filters left out {filtered}"] if filtered else [])])
+            or "check the task's crops field"
+        )
+        raise UserError(f"dataset {dataset.name!r}: no {spec.source} crops ({why})")
     return view

@@ -405,9 +405,11 @@ def live_view(wanted: bool) -> Iterator[Callable[[list, list], None] | None]:
             )
         return view
 
-    with Live(
-        console=Console(stderr=True), transient=True, redirect_stdout=True, redirect_stderr=True
-    ) as live:
+    # Lines printed meanwhile go above the view; stdout only when it is this terminal too (rich would send a
+    # redirected stdout's lines to the terminal instead of the file).
+    console = Console(stderr=True)
+    redirect = {"redirect_stdout": sys.stdout.isatty(), "redirect_stderr": True}
+    with Live(console=console, transient=True, **redirect) as live:
         yield lambda running, queue: live.update(table(running, queue))
 
 

@@ -114,22 +114,26 @@ def label_dtype(num_classes: int, ignore: int) -> np.dtype:
 
 def label_store(
     n: int, height: int, width: int, fill: Callable[[int], np.ndarray], ignore: int, num_classes: int = 256
-) -> tuple[np.memmap, int]:
+) -> tuple[np.memmap, np.ndarray]:
     """(n, height, width) labels in an anonymous temporary file, window i's labels from `fill(i)` at the top
-    left, the rest `ignore`: training labels are memory-mapped like the features. Returns the store and how
-    many labelled (not ignored) pixels it holds. Every value written must fit the store's type."""
+    left, the rest `ignore`: training labels are memory-mapped like the features. Returns the store and the
+    labelled (not ignored) pixels of each class (K,): a head trained on one class scores 100 on it, so the
+    caller needs to know which classes it saw. Every value written must fit the store's type."""
     dtype = label_dtype(num_classes, ignore)
     handle = tempfile.TemporaryFile(prefix="probebench-labels-")
     out = np.memmap(handle, dtype=dtype, mode="w+", shape=(max(n, 1), height, width))
-    labelled, info = 0, np.iinfo(dtype)
+    counts, info = np.zeros(num_classes, dtype=np.int64), np.iinfo(dtype)
     for i in range(n):
         lab = np.asarray(fill(i))
         if lab.size and (lab.min() < info.min or lab.max() > info.max):
             raise ValueError(f"labels {lab.min()}..{lab.max()} do not fit a {dtype} label store")
         out[i] = ignore
         out[i, : lab.shape[0], : lab.shape[1]] = lab
-        labelled += int((lab != ignore).sum())
-    return out, labelled
+        seen = np.bincount(lab[lab != ignore].ravel().astype(np.int64), minlength=num_classes)
+        if len(seen) > num_classes:
+            raise ValueError(f"label {len(seen) - 1} is not one of the {num_classes} classes")
+        counts += seen
+    return out, counts
 
 
 def _batches(windows: Windows, batch_size: int, gen: torch.Generator) -> Iterator[np.ndarray]:

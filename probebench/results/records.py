@@ -8,6 +8,8 @@ whose config hash matches the current inputs is a finished result and is skipped
 from __future__ import annotations
 
 import functools
+import json
+import math
 import platform
 import subprocess
 from datetime import datetime, timezone
@@ -108,9 +110,26 @@ def read_record(path: Path) -> ResultRecord:
             )
         )
     try:
-        return ResultRecord.model_validate(raw)
+        record = ResultRecord.model_validate(raw)
     except ValidationError as exc:
         raise BadRecord(f"{Path(path).name}: not a valid record ({exc.error_count()} problem(s))") from None
+    if why := _metric_problem(raw):
+        raise BadRecord(f"{Path(path).name}: {why}")
+    return record
+
+
+def _metric_problem(raw: dict) -> str | None:
+    """What makes a record's numbers unreadable (a hand edit, another tool): a metric that is not a finite
+    number, list or table, or a primary value that is not its metric's. Tables skip such a number without a
+    word otherwise."""
+    for name, value in raw["metrics"].items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and math.isfinite(value)) and not isinstance(value, list | dict):
+            return f"metric {name!r} is {json.dumps(value)[:40]}, not a number; re-run it"
+    primary = raw["primary"]
+    if primary["value"] is not None and raw["metrics"].get(primary["name"]) != primary["value"]:
+        return f"primary value {json.dumps(primary['value'])[:40]} is not its metric {primary['name']!r}'s"
+    return None
 
 
 def finished(path: Path, config_hash: str) -> bool:

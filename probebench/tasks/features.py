@@ -13,6 +13,7 @@ import torch
 
 from probebench.cache.store import FeatureStore
 from probebench.data.base import ImageDataset
+from probebench.data.crops import no_crops_in
 from probebench.errors import UserError
 
 FEATURE_KINDS = ("cls", "pooled", "both")
@@ -24,6 +25,8 @@ def split_rows(
     """Dataset rows (N,) of `split` whose images were read, in dataset order, and their labels (N,)."""
     rows = np.array(dataset.split_indices(split), dtype=np.int64)
     if len(rows) == 0:
+        if "crops" in dataset.extra:  # a view of crops: its name is internal, what is missing is crops
+            raise UserError(no_crops_in(dataset, split))
         raise UserError(f"dataset {dataset.name!r} has no {split!r} split (splits: {dataset.splits})")
     rows = rows[store.load("valid", rows)]
     labels = np.array([dataset.samples[r].label for r in rows], dtype=np.int64)

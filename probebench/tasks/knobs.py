@@ -41,59 +41,66 @@ def shown(value: Any) -> str:
         return repr(value)
 
 
-def _bounds(ge, gt, le, lt) -> str:
-    low = f">= {ge:g}" if ge is not None else f"> {gt:g}" if gt is not None else ""
-    high = f"<= {le:g}" if le is not None else f"< {lt:g}" if lt is not None else ""
-    return " and ".join(x for x in (low, high) if x)
-
-
-def _outside(value: float, ge, gt, le, lt) -> bool:
-    return (
-        (ge is not None and value < ge)
-        or (gt is not None and value <= gt)
-        or (le is not None and value > le)
-        or (lt is not None and value >= lt)
-    )
-
-
 @dataclass(frozen=True)
-class Int(Knob):
-    ge: int | None = None
-    gt: int | None = None
-    le: int | None = None
-    lt: int | None = None
+class _Range(Knob):
+    """A number between optional bounds: `ge`/`le` inclusive, `gt`/`lt` exclusive."""
 
-    def domain(self) -> str:
-        bounds = _bounds(self.ge, self.gt, self.le, self.lt)
-        return "a whole number" + (f" {bounds}" if bounds else "")
-
-    def problem(self, value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            return f"{shown(value)} is not a whole number"
-        if _outside(value, self.ge, self.gt, self.le, self.lt):
-            return f"{shown(value)} is out of range"
-        return None
-
-
-@dataclass(frozen=True)
-class Float(Knob):
     ge: float | None = None
     gt: float | None = None
     le: float | None = None
     lt: float | None = None
+    noun = "a number"  # what a value must be, in the domain's words
 
     def domain(self) -> str:
-        bounds = _bounds(self.ge, self.gt, self.le, self.lt)
-        return "a finite number" + (f" {bounds}" if bounds else "")
+        low = (
+            f">= {shown(self.ge)}"
+            if self.ge is not None
+            else f"> {shown(self.gt)}"
+            if self.gt is not None
+            else ""
+        )
+        high = (
+            f"<= {shown(self.le)}"
+            if self.le is not None
+            else f"< {shown(self.lt)}"
+            if self.lt is not None
+            else ""
+        )
+        bounds = " and ".join(x for x in (low, high) if x)
+        return self.noun + (f" {bounds}" if bounds else "")
+
+    def kind_problem(self, value: Any) -> str | None:  # pragma: no cover - every kind overrides it
+        raise NotImplementedError
 
     def problem(self, value: Any) -> str | None:
+        if (why := self.kind_problem(value)) is not None:
+            return why
+        outside = (
+            (self.ge is not None and value < self.ge)
+            or (self.gt is not None and value <= self.gt)
+            or (self.le is not None and value > self.le)
+            or (self.lt is not None and value >= self.lt)
+        )
+        return f"{shown(value)} is out of range" if outside else None
+
+
+@dataclass(frozen=True)
+class Int(_Range):
+    noun = "a whole number"
+
+    def kind_problem(self, value: Any) -> str | None:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else f"{shown(value)} is not a whole number"
+
+
+@dataclass(frozen=True)
+class Float(_Range):
+    noun = "a finite number"
+
+    def kind_problem(self, value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"{shown(value)} is not a number"
-        if not math.isfinite(value):
-            return f"{shown(value)} is not finite"
-        if _outside(value, self.ge, self.gt, self.le, self.lt):
-            return f"{shown(value)} is out of range"
-        return None
+        return None if math.isfinite(value) else f"{shown(value)} is not finite"
 
 
 @dataclass(frozen=True)

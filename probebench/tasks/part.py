@@ -41,11 +41,16 @@ class PartRetrievalProbe(Probe):
         test = ctx.roles["test"]
         (layer,) = ctx.layers
         kind = ctx.knobs["feature"]
-        if len(present := np.unique(test.labels)) < 2:
+        present, sizes = np.unique(test.labels, return_counts=True)
+        why = None
+        if len(present) < 2:
             why = (
                 f"the crops hold {len(present)} part class: every crop would retrieve only its own class, so "
                 "AP is 100 whatever the features; retrieval needs two or more"
             )
+        elif sizes.max() < 2:
+            why = "every crop is the only one of its part class: no query has another crop to retrieve"
+        if why:
             return Evaluation(
                 {"n_crops": len(test.rows)},
                 {"probe": "part_retrieval"},
@@ -59,6 +64,11 @@ class PartRetrievalProbe(Probe):
         ap = retrieval.average_precisions(
             x, test.labels, include_self=ctx.knobs["include_self"], device=ctx.device
         )
+        if ctx.knobs["include_self"] and (alone := int(sizes[sizes == 1].sum())):
+            ctx.warn(
+                f"{alone} crop(s) are the only one of their part class: ranked against themselves, their "
+                "AP is 100 whatever the features"
+            )
         metrics = retrieval.retrieval_metrics(ap, test.labels, seed=ctx.seed)
         names = test.dataset.classes
         metrics["per_class_ap"] = {names[int(c)]: v for c, v in metrics["per_class_ap"].items()}

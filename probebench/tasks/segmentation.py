@@ -108,7 +108,7 @@ class _SegmentationProbe(Probe):
     default_splits = {"train": "train", "test": "test"}
     reads = "patch grids"
     # 2: label stores wide enough for every label (labels above 255 were stored mod 256), and no mIoU
-    # where no pixel is labelled
+    # where no pixel is labelled or training holds one class
     protocol_version = "2"
     annotation = "mask"
     reduce_zero = True
@@ -167,7 +167,7 @@ class _SegmentationProbe(Probe):
         dims = [train.store.width(f"patches.L{layer}") for layer in ctx.layers]
         labels = _Labels(train, k["annotation"], k["reduce_zero_label"])
         windows = _windows(train, ctx.layers)
-        store, labelled = seghead.label_store(
+        store, counts = seghead.label_store(
             len(train.rows),
             int(windows.input_hw[:, 0].max()),
             int(windows.input_hw[:, 1].max()),
@@ -175,8 +175,15 @@ class _SegmentationProbe(Probe):
             labels.ignore,
             len(names),
         )
-        if not labelled:
-            why = "the training images hold no labelled pixel (all background or ignored): nothing to train"
+        trained = [names[c] for c in np.nonzero(counts)[0]]
+        if len(trained) < 2:
+            # One class to learn is a head that always says it: 100 on every pixel it is scored on.
+            why = (
+                "the training images hold no labelled pixel (all background or ignored): nothing to train"
+                if not trained
+                else f"the training images hold one class ({trained[0]}) besides what is ignored: a head "
+                "that always predicts it scores 100"
+            )
             return Evaluation({"n_images": 0}, {"probe": "linear segmentation"}, undefined=_undefined(why))
         head, details = seghead.train_head(
             windows,

@@ -214,7 +214,7 @@ def read_coco_split(
             )
         warnings.append(f"{json_path.name}: {orphans} annotation(s) name an image the file does not list")
     bases = _bases(json_path, root)
-    samples, uncategorised = [], 0
+    samples, uncategorised, files = [], 0, {}
     for img in sorted(images, key=lambda m: (isinstance(m["id"], str), m["id"])):
         where = f"images[{ids[img['id']]}]"
         size = (_size(img.get("width")), _size(img.get("height")))
@@ -245,6 +245,9 @@ def read_coco_split(
             ann["segmentation"].append(a.get("segmentation"))
             ann["keypoints"] += [[*r, len(ann["boxes"]) - 1] for r in rows]
         path = _find_image(reader, img, where, bases)
+        if path in files:  # two ids for one photo: it would be scored twice, with each entry's annotations
+            raise reader.fail(where, f"names image file {path.name}, as {files[path]} does; list each once")
+        files[path] = where
         samples.append(
             Sample(str(path.relative_to(root)) if path.is_relative_to(root) else str(path), -1, split, ann)
         )

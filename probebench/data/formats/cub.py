@@ -89,14 +89,15 @@ def read_cub(root: Path, name: str = "cub") -> ImageDataset:
                 f"CUB file {root / 'train_test_split.txt'}: image {img_id} has split {split[img_id][0]!r}; "
                 "CUB's are 1 (train) and 0 (test)"
             )
-        confined(root, f"images/{rel}", f"CUB file {root / 'images.txt'}")
+        # confined under images/ as the name is written: a prefix first would hide a leading '/'
+        path = confined(root / "images", rel, f"CUB file {root / 'images.txt'}").relative_to(root).as_posix()
         ann: dict = {}
         if img_id in boxes:
             x, y, w, h = boxes[img_id]
             ann["boxes"] = [[x, y, x + w, y + h, label]]
         if img_id in parts:
             ann["keypoints"] = parts[img_id]
-        samples.append(Sample(f"images/{rel}", label, "train" if split[img_id][0] == "1" else "test", ann))
+        samples.append(Sample(path, label, "train" if split[img_id][0] == "1" else "test", ann))
     ds = ImageDataset(name, root, classes, samples, description=f"CUB-200-2011 layout at {root}")
     if (root / "parts" / "parts.txt").is_file():  # part names, so crops may name them ("right eye")
         named = _table(root / "parts" / "parts.txt", 1)

@@ -63,7 +63,8 @@ def read_mask_folder(
     if not img_dir.is_dir() or not lab_dir.is_dir():
         raise UserError(f"{root} is not a mask folder: it needs {images}/ and {labels}/")
     classes_path = confined(root, classes_file, what)
-    classes = read_classes(classes_path) if classes_path.is_file() else []
+    # anything there is read (a FIFO or folder is refused by `read_classes`), never taken for "no list"
+    classes = read_classes(classes_path) if classes_path.exists() or classes_path.is_symlink() else []
     # mmseg's layout: one sub-folder per split under both folders (images/train, labels/train, ...)
     folders = {split: (img_dir, lab_dir)}
     if not _images_in(img_dir):

@@ -29,7 +29,8 @@ def read_saliency(root: Path, name: str, images: str, masks: str, split: str = "
     )
     if not img_dir.is_dir() or not mask_dir.is_dir():
         raise UserError(f"{root} is not a saliency set: it needs {images}/ and {masks}/")
-    by_stem = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}
+    # every mask-named entry, regular or not: `foreground` refuses one that is not a file, by name
+    by_stem = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()}
     samples = []
     for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
         if img.stem not in by_stem:

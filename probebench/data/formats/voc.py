@@ -79,6 +79,25 @@ def _annotated_size(root: ET.Element, xml: Path) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
+def read_image_set(listing: Path) -> list[str] | None:
+    """The ids an `ImageSets/.../<split>.txt` lists (first word of each line), None where there is no such
+    file. Read as any annotation file (regular, bounded); an id listed twice would be scored twice, so it is
+    refused with one line."""
+    if not (listing.exists() or listing.is_symlink()):
+        return None
+    # 64 MB: ImageNet's 1.3 million ids would take 40 MB; VOC's largest list is 0.2 MB
+    text = read_annotation_file(listing, "image set", 64 * 2**20).decode("utf-8", errors="replace")
+    ids = [line.split()[0] for line in text.splitlines() if line.strip()]
+    twice = [(i, n) for i, n in Counter(ids).items() if n > 1]
+    if twice:
+        i, n = twice[0]
+        raise UserError(
+            f"image set {listing} lists id {i!r} {n} times ({len(twice)} id(s) repeated): each image is "
+            "listed once; remove the repeats"
+        )
+    return ids
+
+
 def read_voc_split(
     split_root: Path, split: str, classes: list[str] | None = None
 ) -> tuple[list[Sample], list[str]]:
@@ -88,10 +107,8 @@ def read_voc_split(
     ann_dir, img_dir = split_root / "Annotations", split_root / "JPEGImages"
     if not ann_dir.is_dir() or not img_dir.is_dir():
         raise UserError(f"{split_root} is not a Pascal VOC folder: it needs JPEGImages/ and Annotations/")
-    ids = None
     listing = split_root / "ImageSets" / "Main" / f"{split}.txt"
-    if listing.is_file():
-        ids = [line.split()[0] for line in listing.read_text(errors="replace").splitlines() if line.strip()]
+    ids = read_image_set(listing)
     if ids:
         xmls = [confined(ann_dir, f"{i}.xml", f"image set {listing}") for i in ids]
         if missing := [x for x in xmls if not x.is_file()]:
@@ -149,7 +166,8 @@ def read_voc(
             (d.parent for d in sorted([*root.glob("*/Annotations"), *root.glob("*/*/Annotations")])), root
         )
     for s in splits:
-        if (root / "ImageSets" / "Main" / f"{s}.txt").is_file():
+        listing = root / "ImageSets" / "Main" / f"{s}.txt"
+        if listing.exists() or listing.is_symlink():  # anything there is read (or refused), never skipped
             part, classes = read_voc_split(root, s, classes)
             samples += part
     if not samples:
@@ -192,9 +210,7 @@ def read_voc_segmentation(root: Path, name: str = "voc_seg", splits: tuple[str, 
     samples = []
     for split in splits:
         listing = lists / f"{split}.txt"
-        if not listing.is_file():
-            continue
-        for stem in (x.split()[0] for x in listing.read_text(errors="replace").splitlines() if x.strip()):
+        for stem in read_image_set(listing) or []:
             confined(root, stem, f"image set {listing}")
             ann = {"mask": f"SegmentationClass/{stem}.png"}
             samples.append(Sample(f"JPEGImages/{stem}.jpg", -1, split, ann))
