@@ -41,6 +41,13 @@ def shown(value: Any) -> str:
         return repr(value)
 
 
+def _bound(inclusive: float | None, exclusive: float | None, sign: str, strict: str) -> str:
+    """One side of a range in words (`>= 1`, `< 1.0`), "" when open."""
+    if inclusive is not None:
+        return f"{sign} {shown(inclusive)}"
+    return f"{strict} {shown(exclusive)}" if exclusive is not None else ""
+
+
 @dataclass(frozen=True)
 class _Range(Knob):
     """A number between optional bounds: `ge`/`le` inclusive, `gt`/`lt` exclusive."""
@@ -52,20 +59,7 @@ class _Range(Knob):
     noun = "a number"  # what a value must be, in the domain's words
 
     def domain(self) -> str:
-        low = (
-            f">= {shown(self.ge)}"
-            if self.ge is not None
-            else f"> {shown(self.gt)}"
-            if self.gt is not None
-            else ""
-        )
-        high = (
-            f"<= {shown(self.le)}"
-            if self.le is not None
-            else f"< {shown(self.lt)}"
-            if self.lt is not None
-            else ""
-        )
+        low, high = _bound(self.ge, self.gt, ">=", ">"), _bound(self.le, self.lt, "<=", "<")
         bounds = " and ".join(x for x in (low, high) if x)
         return self.noun + (f" {bounds}" if bounds else "")
 
