@@ -485,6 +485,23 @@ def test_a_local_grid_is_not_stopped_by_slurm_notes_copied_from_a_cluster(study,
     assert code == 0 and "tiny9__far" in out
 
 
+def test_progress_is_quiet_where_stderr_is_not_a_terminal(capsys):
+    """CI logs stay short: no bars and no live view of jobs unless stderr is a terminal."""
+    from probebench import progress
+    from probebench.launch.submit import live_view
+
+    try:
+        progress.show_on_terminal()  # pytest's captured stderr is not a terminal
+        assert progress._SINKS == []
+        with progress.stage("extract tiny x pets", total=10, unit="img") as advance:
+            advance(10)
+        with live_view(True) as watch:
+            assert watch is None
+    finally:
+        progress.reset()
+    assert capsys.readouterr().err == ""
+
+
 def test_a_job_keeps_its_progress_where_the_parent_and_status_read_it(tmp_path):
     from probebench import progress
 
