@@ -172,13 +172,11 @@ def _check_tasks(tasks: Path, datasets: Path | None, data_root: Path | None) -> 
     against its data as `run` reads it: the datasets exist and read, its crops or windows can be made."""
     from probebench.pipeline import check_task_data
     from probebench.registry import read_config
-    from probebench.tasks.spec import parse_tasks, shipped_tasks, user_tasks_path
+    from probebench.tasks.spec import clashes, parse_tasks, shipped_tasks, user_tasks_path
 
     path_ = user_tasks_path(tasks)
     mine, shipped = parse_tasks(read_config(path_), str(path_)), shipped_tasks()
-    problems = [
-        f"{path_}: task {n!r} is a shipped task; give yours another name" for n in mine if n in shipped
-    ]
+    problems = clashes(mine, shipped, path_)
     problems += check_task_data([t for n, t in mine.items() if n not in shipped], datasets, data_root)
     if problems:
         raise UserError("\n".join(problems))

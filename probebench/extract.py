@@ -72,7 +72,7 @@ class Options:
     shard_size: int = 256
     strict: bool = False
     max_pixels: int = MAX_PIXELS  # images with more pixels are skipped as unreadable (decompression bombs)
-    progress: bool | None = None  # None: where progress shows (`probebench.progress`); False: never
+    progress: bool | None = None  # False: never; else wherever progress shows (`probebench.progress`)
 
     def __post_init__(self) -> None:
         """Bad options are one line before any work: the device must parse and exist here."""

@@ -123,7 +123,7 @@ def read_json(path: Path, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_
     JSON only (NaN and Infinity are not JSON) and at most `max_depth` deep. Raises `BadFile`."""
     data = read_bytes(path, max_bytes)
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+        value = json.loads(data.decode("utf-8"), parse_constant=no_constant)
     except UnicodeDecodeError:
         raise BadFile(f"{path}: not UTF-8 text") from None
     except RecursionError:
@@ -135,5 +135,6 @@ def read_json(path: Path, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_
     return value
 
 
-def _no_constant(name: str) -> Any:
+def no_constant(name: str) -> Any:
+    """`json.loads`'s parse_constant: NaN and Infinity are refused (they are not JSON)."""
     raise ValueError(f"{name} is not a JSON value")

@@ -153,8 +153,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
                 f"duplicate name {key!r} (line {key_node.start_mark.line + 1}); each name appears once"
             )
         seen.add(key)
-    loader.flatten_mapping(node)  # merged keys first, then the entry's own (which win)
-    return loader.construct_mapping(node, deep=deep)
+    return loader.construct_mapping(node, deep=deep)  # merges `<<` keys first; the entry's own win
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)

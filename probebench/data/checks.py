@@ -115,10 +115,9 @@ def _check_boxes(ann: dict, width: int, height: int, clip: bool, dropped: Counte
             boxes.append(box)
             continue
         keep.append(False)
-    if all(keep):
-        ann["boxes"] = boxes
-        return
     ann["boxes"] = boxes
+    if all(keep):
+        return
     for key in PER_INSTANCE:
         if key in ann and len(ann[key]) == len(keep):
             ann[key] = [v for v, k in zip(ann[key], keep, strict=True) if k]

@@ -39,7 +39,7 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(a / top * 255.0), 0, 255).astype(np.uint8), mode="L")
 
 
-def _open(path: str) -> Image.Image:
+def open_header(path: str | os.PathLike) -> Image.Image:
     """`Image.open` without Pillow's own pixel limit (it reads the header only): `read_rgb` applies the
     limit asked for instead. Restored at once, so other readers in this process keep Pillow's."""
     saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
@@ -56,7 +56,7 @@ def read_rgb(path: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
     images of more than `max_pixels` pixels (decompression bombs), before any pixel is decoded."""
     if not stat.S_ISREG(os.stat(path).st_mode):
         raise UnreadableImage(f"{path} is not a regular file")
-    with _open(path) as im:
+    with open_header(path) as im:
         if im.width * im.height > max_pixels:
             raise UnreadableImage(
                 f"{path} has {im.width} x {im.height} pixels, more than --max-pixels {max_pixels}"

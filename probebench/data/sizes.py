@@ -17,7 +17,6 @@ import stat
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from probebench.errors import UserError
 from probebench.io import atomic_write
@@ -33,16 +32,14 @@ _TURNED = (5, 6, 7, 8)
 def header_size(path: Path) -> tuple[int, int, bool]:
     """(width, height, turned) of an image file as the loader reads it (EXIF orientation applied; turned:
     whether that swapped the file's sides); (0, 0, False) for what is not a readable regular file."""
+    from probebench.data.loader import open_header  # torch comes with the loader: not at a reader's import
+
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO named x.jpg would block the open
             return 0, 0, False
-        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the header only: no pixel limit
-        try:
-            with Image.open(path) as im:
-                width, height = im.size
-                turned = im.getexif().get(0x0112, 1) in _TURNED
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
+        with open_header(path) as im:  # the header only: no pixel limit
+            width, height = im.size
+            turned = im.getexif().get(0x0112, 1) in _TURNED
     except (OSError, ValueError, SyntaxError):  # not an image, truncated, a broken EXIF block
         return 0, 0, False
     return (height, width, True) if turned else (width, height, False)

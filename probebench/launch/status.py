@@ -195,7 +195,8 @@ def _notes(root: Path) -> tuple[list[tuple[Path, dict]], list[Row]]:
             continue  # a folder a submission is still making
         try:
             note = read_note(path)
-            _records(note, root)  # its record paths stay inside the results folder
+            for rel in note["records"]:
+                confined(root, rel, "job note")  # its record paths stay inside the results folder
         except (BadFile, UserError) as exc:
             said = str(exc).replace(f"{path}: ", "")
             why = f"its note cannot be read ({said}); remove {folder} and re-run"

@@ -305,13 +305,13 @@ MAX_GRID_SIDE = 8192  # pixels: a grey canvas stands in for an image that is not
 def _grid_lines(path: Path, count: int) -> list[dict]:
     """The first `count` per-image lines of a discovery record's boxes.jsonl, read as untrusted input: a
     line that is not what the probe writes leaves the grid out (with a log line), never the report."""
-    from probebench.io import BadFile, read_bytes
+    from probebench.io import BadFile, no_constant, read_bytes
 
     if not path.is_file():
         return []
     try:
         text = read_bytes(path, 512 * 2**20).decode("utf-8")
-        lines = [json.loads(x, parse_constant=_refuse) for x in text.splitlines()[:count] if x.strip()]
+        lines = [json.loads(x, parse_constant=no_constant) for x in text.splitlines()[:count] if x.strip()]
     except (BadFile, UnicodeDecodeError, ValueError, RecursionError) as exc:
         log.warning("discovery grid of %s left out: %s", path.parent.name, exc)
         return []
@@ -345,10 +345,6 @@ def _mask(path: Path) -> np.ndarray | None:
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         log.warning("discovery grid: mask %s left out (%s)", path.name, exc)
         return None
-
-
-def _refuse(name: str):
-    raise ValueError(f"{name} is not a JSON value")
 
 
 def _box(box) -> bool:

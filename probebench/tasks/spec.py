@@ -156,16 +156,19 @@ def shipped_tasks() -> dict[str, Task]:
     return parse_tasks(shipped_text, "probebench/tasks/tasks.yaml", SHIPPED)
 
 
+def clashes(mine: dict[str, Task], shipped: dict[str, Task], path: Path) -> list[str]:
+    """One line per task of a user's file that takes a shipped task's name."""
+    return [f"{path}: task {n!r} is a shipped task; give yours another name" for n in mine if n in shipped]
+
+
 def load_tasks(path: Path | None = None) -> dict[str, Task]:
     """The shipped tasks plus a user file's (`path`, else ./tasks.yaml when present)."""
     tasks = shipped_tasks()
     user = user_tasks_path(path)
     if user is not None:
         mine = parse_tasks(read_config(user), str(user))
-        if clash := [n for n in mine if n in tasks]:
-            raise UserError(
-                "\n".join(f"{user}: task {n!r} is a shipped task; give yours another name" for n in clash)
-            )
+        if clash := clashes(mine, tasks, user):
+            raise UserError("\n".join(clash))
         tasks |= mine
     return tasks
 
