@@ -78,7 +78,13 @@ def read_cub(root: Path, name: str = "cub") -> ImageDataset:
         for table, file in ((labels, "image_class_labels.txt"), (split, "train_test_split.txt")):
             if img_id not in table:
                 raise UserError(f"CUB file {root / file} has no line for image {img_id} of images.txt")
-        label = _int(labels[img_id][0], root / "image_class_labels.txt", 0) - 1
+        try:  # the table keeps values, not line numbers: name the image instead
+            label = int(labels[img_id][0]) - 1
+        except ValueError:
+            raise UserError(
+                f"CUB file {root / 'image_class_labels.txt'}: image {img_id}: {labels[img_id][0]!r} is not a "
+                "whole number; fix the file"
+            ) from None
         if not 0 <= label < len(classes):
             raise UserError(
                 f"CUB file {root / 'image_class_labels.txt'}: image {img_id} has class {label + 1}, and "
