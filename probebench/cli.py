@@ -26,6 +26,9 @@ app.add_typer(cache_app, name="cache")
 data_app = typer.Typer(no_args_is_help=True, help="Get the papers' datasets.")
 app.add_typer(data_app, name="data")
 
+FamilyOpt = typer.Option(
+    None, "--family", help="Family of the models named directly (-e timm:NAME); default unlabelled."
+)
 RegistryOpt = typer.Option(None, "--registry", help="Encoder registry file (default: encoders.yaml).")
 DatasetsOpt = typer.Option(None, "--datasets", help="Datasets config (default: ./datasets.yaml if present).")
 TasksOpt = typer.Option(None, "--tasks", help="Tasks file (default: ./tasks.yaml if present).")
@@ -139,6 +142,27 @@ def _dataset_rows(datasets: Path | None, data_root: Path | None, tasks_file: Pat
 
 
 @app.command()
+def show(
+    encoder: str = typer.Argument(
+        ...,
+        help="Registry name, or a model named directly (timm:NAME, hf:ORG/REPO@REV, open_clip:MODEL/TAG).",
+    ),
+    family: str = FamilyOpt,
+    weights: Path = typer.Option(None, "--weights", help="Weights file for sources that cannot download."),
+    registry: Path = RegistryOpt,
+):
+    """The encoder's protocol card: what a run would read (weights, preprocessing and where each value came
+    from, resolution, tokens, keys, attention, positions, feature, precision, deviations)."""
+    from probebench.encoders.card import protocol_card
+    from probebench.registry import get_entry
+
+    lines = protocol_card(get_entry(_registry(registry), encoder, family), weights)
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        typer.echo(f"{key:<{width}}  {value}")
+
+
+@app.command()
 def validate(
     path: Path = typer.Argument(None, help="Registry file (default: the active encoders.yaml)."),
     datasets: Path = typer.Option(None, "--datasets", help="Also check this datasets config."),
@@ -236,7 +260,13 @@ def _layers(values: list[str] | None) -> tuple[int | str, ...] | None:
 
 @app.command()
 def extract(
-    encoder: str = typer.Option(..., "--encoder", "-e", help="Registry name."),
+    encoder: str = typer.Option(
+        ...,
+        "--encoder",
+        "-e",
+        help="Registry name, or a model named directly (timm:NAME, hf:..., open_clip:...).",
+    ),
+    family: str = FamilyOpt,
     dataset: str = typer.Option("embedded", "--dataset", "-d", help="Dataset name or image-folder path."),
     layers: list[str] = typer.Option(
         ["-1"], "--layers", "-l", help="Block indices (negative from the end) or 'all'."
@@ -275,7 +305,7 @@ def extract(
     from probebench.paths import features_dir, writable_dir
     from probebench.registry import get_entry
 
-    entry = get_entry(_registry(registry), encoder)
+    entry = get_entry(_registry(registry), encoder, family)
     opts = _options(batch_size, workers, device, strict, max_pixels)
     writable_dir(features_dir(), "feature cache", "set PROBEBENCH_HOME to a writable folder")
     spec = resolve(entry, weights)
@@ -308,8 +338,13 @@ def extract(
 @app.command()
 def run(
     encoder: list[str] = typer.Option(
-        None, "--encoder", "-e", help="Registry names (default: all available)."
+        None,
+        "--encoder",
+        "-e",
+        help="Registry names (default: all available), or models named directly: timm:NAME, hf:ORG/REPO@REV, "
+        "open_clip:MODEL/TAG.",
     ),
+    family: str = FamilyOpt,
     task: list[str] = typer.Option(
         None, "--task", "-t", help="Task or group names, e.g. knn, linear, attentive, object."
     ),
@@ -317,7 +352,10 @@ def run(
         None, "--layer", "-l", help="Probe these blocks (negative from the end, or 'all'): one result each."
     ),
     feature: str = typer.Option(
-        None, "--feature", help="Image feature for linear/kNN: cls, pooled or both (default: per encoder)."
+        None,
+        "--feature",
+        help="Image feature for linear/kNN: cls, pooled, both or head (the model's own pooling; default: per "
+        "encoder).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the val split, attentive probe and bootstrap."),
     dataset: str = typer.Option(None, "--dataset", "-d", help="Run the tasks on this dataset instead."),
@@ -369,14 +407,16 @@ def run(
         )
     if weights and len(names) != 1:
         raise UserError("--weights needs exactly one --encoder")
-    entries = [get_entry(reg, n) for n in names]
+    entries = [get_entry(reg, n, family) for n in names]
     if task and suite:
         raise UserError("give --task or --suite, not both")
     tasks = (
         [x for t in task for x in get_tasks(t, catalog)] if task else get_suite(suite or "default", catalog)
     )
-    if feature is not None and feature not in ("cls", "pooled", "both"):
-        raise UserError(f"--feature {feature!r}: use cls, pooled or both")
+    from probebench.tasks.features import FEATURE_KINDS
+
+    if feature is not None and feature not in FEATURE_KINDS:
+        raise UserError(f"--feature {feature!r}: use {', '.join(FEATURE_KINDS)}")
     typer.echo(f"running {len(entries)} encoder(s) x {len(tasks)} task(s): {', '.join(names)}")
     res = _resources(launcher, jobs, partition, gpus, cpus, time_min, mem)
     if res is not None:

@@ -24,7 +24,7 @@ from probebench import distributed, progress
 from probebench.cache.store import EXTRACTOR_VERSION, FeatureStore, cache_key, is_token_array, list_stores
 from probebench.data.base import MAX_PIXELS, ImageDataset
 from probebench.data.loader import ImageRows, collate_rows, why_unreadable, worker_init
-from probebench.encoders.base import TOKEN_KINDS, Encoder, Features, is_layer
+from probebench.encoders.base import TOKEN_KINDS, Encoder, Features, Preprocess, is_layer
 from probebench.encoders.load import Spec, build
 from probebench.errors import UserError
 from probebench.geometry import GEOMETRY_MODES
@@ -46,6 +46,11 @@ class Request:
     patch_dtype: str = "float16"  # patch tokens and keys; cls, pooled, attention and projection stay float32
     geometry: str = "resize"
     max_side: int | None = None
+    # `resize` framing: the input size every encoder reads (a task that fixes one, as the papers' suite fixes
+    # 224); None: the encoder's own evaluation size
+    input_size: int | None = None
+    # keys of RoPE models as the block's attention uses them (rotated), or before the rotation
+    rotated_keys: bool = True
     # token kinds cached only where the encoder has them (keys and attention for discovery, which falls back
     # to patch tokens on CNNs); the store's `token_arrays` says which were
     optional: tuple[str, ...] = ()
@@ -62,6 +67,13 @@ class Request:
             raise UserError(f"geometry {self.geometry!r}: use {' or '.join(GEOMETRY_MODES)}")
         if self.max_side is not None and (self.geometry != "native" or self.max_side < 1):
             raise UserError("max_side caps the longer side in native geometry: give a positive size with it")
+        if self.input_size is not None and (self.geometry != "resize" or self.input_size < 1):
+            raise UserError("input_size fixes the resize framing's size: give a positive size with it")
+
+    def preprocess(self, own: Preprocess) -> Preprocess:
+        """The encoder's preprocessing with the size this request fixes (crop ratio, interpolation, mean and
+        std stay the encoder's)."""
+        return own if self.input_size is None else replace(own, input_size=self.input_size)
 
 
 @dataclass
@@ -116,20 +128,21 @@ def check_device(name: str) -> torch.device:
     return device
 
 
-def device_and_precision(opts: Options) -> tuple[torch.device, str, torch.dtype | None]:
-    """The device to run on, and the autocast dtype: bf16 (or fp16) on CUDA, none (fp32) on the CPU."""
+def device_and_precision(
+    opts: Options, entry_precision: str = "auto"
+) -> tuple[torch.device, str, torch.dtype | None]:
+    """The device to run on, and the autocast dtype: on CUDA the entry's precision ("auto": bf16, or fp16
+    where the GPU has no bf16), none (fp32) on the CPU."""
     device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return (device, *_precision(device))
+    return (device, *_precision(device, entry_precision))
 
 
-def _precision(device: torch.device) -> tuple[str, torch.dtype | None]:
-    if device.type != "cuda":
+def _precision(device: torch.device, wanted: str = "auto") -> tuple[str, torch.dtype | None]:
+    if device.type != "cuda" or wanted == "fp32":
         return "fp32", None
-    return (
-        ("bf16-autocast", torch.bfloat16)
-        if torch.cuda.is_bf16_supported()
-        else ("fp16-autocast", torch.float16)
-    )
+    if wanted == "auto":
+        wanted = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return f"{wanted}-autocast", {"bf16": torch.bfloat16, "fp16": torch.float16}[wanted]
 
 
 def _arrays(feats: Features, layers: list[int], req: Request) -> dict[str, np.ndarray]:
@@ -149,6 +162,8 @@ def _arrays(feats: Features, layers: list[int], req: Request) -> dict[str, np.nd
         out["attention"] = feats.attention.float().cpu().numpy()
     if "projection" in req.tokens:
         out["projection"] = feats.projection.float().cpu().numpy()
+    if "head" in req.tokens:
+        out["head"] = feats.head.float().cpu().numpy()
     return out
 
 
@@ -181,11 +196,12 @@ def store_for(spec: Spec, dataset: ImageDataset, req: Request, opts: Options, pr
     parts = {
         "encoder": spec.entry.model_dump(mode="json"),
         "weights_id": spec.weights_id,
-        "preprocess": spec.preprocess.as_dict(),
+        "preprocess": req.preprocess(spec.preprocess).as_dict(),
         "versions": spec.versions,
         "layers": list(req.layers),
         "tokens": sorted(req.tokens),
         **({"optional": sorted(req.optional)} if req.optional else {}),
+        **({"rope_keys": "unrotated"} if not req.rotated_keys else {}),
         "norm": req.norm,
         "patch_dtype": req.patch_dtype,
         "precision": precision,
@@ -238,7 +254,7 @@ def extract(
     was forgotten) instead of looking the entry up by key."""
     t0 = time.perf_counter()
     ranks = distributed.init()
-    device, precision, amp_dtype = device_and_precision(opts)
+    device, precision, amp_dtype = device_and_precision(opts, spec.entry.precision)
     if ranks.world > 1 and device.type == "cuda":
         device = torch.device("cuda", ranks.local_rank)  # torchrun: one GPU per process on its node
         torch.cuda.set_device(device)
@@ -276,8 +292,12 @@ def extract(
             patch_dtype=req.patch_dtype,
             geometry=req.geometry,
             max_side=req.max_side,
+            input_size=req.input_size,
+            rotated_keys=req.rotated_keys,
         )
     layers = encoder.resolve_layers(list(req.layers))
+    if hasattr(encoder, "rotate_keys"):  # before `describe`: the record's keys_kind says which keys these are
+        encoder.rotate_keys = req.rotated_keys
     req = _available(req, encoder)
     token_arrays = [f"patches.L{layer}" for layer in layers if "patches" in req.tokens]
     token_arrays += [t for t in ("keys", "attention") if t in req.tokens]
@@ -324,7 +344,12 @@ def extract(
 
 def _available(req: Request, encoder: Encoder) -> Request:
     """The request with its optional token kinds that this encoder has moved into `tokens`."""
-    has = {"keys": encoder.has_keys, "attention": encoder.has_attention, "projection": encoder.has_projection}
+    has = {
+        "keys": encoder.has_keys,
+        "attention": encoder.has_attention,
+        "projection": encoder.has_projection,
+        "head": encoder.has_head,
+    }
     extra = tuple(t for t in req.optional if has.get(t, True) and t not in req.tokens)
     return replace(req, tokens=(*req.tokens, *extra), optional=())
 
@@ -354,6 +379,7 @@ def _forward_fn(
                 keys="keys" in req.tokens,
                 attention="attention" in req.tokens,
                 projection="projection" in req.tokens,
+                head="head" in req.tokens,
             )
         return _arrays(feats, layers, req)
 
@@ -369,7 +395,7 @@ def _loader(
     device: torch.device,
 ) -> torch.utils.data.DataLoader:
     """Decode and frame `rows` in worker processes, in order."""
-    framing = encoder.preprocess.framing(req.geometry, encoder.patch_size, req.max_side)
+    framing = req.preprocess(encoder.preprocess).framing(req.geometry, encoder.patch_size, req.max_side)
     # The cores this process may use (a Slurm job's allocation, not the node's), one left for the forward.
     cores = len(os.sched_getaffinity(0))
     workers = opts.num_workers if opts.num_workers is not None else max(0, min(8, cores - 1))

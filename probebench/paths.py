@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -65,6 +66,17 @@ def safe_name(name: str, what: str, limit: int = MAX_COMPONENT - 10) -> str:
     if len(name) > limit:
         raise UserError(f"{what} {name[:40]!r}... has {len(name)} characters; give one of at most {limit}")
     return name
+
+
+def slug(name: str, what: str = "encoder") -> str:
+    """A name as a path component. Registry names are already safe and are used as they are; a model named
+    directly (`timm:vit_small_patch16_dinov3.lvd1689m`, `hf:facebook/dinov2-small@main`) becomes lowercase
+    letters, digits and '-' plus a short hash of the exact name, so ':', '/', '@' and capitals never reach
+    the file system and two names that differ only there never share a file."""
+    if _SAFE.match(name) and ".." not in name and name == name.lower():
+        return safe_name(name, what)
+    readable = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:48]
+    return safe_name(f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:8]}", what)
 
 
 def fits_component(name: str, what: str) -> str:

@@ -77,9 +77,10 @@ def available_encoders(registry: dict[str, EncoderEntry]) -> list[str]:
     ]
 
 
-def default_feature(entry: EncoderEntry, num_prefix_tokens: int) -> str:
-    """The entry's choice, else the class token when the model has one (DINO's kNN), else pooled patches."""
-    return entry.feature or ("cls" if num_prefix_tokens > 0 else "pooled")
+def default_feature(entry: EncoderEntry, encoder: dict) -> str:
+    """The entry's choice, else the class token when the model has one (DINO's kNN), else pooled patches.
+    `encoder`: the encoder's facts (`Encoder.describe`); registers are never the image feature."""
+    return entry.feature or ("cls" if encoder.get("class_token") else "pooled")
 
 
 # -- step 1: plan ---------------------------------------------------------------------------------------
@@ -103,7 +104,12 @@ class Plan:
 
 
 def _group_key(req: Request) -> str:
-    return f"{req.geometry}:{req.max_side}" + ("" if req.norm else ":unnormed")
+    return (
+        f"{req.geometry}:{req.max_side}"
+        + ("" if req.norm else ":unnormed")
+        + (f":{req.input_size}px" if req.input_size else "")
+        + ("" if req.rotated_keys else ":unrotated")
+    )
 
 
 def plan_run(
@@ -131,12 +137,16 @@ def plan_run(
             asked: list[int | str] = list(needs.layers)
         else:
             asked = list(layers) if layers is not None else ["last"]
+        # the model's own pooling is cached only when an object probe reads it
+        reads_head = task.probe.reads_feature and (feature or entry.feature) == "head"
         req = Request(
-            tokens=needs.tokens,
+            tokens=(*needs.tokens, "head") if reads_head else needs.tokens,
             geometry=needs.geometry,
             max_side=needs.max_side,
             norm=needs.norm,
             optional=needs.optional,
+            input_size=task.resolution if needs.geometry == "resize" else None,
+            rotated_keys=needs.rotated_keys,
         )
         feeds = {}
         for role, (dataset, _) in task.bindings.items():
@@ -144,11 +154,13 @@ def plan_run(
             merged = plan.requests.get(key, Request(layers=(), tokens=(), geometry=req.geometry))
             plan.requests[key] = Request(
                 layers=tuple(dict.fromkeys([*merged.layers, *(-1 if x == "last" else x for x in asked)])),
-                tokens=tuple(sorted(set(merged.tokens) | set(needs.tokens))),
+                tokens=tuple(sorted(set(merged.tokens) | set(req.tokens))),
                 optional=tuple(sorted(set(merged.optional) | set(needs.optional))),
                 norm=req.norm,
                 geometry=req.geometry,
                 max_side=req.max_side,
+                input_size=req.input_size,
+                rotated_keys=req.rotated_keys,
             )
             feeds[role] = key
         sweep = layers is not None and needs.layers is None
@@ -222,7 +234,7 @@ def open_stores(
     spec: Spec, plan: Plan, datasets: dict[str, ImageDataset], opts: Options
 ) -> dict[tuple[str, str], FeatureStore]:
     """The cache entry of every planned request (keying fingerprints each dataset's files: done once)."""
-    _, precision, _ = device_and_precision(opts)
+    _, precision, _ = device_and_precision(opts, spec.entry.precision)
     return {k: store_for(spec, datasets[k[0]], r, opts, precision) for k, r in plan.requests.items()}
 
 
@@ -312,6 +324,7 @@ _TOKEN_TEXT = {
     "cls": "class token",
     "pooled": "mean of patch tokens",
     "both": "class token and mean of patch tokens, concatenated",
+    "head": "the model's own pooling of its last block (timm forward_head, pre-logits)",
     "tokens": "all tokens (prefix tokens and patch tokens)",
     "encoded": "mean of the final-normed patch tokens (CNNs: global average pool)",
     "projected": "projection head output",
@@ -388,7 +401,8 @@ def build_record(
             "norm": key_parts["norm"],
             "token": _TOKEN_TEXT[read],
             "final_norm": info["final_norm"],
-            "preprocess": spec.preprocess.as_dict(),
+            "preprocess": key_parts["preprocess"],
+            "resolution": _resolution(task, spec, key_parts),
             "geometry": key_parts["geometry"],
             "precision": any_result.precision,
             "probe_device": str(device),
@@ -409,6 +423,18 @@ def build_record(
         versions=versions(),
         git=git_commit(),
     )
+
+
+def _resolution(task: Task, spec: Spec, key_parts: dict) -> dict:
+    """The input size the features were read at and why: the task fixed it, or it is the encoder's own
+    (and then where that value came from)."""
+    if key_parts["geometry"]["mode"] != "resize":
+        return {"input_size": None, "policy": "native: each image at its own size"}
+    size = key_parts["preprocess"]["input_size"]
+    if task.resolution is not None:
+        return {"input_size": size, "policy": f"fixed by the task for every encoder ({task.resolution} px)"}
+    origin = spec.provenance.get("input_size", "the encoder's configuration")
+    return {"input_size": size, "policy": f"the encoder's own evaluation size, from {origin}"}
 
 
 # -- the loop -------------------------------------------------------------------------------------------
@@ -453,7 +479,7 @@ def run_one(
     results = ensure_features(spec, plan, stores, loaded, opts)
     t_extract = time.perf_counter() - t0
     info = next(iter(results.values())).store.manifest["encoder"]
-    chosen = feature or default_feature(spec.entry, info["num_prefix_tokens"])
+    chosen = feature or default_feature(spec.entry, info)
     keys = {k: feature_identity(r.store) for k, r in results.items()}
     described = {name: ds.describe() for name, ds in loaded.items()}
     outcomes = []

@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from probebench.errors import UserError
 from probebench.paths import MAX_NAME
 
 NAME_RE = re.compile(r"^[a-z0-9_]+$")
+# A model named directly, without an entry: `timm:NAME`, `hf:ORG/REPO[@REVISION]`, `open_clip:MODEL/TAG`.
+BY_NAME_RE = re.compile(r"^(timm|hf|open_clip):[\w.\-/@]+$")
 SHA256_RE = r"^[0-9a-f]{64}$"
-FAMILIES = ("supervised", "contrastive", "mim", "contrastive+mim", "language-supervised", "control")
+FAMILY_RE = re.compile(r"^[a-z0-9_+\-]+$")
 
 
 class _Strict(BaseModel):
@@ -42,14 +44,17 @@ class KeyMapping(_Strict):
 
 class TimmSource(_Strict):
     kind: Literal["timm"]
-    model: str = Field(pattern=r"^[\w.\-]+\.[\w\-]+$", description="timm name with pretrained tag, arch.tag")
+    # timm name with its pretrained tag (arch.tag); a bare arch takes timm's default tag
+    model: str = Field(pattern=r"^[\w\-]+(\.[\w\-]+)?$")
 
 
 class TransformersSource(_Strict):
     kind: Literal["transformers"]
     repo: str = Field(pattern=r"^[\w.\-]+/[\w.\-]+$")
     revision: str = Field(min_length=1)  # a commit hash pins it; a branch is recorded as its resolved commit
-    model_type: str  # transformers model type ("beit", "vit"); checked against the repo's config.json
+    # transformers model type ("beit", "vit"), checked against the repo's config.json; None: whatever the
+    # config says (a model named directly), recorded with the weights' commit
+    model_type: str | None = None
 
 
 class OpenClipSource(_Strict):
@@ -116,20 +121,43 @@ class Preprocess(_Strict):
     std: tuple[float, float, float] | None = None
 
 
+class Family(_Strict):
+    """One row of the families table (`families.yaml`): how the report groups encoders."""
+
+    name: str = Field(pattern=FAMILY_RE.pattern)
+    description: str
+    paper: str | None = None
+
+
 class EncoderEntry(_Strict):
-    name: str = Field(pattern=NAME_RE.pattern)
-    family: Literal[FAMILIES]  # type: ignore[valid-type]
+    name: str = Field(pattern=f"{NAME_RE.pattern}|{BY_NAME_RE.pattern}")
+    family: str  # a name of the families table (`families.yaml`)
     method: str
     arch: str
     source: Source
     preprocess: Preprocess = Preprocess()
-    feature: Literal["cls", "pooled"] | None = None  # default image feature; None = cls if the model has one
+    # default image feature: cls, pooled, or the model's own pooling head; None: cls if the model has a class
+    # token, else pooled
+    feature: Literal["cls", "pooled", "head"] | None = None
+    # autocast on GPUs: "auto" (bf16, or fp16 without bf16), or fixed; the CPU always runs fp32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     # How a ViT's position embedding reaches another grid (native geometry): timm's resampling, or DINO's
     # `interpolate_pos_encoding` (bicubic by scale factor (n + 0.1) / sqrt(N), no antialias), which the
     # DINO-based codebases (DINO, iBOT, LOST, TokenCut, FOUND) use.
     pos_embed: Literal["timm", "dino"] = "timm"
     paper: str | None = None
     notes: str | None = None
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, family: str) -> str:
+        known = load_families()
+        if family not in known:
+            raise ValueError(
+                f"{family!r} is not a family of {default_families_path().name} ({', '.join(known)}); add it "
+                "there or pick one of them"
+            )
+        return family
 
 
 CheckpointSource.model_rebuild()
@@ -159,14 +187,55 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def default_registry_path() -> Path:
-    """`$PROBEBENCH_REGISTRY`, else the repository's `encoders.yaml`, else the copy inside the wheel."""
-    if env := os.environ.get("PROBEBENCH_REGISTRY"):
-        return Path(env)
-    repo_copy = Path(__file__).resolve().parent.parent / "encoders.yaml"
+def _shipped(filename: str, env: str) -> Path:
+    """`$env`, else the repository's copy of `filename`, else the copy inside the wheel."""
+    if path := os.environ.get(env):
+        return Path(path)
+    repo_copy = Path(__file__).resolve().parent.parent / filename
     if repo_copy.is_file():
         return repo_copy
-    return Path(str(resources.files("probebench") / "encoders.yaml"))
+    return Path(str(resources.files("probebench") / filename))
+
+
+def default_registry_path() -> Path:
+    """`$PROBEBENCH_REGISTRY`, else the repository's `encoders.yaml`, else the copy inside the wheel."""
+    return _shipped("encoders.yaml", "PROBEBENCH_REGISTRY")
+
+
+def default_families_path() -> Path:
+    """`$PROBEBENCH_FAMILIES`, else the repository's `families.yaml`, else the copy inside the wheel."""
+    return _shipped("families.yaml", "PROBEBENCH_FAMILIES")
+
+
+_FAMILIES: dict[str, dict[str, Family]] = {}
+
+
+def load_families(path: Path | str | None = None) -> dict[str, Family]:
+    """The families table, in its file's order (the report's order), read once per file."""
+    path = Path(path) if path else default_families_path()
+    if str(path) not in _FAMILIES:
+        if not path.is_file():
+            raise UserError(
+                f"families file {path} not found; set PROBEBENCH_FAMILIES or restore families.yaml"
+            )
+        raw = load_yaml(read_config(path), str(path))
+        if not isinstance(raw, dict) or not raw:
+            raise UserError(f"{path}: expected a mapping of family names to entries")
+        problems, table = [], {}
+        for name, body in raw.items():
+            try:
+                table[name] = Family(name=name, **(body if isinstance(body, dict) else {"description": body}))
+            except (ValidationError, TypeError) as exc:
+                why = _problems(exc)[0] if isinstance(exc, ValidationError) else str(exc)
+                problems.append(f"{path}: family {name!r}, {why}")
+        if problems:
+            raise UserError("\n".join(problems))
+        _FAMILIES[str(path)] = table
+    return _FAMILIES[str(path)]
+
+
+def family_names() -> tuple[str, ...]:
+    return tuple(load_families())
 
 
 _TYPE_PART = re.compile(r"^(dict|list|tuple|set|str|int|float|bool|literal|function-after)\b|\[")
@@ -331,10 +400,16 @@ def load_registry(path: Path | str | None = None) -> dict[str, EncoderEntry]:
     return parse_registry(read_config(path), origin=str(path))
 
 
-def get_entry(registry: dict[str, EncoderEntry], name: str) -> EncoderEntry:
-    """Look an encoder up by name; an unknown name gets close-match suggestions."""
+def get_entry(registry: dict[str, EncoderEntry], name: str, family: str | None = None) -> EncoderEntry:
+    """Look an encoder up by name; an unknown name gets close-match suggestions. A model named directly
+    (`timm:NAME`, `hf:REPO@REV`, `open_clip:MODEL/TAG`) gets an entry made on the fly, in `family`
+    (default `unlabelled`)."""
     if name in registry:
         return registry[name]
+    if ":" in name:
+        from probebench.encoders.by_name import entry_for
+
+        return entry_for(name, family or "unlabelled")
     close = difflib.get_close_matches(name, registry, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `probebench list encoders` shows them all"
     raise UserError(f"unknown encoder {name!r}{hint}")

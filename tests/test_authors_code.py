@@ -7,7 +7,8 @@ functions the way their `main_*.py` scripts do (inputs, dims, scales, the unpadd
 and attention the discovery task reads from the cache, and asserts that every box equals ours.
 
 Encoders: EfficientNet-Lite0 (the ImageNet weights that install here; patch features stand in for keys, so
-LOST runs its ResNet/VGG path) and a random-init ViT-Ti (real keys and attention), or the registry names in
+LOST runs its ResNet/VGG path), a random-init ViT-Ti (real keys and attention), and random-init four-block
+copies of DINOv3-S (RoPE, registers) and DINOv2-S with registers, or the registry names in
 PROBEBENCH_AUTHORS_ENCODERS (comma-separated, e.g. `dino_vits16` where its weights are at hand). Data: the
 real fruit photos (longer side 256 px), or a VOC-layout folder in PROBEBENCH_AUTHORS_VOC (e.g. VOC2007).
 """
@@ -68,7 +69,24 @@ def _encoders() -> list:
     names = [n for n in os.environ.get("PROBEBENCH_AUTHORS_ENCODERS", "").split(",") if n]
     if names:
         return [load_registry()[n] for n in names]
-    return [load_registry()["efficientnet_lite0"], *parse_registry(RANDOM_VITT).values()]
+    return [load_registry()["efficientnet_lite0"], *parse_registry(RANDOM_VITT + RANDOM_MODERN).values()]
+
+
+# A RoPE model with registers (DINOv3's class) and a register model (DINOv2 with registers), random init:
+# their keys are what the blocks hand to the attention kernel (rotated for DINOv3), their class attention
+# the class token's, never a register's.
+RANDOM_MODERN = """
+random_dinov3_vits16:
+  family: control
+  method: random init
+  arch: ViT-S/16 + 4 registers, RoPE
+  source: {kind: random, arch: vit_small_patch16_dinov3, seed: 0, arch_kwargs: {depth: 4}}
+random_dinov2reg_vits14:
+  family: control
+  method: random init
+  arch: ViT-S/14 + 4 registers
+  source: {kind: random, arch: vit_small_patch14_reg4_dinov2, seed: 0, arch_kwargs: {depth: 4, img_size: 224}}
+"""
 
 
 def _features(entry) -> list[ImageFeatures]:

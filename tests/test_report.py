@@ -265,3 +265,26 @@ def test_the_committed_reference_report_stays_under_2_mb():
     sizes = {p.name: p.stat().st_size for p in reference.rglob("*") if p.is_file()}
     assert "report.html" in sizes
     assert {name: size for name, size in sizes.items() if size > 2 * 2**20} == {}
+
+
+def test_the_report_says_when_encoders_of_one_table_read_different_sizes(tmp_path):
+    """Lite1 at its own 240 px beside a ViT at 224: the object section says so; the provenance names what
+    each encoder's records read."""
+    r = tmp_path / "results"
+    for enc, size in (("lite1", 240), ("vit", 224)):
+        knobs = {
+            "geometry": {"mode": "resize", "max_side": None},
+            "preprocess": {"input_size": size},
+            "resolution": {"input_size": size, "policy": "the encoder's own evaluation size"},
+            "precision": "fp32",
+        }
+        save_record(r, make_record(enc, "linear", {"top1": 50.0}, knobs=knobs))
+    md = build(r).markdown.read_text()
+    obj = md[md.index("## Object level") : md.index("## Part level") if "## Part level" in md else None]
+    assert "read images at different sizes: 224 px (vit); 240 px (lite1)" in obj
+    assert "What each encoder's records read" in md
+    same = tmp_path / "same"
+    for enc in ("a", "b"):
+        knobs = {"geometry": {"mode": "resize"}, "preprocess": {"input_size": 224}}
+        save_record(same, make_record(enc, "linear", {"top1": 50.0}, knobs=knobs))
+    assert "different sizes" not in build(same).markdown.read_text()

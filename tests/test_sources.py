@@ -289,3 +289,88 @@ def test_random_control_is_deterministic():
     a, b = build(resolve(entry(text))), build(resolve(entry(text)))
     torch.testing.assert_close(a.model.pos_embed, b.model.pos_embed)
     assert resolve(entry(text)).weights_id.startswith("random:vit_tiny_patch16_224:seed=3")
+
+
+# The real hyperparameters of the registry's transformers models (their config.json is not reachable from
+# the machine this was written on): what `AutoConfig.for_model` needs to build the same architecture.
+HF_ARCHS = {
+    "ijepa": {
+        "hidden_size": 1280,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 16,
+        "intermediate_size": 5120,
+        "patch_size": 14,
+        "image_size": 224,
+    },
+    "beit": {
+        "use_mask_token": True,
+        "use_relative_position_bias": False,
+        "use_shared_relative_position_bias": True,
+        "layer_scale_init_value": 0.1,
+        "use_mean_pooling": False,
+    },
+    "data2vec-vision": {
+        "use_relative_position_bias": False,
+        "use_shared_relative_position_bias": True,
+        "layer_scale_init_value": 0.1,
+    },
+}
+
+
+def _hub_entries(kinds: tuple[str, ...]) -> list:
+    from probebench.registry import load_registry
+
+    return [e for e in load_registry().values() if e.source.kind in kinds]
+
+
+def _write_hub_layout(entry) -> None:
+    """The entry's weights, randomly initialised, where the library that loads them looks (HF hub cache)."""
+    src = entry.source
+    if src.kind == "timm":
+        from probebench.encoders.load import create_timm_model
+
+        model = create_timm_model(src.model, pretrained=False)
+        snap = hf_snapshot(f"timm/{src.model}", commit="e" * 40)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, snap / "model.safetensors")
+    elif src.kind == "open_clip":
+        import open_clip
+
+        model = open_clip.create_model(src.model, pretrained=None)
+        repo = open_clip.get_pretrained_cfg(src.model, src.pretrained)["hf_hub"].rstrip("/")
+        snap = hf_snapshot(repo, commit="e" * 40)
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()}, snap / "open_clip_model.safetensors"
+        )
+    else:
+        from transformers import AutoConfig, AutoModel, ViTImageProcessor
+
+        cfg = AutoConfig.for_model(src.model_type, **HF_ARCHS[src.model_type])
+        snap = hf_snapshot(src.repo, commit="e" * 40)
+        AutoModel.from_config(cfg).save_pretrained(snap)
+        # the repository's preprocessor config is not reachable here: a standard 224 px one stands in
+        ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(snap)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", _hub_entries(("timm", "open_clip", "transformers")), ids=lambda e: e.name)
+def test_every_hub_entry_loads_from_its_real_cache_layout(entry):
+    """Each registry entry that loads from a model hub, with random weights written where its library looks,
+    loaded the way a user's offline run loads it; its tokens meet the contract at its evaluation size."""
+    _write_hub_layout(entry)
+    spec = resolve(entry)
+    enc = build(spec)
+    size = spec.preprocess.input_size
+    size -= size % enc.patch_size
+    feats = check_contract(enc, size)
+    assert enc.class_token == (feats.cls[enc.num_blocks - 1].shape[1] > 0 and enc.prefix_tokens[0] == "class")
+    if entry.source.kind == "open_clip":  # OpenAI's weights were trained with QuickGELU: they must run it
+        from probebench.encoders.load import quick_gelu
+
+        acts = {type(m).__name__ for m in enc.model.modules() if "GELU" in type(m).__name__}
+        assert acts == (
+            {"QuickGELU"} if quick_gelu(entry.source.model, entry.source.pretrained) else {"GELU"}
+        )
+        assert entry.source.pretrained != "openai" or acts == {"QuickGELU"}
+    if enc.has_attention:  # the class token's softmax over all tokens: its patch part sums to at most 1
+        att = enc(images(1, size), [-1], attention=True).attention
+        assert (att.sum(dim=(1, 2)) <= 1 + 1e-5).all() and (att >= 0).all()

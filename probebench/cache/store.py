@@ -32,15 +32,18 @@ from pathlib import Path
 import numpy as np
 
 from probebench.io import atomic_write, read_json
-from probebench.paths import features_dir, safe_name
+from probebench.paths import features_dir, safe_name, slug
 
 log = logging.getLogger(__name__)
 
 # Bump when extraction changes what a cached array holds (an adapter's layer meaning, pooling, dtypes).
 # 2: ragged token arrays with per-image geometry; 3: geometry keeps each grid's cell; 4: deep greyscale
 # images scaled to 8 bits (were clipped to white), images over --max-pixels skipped (were decoded up to 2x);
-# 5: channels-last forward (CNN features move in the 5th significant digit)
-EXTRACTOR_VERSION = "5"
+# 5: channels-last forward (CNN features move in the 5th significant digit); 6: keys and class attention are
+# what the last block hands its attention kernel (RoPE and relative position bias applied; plain ViTs' class
+# attention moves by float rounding), the encoder's facts name its prefix tokens and class token, and
+# OpenAI's CLIP weights run the QuickGELU they were trained with (open_clip built them with GELU)
+EXTRACTOR_VERSION = "6"
 MAX_MANIFEST_BYTES = 512 * 2**20  # a manifest lists every shard: a few MB for ImageNet
 
 
@@ -129,7 +132,7 @@ class FeatureStore:
     def open(
         cls, encoder: str, dataset: str, key: str, key_parts: dict, n: int, shard_size: int
     ) -> FeatureStore:
-        root = features_dir() / safe_name(encoder, "encoder") / safe_name(dataset, "dataset") / key[:16]
+        root = features_dir() / slug(encoder) / safe_name(dataset, "dataset") / key[:16]
         root.mkdir(parents=True, exist_ok=True)
         if (root / "manifest.json").exists() and (damaged := cls(root).damaged):
             log.warning("cache entry %s is damaged (%s); recomputing it", root, damaged)

@@ -1,4 +1,6 @@
-"""Encoders: the contract (`base`), one adapter per library, and loading from registry entries (`load`)."""
+"""Encoders: the contract (`base`), the transformer skeleton (`tokens`) and how it reads keys and attention
+(`attention`), one adapter per library, loading from registry entries or names (`load`, `by_name`), and the
+protocol card (`card`)."""
 
 from probebench.encoders.base import Encoder, Features, Preprocess
 from probebench.encoders.load import Spec, build, load_encoder, resolve

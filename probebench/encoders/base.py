@@ -21,7 +21,7 @@ from torch import nn
 from probebench.errors import UserError
 from probebench.geometry import Framing
 
-TOKEN_KINDS = ("cls", "patches", "pooled", "keys", "attention", "projection")
+TOKEN_KINDS = ("cls", "patches", "pooled", "head", "keys", "attention", "projection")
 SCALED_LAYER = re.compile(r"^([1-9][0-9]*)/([1-9][0-9]*)$")
 
 
@@ -89,13 +89,18 @@ class Preprocess:
 class Features:
     """What an encoder returns for a batch of B images, per requested (absolute) layer.
 
-    cls:        layer -> (B, P, C)  prefix tokens (class token, registers); P = 0 for CNNs
+    cls:        layer -> (B, P, C)  prefix tokens (class token, registers), in `Encoder.prefix_tokens` order;
+                P = 0 for CNNs and for ViTs without prefix tokens
     patches:    layer -> (B, h, w, C)  patch tokens as a grid (CNNs: the feature map)
     pooled:     layer -> (B, C)  mean of the patch tokens (CNNs: global average pool)
-    keys:       (B, h, w, Ck)  keys of the last attention block at the patch positions, on request
+    keys:       (B, h, w, Ck)  keys of the last attention block at the patch positions, as its attention
+                kernel receives them (rotated where the block applies RoPE), on request
     attention:  (B, h, w, H)  the last block's attention from the class token to each patch, per head (softmax
-                over all tokens, as DINO's `get_last_selfattention` then `[:, :, 0, prefix:]`), on request
+                over all tokens with the block's own position terms, as DINO's `get_last_selfattention` then
+                `[:, :, 0, prefix:]`), on request; only for models with a class token
     projection: (B, D)  projection-head output, on request, where the checkpoint carries a head
+    head:       (B, C)  the model's own pooling of its last block (timm's `forward_head(pre_logits=True)`:
+                SigLIP's attention pooler, a global average with its norm, or the class token), on request
     """
 
     cls: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -104,6 +109,7 @@ class Features:
     keys: torch.Tensor | None = None
     attention: torch.Tensor | None = None
     projection: torch.Tensor | None = None
+    head: torch.Tensor | None = None
 
 
 class Encoder(ABC):
@@ -129,9 +135,20 @@ class Encoder(ABC):
         """Pixels per patch-grid cell at the last layer (the total stride for CNNs)."""
 
     @property
-    @abstractmethod
+    def prefix_tokens(self) -> tuple[str, ...]:
+        """What each token before the patches is, in order: "class", "distillation" or "register"; () for
+        CNNs and for ViTs without prefix tokens (SigLIP). Read from the model, never assumed."""
+        return ()
+
+    @property
     def num_prefix_tokens(self) -> int:
         """Class token plus register/distillation tokens; 0 for CNNs."""
+        return len(self.prefix_tokens)
+
+    @property
+    def class_token(self) -> bool:
+        """Whether the model has a class token (always the first prefix token). Registers are not one."""
+        return self.prefix_tokens[:1] == ("class",)
 
     @abstractmethod
     def feature_dim(self, layer: int) -> int:
@@ -147,12 +164,32 @@ class Encoder(ABC):
 
     @property
     def has_attention(self) -> bool:
-        """Whether the last block's class-token attention can be returned (ViTs with a class token)."""
-        return False
+        """Whether the last block's class-token attention can be returned: transformers with keys and a
+        class token (a register never stands in for it)."""
+        return self.has_keys and self.class_token
+
+    @property
+    def keys_kind(self) -> str:
+        """What `keys` are, for the record: 'none', or how the block's positions reach them."""
+        return "none"
+
+    @property
+    def positions(self) -> str:
+        """How positions enter the model and reach grids other than the trained one, for the record."""
+        return "convolutional: any input size"
 
     @property
     def has_projection(self) -> bool:
         return False
+
+    @property
+    def pooling(self) -> str:
+        """The model's own pooling of its last block, offered as the `head` feature ('none' if not)."""
+        return "none"
+
+    @property
+    def has_head(self) -> bool:
+        return self.pooling != "none"
 
     @property
     def final_norm(self) -> str:
@@ -166,11 +203,16 @@ class Encoder(ABC):
             "num_blocks": self.num_blocks,
             "patch_size": self.patch_size,
             "num_prefix_tokens": self.num_prefix_tokens,
+            "prefix_tokens": list(self.prefix_tokens),
+            "class_token": self.class_token,
             "feature_dim": self.feature_dim(self.num_blocks - 1),
             "final_norm": self.final_norm,
             "has_keys": self.has_keys,
+            "keys_kind": self.keys_kind,
+            "positions": self.positions,
             "has_attention": self.has_attention,
             "has_projection": self.has_projection,
+            "pooling": self.pooling,
             "preprocess": self.preprocess.as_dict(),
         }
 
@@ -201,6 +243,7 @@ class Encoder(ABC):
         keys: bool = False,
         attention: bool = False,
         projection: bool = False,
+        head: bool = False,
     ) -> Features:
         """images (B, 3, H, W) normalised -> Features at the absolute `layers`.
 
@@ -214,7 +257,9 @@ class Encoder(ABC):
         with torch.inference_mode():
             return self.forward_features(images, layers, **kw)
 
-    def _require(self, keys: bool, projection: bool, attention: bool = False) -> None:
+    def _require(self, keys: bool, projection: bool, attention: bool = False, head: bool = False) -> None:
+        if head and not self.has_head:
+            raise UserError(f"encoder {self.name!r} has no pooling head of its own; use the pooled feature")
         if keys and not self.has_keys:
             raise UserError(f"encoder {self.name!r} has no attention keys (it is not a transformer)")
         if attention and not self.has_attention:

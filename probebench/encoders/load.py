@@ -9,9 +9,9 @@ Two steps, kept apart so a warm run never builds a model:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from probebench.encoders.weights import (
     torch_hub_checkpoint_dir,
 )
 from probebench.errors import UserError, WeightsUnavailable
+from probebench.io import BadFile, read_json
 from probebench.registry import EncoderEntry
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class Spec:
     weights_path: str | None
     preprocess: Preprocess
     versions: dict = field(default_factory=dict)
+    # preprocessing field -> where its value came from (the library's config, or the entry's override)
+    provenance: dict = field(default_factory=dict)
 
 
 def _hf_cached(repo: str, filenames: tuple[str, ...], revision: str | None = None) -> Path | None:
@@ -92,9 +95,12 @@ def _timm_preprocess(arch: str, arch_kwargs: dict) -> Preprocess:
     )
 
 
-def _override(pre: Preprocess, entry: EncoderEntry) -> Preprocess:
+def _override(located: Located, entry: EncoderEntry) -> tuple[Preprocess, dict[str, str]]:
+    """The library's preprocessing with the entry's overrides; each value says where it came from."""
     over = {k: v for k, v in entry.preprocess.model_dump().items() if v is not None}
-    return Preprocess(**{**pre.as_dict(), **over})
+    provenance = {k: located.origin for k in located.preprocess.as_dict()}
+    provenance |= {k: "the registry entry's preprocess" for k in over}
+    return Preprocess(**{**located.preprocess.as_dict(), **over}), provenance
 
 
 def _missing_hub(entry: EncoderEntry, repo: str, files: tuple[str, ...]) -> WeightsUnavailable:
@@ -108,6 +114,196 @@ def _missing_hub(entry: EncoderEntry, repo: str, files: tuple[str, ...]) -> Weig
     )
 
 
+@dataclass(frozen=True)
+class Located:
+    """What a source kind finds without building the model: the weights' identity and file, the library's
+    preprocessing, where that preprocessing came from, and library versions beyond torch and timm."""
+
+    weights_id: str
+    weights_path: str | None
+    preprocess: Preprocess
+    origin: str
+    versions: dict = field(default_factory=dict)
+
+
+# -- timm hub ------------------------------------------------------------------------------------------------
+def _locate_timm(entry: EncoderEntry, weights: Path | None, download: bool) -> Located:
+    import timm.models
+
+    src = entry.source
+    pre = _timm_preprocess(src.model, {})
+    repo = timm.models.get_pretrained_cfg(src.model).hf_hub_id
+    path = _hf_cached(repo, _HF_WEIGHT_FILES) if repo else None
+    if path is None:
+        raise _missing_hub(entry, repo or src.model, _HF_WEIGHT_FILES[:2])
+    return Located(_blob_id(path), str(path), pre, f"timm's pretrained config of {src.model}")
+
+
+def _build_timm(spec: Spec) -> Encoder:
+    from probebench.encoders.timm_models import wrap_timm
+
+    entry = spec.entry
+    model = _hub_call(entry, lambda: create_timm_model(entry.source.model, pretrained=True))
+    return wrap_timm(model, spec.preprocess, name=entry.name, pos_embed=entry.pos_embed)
+
+
+# -- transformers --------------------------------------------------------------------------------------------
+def _locate_transformers(entry: EncoderEntry, weights: Path | None, download: bool) -> Located:
+    import transformers
+
+    from probebench.encoders.hf_models import hf_preprocess
+
+    src = entry.source
+    cfg = _hf_cached(src.repo, ("config.json",), revision=src.revision)
+    proc = _hf_cached(src.repo, ("preprocessor_config.json",), revision=src.revision)
+    if cfg is None or proc is None:
+        raise _missing_hub(entry, src.repo, ("config.json", "preprocessor_config.json"))
+    model_type = _hub_json(entry, cfg).get("model_type")
+    if src.model_type is not None and model_type != src.model_type:
+        raise UserError(
+            f"encoder {entry.name!r}: {src.repo} is a {model_type!r} model, the entry says "
+            f"{src.model_type!r}; fix model_type"
+        )
+    commit = cfg.parent.name  # snapshots/<commit>/config.json: the revision actually loaded
+    pre = hf_preprocess(_hub_json(entry, proc))
+    return Located(
+        f"{src.repo}@{commit}",
+        str(cfg.parent),
+        pre,
+        f"preprocessor_config.json of {src.repo}@{commit}",
+        {"transformers": transformers.__version__},
+    )
+
+
+def _hub_json(entry: EncoderEntry, path: Path) -> dict:
+    """A JSON file of the hub cache, read as untrusted input: anything but a JSON object is one line."""
+    try:
+        value = read_json(path)
+    except BadFile as exc:
+        value = exc
+    if not isinstance(value, dict):
+        raise UserError(
+            f"encoder {entry.name!r}: {path} is not a JSON object ({value}); delete it from the cache so "
+            "that it is downloaded again"
+        )
+    return value
+
+
+def _build_transformers(spec: Spec) -> Encoder:
+    from transformers import AutoModel
+
+    from probebench.encoders.hf_models import HFViT
+
+    src = spec.entry.source
+    model = _hub_call(
+        spec.entry,
+        lambda: AutoModel.from_pretrained(
+            src.repo, revision=src.revision, trust_remote_code=False, add_pooling_layer=False
+        ),
+    )
+    return HFViT(model, spec.preprocess, name=spec.entry.name)
+
+
+# -- open_clip -----------------------------------------------------------------------------------------------
+def _locate_open_clip(entry: EncoderEntry, weights: Path | None, download: bool) -> Located:
+    import open_clip
+
+    src = entry.source
+    pre = _open_clip_preprocess(src.model, src.pretrained)
+    if Path(src.pretrained).is_file():
+        path = Path(src.pretrained)
+    else:
+        tag_cfg = open_clip.get_pretrained_cfg(src.model, src.pretrained)
+        if not tag_cfg:
+            raise UserError(
+                f"encoder {entry.name!r}: open_clip has no pretrained tag {src.pretrained!r} for "
+                f"{src.model!r}"
+            )
+        repo = tag_cfg.get("hf_hub", "").rstrip("/")
+        path = _hf_cached(repo, _HF_WEIGHT_FILES) if repo else None
+        if path is None:
+            raise _missing_hub(entry, repo or src.pretrained, _HF_WEIGHT_FILES[2:])
+    origin = f"open_clip's model and pretrained configs of {src.model}/{src.pretrained}"
+    return Located(_blob_id(path), str(path), pre, origin, {"open_clip": open_clip.__version__})
+
+
+def _build_open_clip(spec: Spec) -> Encoder:
+    import open_clip
+
+    from probebench.encoders.clip_models import OpenClipViT
+
+    src = spec.entry.source
+    model = _hub_call(
+        spec.entry,
+        lambda: open_clip.create_model(
+            src.model,
+            pretrained=src.pretrained,
+            require_pretrained=True,
+            weights_only=True,
+            force_quick_gelu=quick_gelu(src.model, src.pretrained),
+        ),
+    )
+    return OpenClipViT(model, spec.preprocess, name=spec.entry.name)
+
+
+def quick_gelu(model: str, pretrained: str) -> bool:
+    """Whether the pretrained tag was trained with QuickGELU (OpenAI's CLIP weights were): open_clip builds
+    its plain model names with GELU and only warns, so without this the weights run a different activation
+    than they were trained with."""
+    import open_clip
+
+    return bool((open_clip.get_pretrained_cfg(model, pretrained) or {}).get("quick_gelu", False))
+
+
+# -- a timm architecture filled from a file (checkpoint, package) or left random -----------------------------
+def _locate_checkpoint(entry: EncoderEntry, weights: Path | None, download: bool) -> Located:
+    src = entry.source
+    path = weights or torch_hub_checkpoint_dir() / src.filename
+    if not path.is_file():
+        if src.url is None or not download:
+            raise WeightsUnavailable(
+                f"encoder {entry.name!r}: weights file {src.filename} not found at {path}; {src.manual} "
+                f"Put it at {torch_hub_checkpoint_dir() / src.filename} or pass --weights PATH"
+            )
+        _download(entry, src.url, path)
+    digest = check_sha256(path, src.sha256, f"encoder {entry.name!r}")
+    if src.sha256 is None:
+        log.warning(
+            "encoder %r: no sha256 pinned in the registry; the file has sha256 %s (recorded with every "
+            "result). Pin it once verified.",
+            entry.name,
+            digest,
+        )
+    pre = _timm_preprocess(src.arch, src.arch_kwargs)
+    return Located(digest, str(path), pre, f"timm's pretrained config of {src.arch}")
+
+
+def _locate_package(entry: EncoderEntry, weights: Path | None, download: bool) -> Located:
+    src = entry.source
+    path = weights or package_file(src.package, src.file, src.install)
+    digest = check_sha256(path, src.sha256, f"encoder {entry.name!r}")
+    pre = _timm_preprocess(src.arch, src.arch_kwargs)
+    return Located(digest, str(path), pre, f"timm's pretrained config of {src.arch}")
+
+
+def _locate_random(entry: EncoderEntry, weights: Path | None, download: bool) -> Located:
+    import timm
+
+    src = entry.source
+    pre = _timm_preprocess(src.arch, src.arch_kwargs)
+    ident = f"random:{src.arch}:seed={src.seed}:torch={torch.__version__}:timm={timm.__version__}"
+    return Located(ident, None, pre, f"timm's pretrained config of {src.arch}")
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """How one kind of source finds its weights (`locate`, cheap, no model built) and builds its model."""
+
+    locate: Callable[[EncoderEntry, Path | None, bool], Located]
+    build: Callable[[Spec], Encoder]
+    takes_weights_file: bool = False  # `--weights PATH` replaces the file it would look for
+
+
 def resolve(
     entry: EncoderEntry, weights: Path | None = None, *, strict_available: bool = True, download: bool = True
 ) -> Spec:
@@ -118,12 +314,12 @@ def resolve(
     weights_id "unavailable" (used by `probebench list`).
     download: fetch a `checkpoint` source's URL when the file is missing (availability checks never do).
     """
-    src = entry.source
+    kind = SOURCE_KINDS[entry.source.kind]  # the schema admits no other kind
     if weights is not None:
-        if src.kind not in ("checkpoint", "package"):
+        if not kind.takes_weights_file:
             raise UserError(
-                f"--weights: encoder {entry.name!r} loads through {src.kind}, which finds its own weights; "
-                "--weights is for checkpoint and package sources"
+                f"--weights: encoder {entry.name!r} loads through {entry.source.kind}, which finds its own "
+                "weights; --weights is for checkpoint and package sources"
             )
         if not Path(weights).is_file():
             raise UserError(f"--weights {weights}: no such file; give the path of the weights file")
@@ -131,89 +327,15 @@ def resolve(
 
     versions = {"torch": torch.__version__, "timm": timm.__version__}
     try:
-        if src.kind == "timm":
-            import timm.models
-
-            pre = _timm_preprocess(src.model, {})
-            repo = timm.models.get_pretrained_cfg(src.model).hf_hub_id
-            path = _hf_cached(repo, _HF_WEIGHT_FILES) if repo else None
-            if path is None:
-                raise _missing_hub(entry, repo or src.model, _HF_WEIGHT_FILES[:2])
-            return Spec(entry, _blob_id(path), str(path), _override(pre, entry), versions)
-        if src.kind == "transformers":
-            import transformers
-
-            cfg = _hf_cached(src.repo, ("config.json",), revision=src.revision)
-            proc = _hf_cached(src.repo, ("preprocessor_config.json",), revision=src.revision)
-            if cfg is None or proc is None:
-                raise _missing_hub(entry, src.repo, ("config.json", "preprocessor_config.json"))
-            from probebench.encoders.hf_models import hf_preprocess
-
-            model_type = json.loads(cfg.read_text()).get("model_type")
-            if model_type != src.model_type:
-                raise UserError(
-                    f"encoder {entry.name!r}: {src.repo} is a {model_type!r} model, the entry says "
-                    f"{src.model_type!r}; fix model_type"
-                )
-            commit = cfg.parent.name  # snapshots/<commit>/config.json: the revision actually loaded
-            pre = hf_preprocess(json.loads(proc.read_text()))
-            versions["transformers"] = transformers.__version__
-            return Spec(entry, f"{src.repo}@{commit}", str(cfg.parent), _override(pre, entry), versions)
-        if src.kind == "open_clip":
-            import open_clip
-
-            versions["open_clip"] = open_clip.__version__
-            pre = _open_clip_preprocess(src.model, src.pretrained)
-            if Path(src.pretrained).is_file():
-                path = Path(src.pretrained)
-            else:
-                tag_cfg = open_clip.get_pretrained_cfg(src.model, src.pretrained)
-                if not tag_cfg:
-                    raise UserError(
-                        f"encoder {entry.name!r}: open_clip has no pretrained tag "
-                        f"{src.pretrained!r} for {src.model!r}"
-                    )
-                repo = tag_cfg.get("hf_hub", "").rstrip("/")
-                path = _hf_cached(repo, _HF_WEIGHT_FILES) if repo else None
-                if path is None:
-                    raise _missing_hub(entry, repo or src.pretrained, _HF_WEIGHT_FILES[2:])
-            return Spec(entry, _blob_id(path), str(path), _override(pre, entry), versions)
-        if src.kind == "checkpoint":
-            path = weights or torch_hub_checkpoint_dir() / src.filename
-            if not path.is_file():
-                if src.url is None or not download:
-                    raise WeightsUnavailable(
-                        f"encoder {entry.name!r}: weights file {src.filename} not found at {path}; "
-                        f"{src.manual} "
-                        f"Put it at {torch_hub_checkpoint_dir() / src.filename} or pass --weights PATH"
-                    )
-                _download(entry, src.url, path)
-            digest = check_sha256(path, src.sha256, f"encoder {entry.name!r}")
-            if src.sha256 is None:
-                log.warning(
-                    "encoder %r: no sha256 pinned in the registry; the file has sha256 %s (recorded "
-                    "with every result). Pin it once verified.",
-                    entry.name,
-                    digest,
-                )
-            pre = _timm_preprocess(src.arch, src.arch_kwargs)
-            return Spec(entry, digest, str(path), _override(pre, entry), versions)
-        if src.kind == "package":
-            path = weights or package_file(src.package, src.file, src.install)
-            digest = check_sha256(path, src.sha256, f"encoder {entry.name!r}")
-            pre = _timm_preprocess(src.arch, src.arch_kwargs)
-            return Spec(entry, digest, str(path), _override(pre, entry), versions)
-        if src.kind == "random":
-            pre = _timm_preprocess(src.arch, src.arch_kwargs)
-            ident = f"random:{src.arch}:seed={src.seed}:torch={torch.__version__}:timm={timm.__version__}"
-            return Spec(entry, ident, None, _override(pre, entry), versions)
+        located = kind.locate(entry, weights, download)
     except WeightsUnavailable:
         if strict_available:
             raise
         return Spec(
             entry, "unavailable", None, Preprocess(224, 1.0, "bicubic", (0, 0, 0), (1, 1, 1)), versions
         )
-    raise AssertionError(f"unhandled source kind {src.kind}")  # the schema admits no other kind
+    pre, provenance = _override(located, entry)
+    return Spec(entry, located.weights_id, located.weights_path, pre, versions | located.versions, provenance)
 
 
 def _open_clip_preprocess(model: str, pretrained: str) -> Preprocess:
@@ -244,45 +366,29 @@ def _download(entry: EncoderEntry, url: str, path: Path) -> None:
 
 def build(spec: Spec) -> Encoder:
     """Instantiate the model for a resolved spec and wrap it in its library's adapter."""
-    entry, src = spec.entry, spec.entry.source
-    name = entry.name
-    if src.kind == "timm":
-        import timm
+    return SOURCE_KINDS[spec.entry.source.kind].build(spec)
 
-        from probebench.encoders.timm_models import wrap_timm
 
-        model = _hub_call(entry, lambda: timm.create_model(src.model, pretrained=True))
-        return wrap_timm(model, spec.preprocess, name=name, pos_embed=entry.pos_embed)
-    if src.kind == "transformers":
-        from transformers import AutoModel
+def create_timm_model(name: str, seed: int | None = None, **kwargs):
+    """`timm.create_model` in the library's dynamic-size mode where the model class has one (ViT, EVA,
+    DINOv3, PE: position embedding and RoPE made for each input's grid); classes without it (BEiT, CNNs)
+    are built as they are and resized by their adapter. At the trained size both modes give the same
+    numbers. `seed`: seed torch before each try, so random weights do not depend on the first one."""
+    import timm
 
-        from probebench.encoders.hf_models import HFViT
-
-        model = _hub_call(
-            entry,
-            lambda: AutoModel.from_pretrained(
-                src.repo, revision=src.revision, trust_remote_code=False, add_pooling_layer=False
-            ),
-        )
-        return HFViT(model, spec.preprocess, name=name)
-    if src.kind == "open_clip":
-        import open_clip
-
-        from probebench.encoders.clip_models import OpenClipViT
-
-        model = _hub_call(
-            entry,
-            lambda: open_clip.create_model(
-                src.model, pretrained=src.pretrained, require_pretrained=True, weights_only=True
-            ),
-        )
-        return OpenClipViT(model, spec.preprocess, name=name)
-    return _build_timm_arch(spec)
+    reseed = (lambda: torch.manual_seed(seed)) if seed is not None else (lambda: None)
+    reseed()
+    try:
+        return timm.create_model(name, dynamic_img_size=True, **kwargs)
+    except TypeError as exc:  # the class has no dynamic mode
+        if "dynamic_img_size" not in str(exc):
+            raise
+    reseed()
+    return timm.create_model(name, **kwargs)
 
 
 def _build_timm_arch(spec: Spec) -> Encoder:
     """checkpoint, package and random sources: a timm architecture filled with (or without) weights."""
-    import timm
 
     from probebench.encoders.heads import build_projection_head
     from probebench.encoders.timm_models import wrap_timm
@@ -291,12 +397,11 @@ def _build_timm_arch(spec: Spec) -> Encoder:
     what = f"encoder {entry.name!r}"
     head = None
     if src.kind == "random":
-        torch.manual_seed(src.seed)
-        model = timm.create_model(src.arch, pretrained=False, **src.arch_kwargs)
+        model = create_timm_model(src.arch, seed=src.seed, pretrained=False, **src.arch_kwargs)
     else:
         # Checkpoints of self-supervised backbones carry no classifier; packages keep theirs (by position).
         kwargs = {"num_classes": 0} if src.kind == "checkpoint" else {}
-        model = timm.create_model(src.arch, pretrained=False, **{**kwargs, **src.arch_kwargs})
+        model = create_timm_model(src.arch, pretrained=False, **{**kwargs, **src.arch_kwargs})
         raw = read_state_dict(Path(spec.weights_path))
         load_mapped(model, select_weights(raw, src.mapping), src.mapping, what)
         if src.kind == "checkpoint" and src.projection is not None:
@@ -304,12 +409,37 @@ def _build_timm_arch(spec: Spec) -> Encoder:
     return wrap_timm(model, spec.preprocess, name=entry.name, projection_head=head, pos_embed=entry.pos_embed)
 
 
+def _hub_repo(entry: EncoderEntry) -> str:
+    """The hub repository a hub source's weights come from (timm's `timm/<name>` for timm models)."""
+    src = entry.source
+    if src.kind == "transformers":
+        return src.repo
+    if src.kind == "timm":
+        import timm.models
+
+        return timm.models.get_pretrained_cfg(src.model).hf_hub_id or src.model
+    import open_clip
+
+    return (
+        (open_clip.get_pretrained_cfg(src.model, src.pretrained) or {}).get("hf_hub", src.model).rstrip("/")
+    )
+
+
 def _hub_call(entry: EncoderEntry, fn):
-    """Run a library's loader; turn 'not cached and offline' into one actionable line."""
+    """Run a library's loader; turn 'not cached and offline', and cached weights that do not fit the
+    architecture, into one actionable line."""
     try:
         return fn()
     except (OSError, RuntimeError, ValueError) as exc:
         text = str(exc).lower()
+        if "error(s) in loading state_dict" in text or "size mismatch" in text:
+            detail = " ".join(str(exc).split())[:160]
+            folder = f"models--{_hub_repo(entry).replace('/', '--')}"
+            raise UserError(
+                f"encoder {entry.name!r}: the cached weights do not fit its architecture ({detail}...); "
+                f"delete the model's folder ({folder}) from the Hugging Face cache so that it is downloaded "
+                "again"
+            ) from None
         if any(s in text for s in ("offline", "connect", "cache", "resolve", "not found", "does not appear")):
             raise WeightsUnavailable(
                 f"encoder {entry.name!r}: weights are not cached and the hub cannot be reached "
@@ -321,3 +451,14 @@ def _hub_call(entry: EncoderEntry, fn):
 def load_encoder(entry: EncoderEntry, weights: Path | None = None) -> Encoder:
     """Resolve and build in one call (the notebook path)."""
     return build(resolve(entry, weights))
+
+
+# One row per source kind of the registry schema: a new kind is a row here and its two functions.
+SOURCE_KINDS: dict[str, SourceKind] = {
+    "timm": SourceKind(_locate_timm, _build_timm),
+    "transformers": SourceKind(_locate_transformers, _build_transformers),
+    "open_clip": SourceKind(_locate_open_clip, _build_open_clip),
+    "checkpoint": SourceKind(_locate_checkpoint, _build_timm_arch, takes_weights_file=True),
+    "package": SourceKind(_locate_package, _build_timm_arch, takes_weights_file=True),
+    "random": SourceKind(_locate_random, _build_timm_arch),
+}

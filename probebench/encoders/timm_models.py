@@ -1,10 +1,14 @@
 """Adapters for timm models: vision transformers and CNNs, both through `forward_intermediates`.
 
-timm's one feature API replaces per-model hooks. The only hook left is for attention keys and the class
-token's attention, which no library returns: a pre-hook on the last block's attention captures its
-(normalised) input, and keys and queries are recomputed from the block's own qkv weights. Recomputing rather
-than hooking the qkv Linear also covers models that call `F.linear` with separate q/v biases (BEiT, CAE),
-where a Linear hook would never fire.
+timm's one feature API replaces per-model hooks. Keys and the class token's attention, which no library
+returns, are what the last block's attention hands to its kernel (`probebench.encoders.attention`): rotated
+by the block's RoPE (DINOv3, EVA-02, PE, timm's `*_rope_*` ViTs), with its relative position bias (BEiT),
+with its q/k norms and separate q/v biases, because the block itself computes them.
+
+Inputs of any size that is a multiple of the patch work for every ViT class, each the library's own way: the
+position embedding and RoPE are resampled per input (timm's `dynamic_img_size`), and BEiT-class models,
+which have no dynamic mode, are resized to the input by their own `set_input_size` (timm's
+`resize_rel_pos_bias_table` for the relative position bias) for the call and restored afterwards.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from probebench.encoders.attention import KernelInputs, rerun_timm
 from probebench.encoders.base import Encoder, Features, Preprocess
+from probebench.encoders.tokens import TokenEncoder
+from probebench.errors import UserError
 
 
 def timm_preprocess(model: nn.Module) -> Preprocess:
@@ -33,38 +40,11 @@ def timm_preprocess(model: nn.Module) -> Preprocess:
     )
 
 
-def _project(attn: nn.Module, x: torch.Tensor, which: int) -> torch.Tensor:
-    """Queries (which=0) or keys (1) of a timm attention module for its input x (B, N, C) -> (B, N, H, D),
-    with the module's q/k norm applied as its forward does."""
-    dim = attn.qkv.weight.shape[0] // 3
-    rows = slice(which * dim, (which + 1) * dim)
-    bias = attn.qkv.bias[rows] if getattr(attn.qkv, "bias", None) is not None else None
-    if bias is None and which == 0 and getattr(attn, "q_bias", None) is not None:  # BEiT-style q/v biases
-        bias = attn.q_bias
-    b, n, _ = x.shape
-    out = F.linear(x, attn.qkv.weight[rows], bias).view(b, n, attn.num_heads, -1)
-    norm = getattr(attn, ("q_norm", "k_norm")[which], None)
-    return norm(out) if norm is not None and not isinstance(norm, nn.Identity) else out
-
-
-def attention_keys(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Keys of a timm attention module for its input x (B, N, C) -> (B, N, C), all heads concatenated."""
-    k = _project(attn, x, 1)
-    return k.reshape(k.shape[0], k.shape[1], -1)
-
-
-def class_attention(attn: nn.Module, x: torch.Tensor, prefix: int) -> torch.Tensor:
-    """The class token's attention over the patches, x (B, N, C) -> (B, N - prefix, H): softmax over all N
-    tokens (prefix tokens included, as the block computes it), then the patch columns."""
-    q, k = _project(attn, x[:, :1], 0), _project(attn, x, 1)
-    logits = torch.einsum("bqhd,bnhd->bhqn", q.float(), k.float()) * float(attn.scale)
-    return logits.softmax(dim=-1)[:, :, 0, prefix:].transpose(1, 2)
-
-
 def allow_any_size(model: nn.Module) -> nn.Module:
-    """Let a timm ViT take inputs of any size that is a multiple of its patch: the position embedding is
-    resampled to the input's grid on each call (timm's own `dynamic_img_size`; a no-op at the trained size,
-    where timm returns the embedding untouched)."""
+    """Let a timm ViT take inputs of any size that is a multiple of its patch: the position embedding (and
+    RoPE) is resampled to the input's grid on each call (timm's own `dynamic_img_size`; a no-op at the
+    trained size, where timm returns the embedding untouched). Models without a dynamic mode (BEiT) are left
+    as they are: `TimmViT` resizes them per call."""
     from timm.layers import Format
 
     if hasattr(model, "dynamic_img_size") and hasattr(model, "patch_embed"):
@@ -75,9 +55,49 @@ def allow_any_size(model: nn.Module) -> nn.Module:
     return model
 
 
-class TimmViT(Encoder):
-    """A timm vision transformer (ViT, DeiT, BEiT-style, DINOv2, EVA). Inputs may have any size that is a
-    multiple of the patch size (`native` geometry)."""
+def prefix_layout(model: nn.Module) -> tuple[str, ...]:
+    """The prefix tokens of a timm ViT, in sequence order, read from its parameters: the class token, a
+    distillation token (DeiT distilled), then registers. A count that disagrees with the model's own
+    `num_prefix_tokens` is a layout this adapter does not understand: refused, never guessed."""
+    names = []
+    if getattr(model, "cls_token", None) is not None:
+        names.append("class")
+    if getattr(model, "dist_token", None) is not None:
+        names.append("distillation")
+    reg = getattr(model, "reg_token", None)
+    names += ["register"] * (int(reg.shape[1]) if reg is not None else 0)
+    if len(names) != int(getattr(model, "num_prefix_tokens", len(names))):
+        raise UserError(
+            f"{type(model).__name__}: {model.num_prefix_tokens} prefix tokens, of which probebench can name "
+            f"only {names}; this model's token layout is not supported"
+        )
+    return tuple(names)
+
+
+@contextlib.contextmanager
+def restoring(modules: list[nn.Module]):
+    """Put back every parameter, buffer and attribute of `modules` (not their children) on exit."""
+    saved = [
+        (
+            m,
+            {
+                k: dict(v) if k in ("_parameters", "_buffers") else v
+                for k, v in vars(m).items()
+                if k != "_modules"
+            },
+        )
+        for m in modules
+    ]
+    try:
+        yield
+    finally:
+        for module, state in saved:
+            module.__dict__.update(state)
+
+
+class TimmViT(TokenEncoder):
+    """A timm vision transformer (ViT, DeiT, BEiT, CAE, DINOv2, DINOv3, EVA-02, SigLIP, PE, ...). Inputs may
+    have any size that is a multiple of the patch size (`native` geometry)."""
 
     library = "timm"
 
@@ -89,25 +109,53 @@ class TimmViT(Encoder):
         name: str = "",
         projection_head: nn.Module | None = None,
         pos_embed: str = "timm",
+        rotate_keys: bool = True,
     ) -> None:
         super().__init__(allow_any_size(model), preprocess, name=name)
         self.projection_head = projection_head.eval() if projection_head is not None else None
         self.pos_embed = pos_embed
+        self.rotate_keys = rotate_keys
+        self._prefix = prefix_layout(model)
+        # BEiT-class models fix their grid at construction (relative position bias, no dynamic mode).
+        self._resize_per_input = not hasattr(model, "dynamic_img_size") and hasattr(model, "set_input_size")
 
     @contextlib.contextmanager
-    def _dino_position_embedding(self, size: tuple[int, int]):
-        """For another grid than the trained one, swap in the position embedding DINO's
-        `interpolate_pos_encoding` makes (and tell timm the grid is native, so it resamples nothing)."""
+    def at_size(self, size: tuple[int, int]):
+        """Make the model read a grid other than the trained one (native geometry):
+        - `pos_embed: dino`: swap in the position embedding DINO's `interpolate_pos_encoding` makes (and tell
+          timm the grid is native, so it resamples nothing);
+        - BEiT-class models: the library's own `set_input_size` for the call, everything restored after;
+        - otherwise timm's `dynamic_img_size` does it inside the forward."""
         model, p = self.model, self.patch_size
         grid = (size[0] // p, size[1] // p)
         trained = tuple(model.patch_embed.grid_size)
-        n = trained[0] * trained[1]
-        prefix = 0 if getattr(model, "no_embed_class", False) else self.num_prefix_tokens
-        if self.pos_embed != "dino" or grid == trained or model.pos_embed is None or trained[0] != trained[1]:
+        if grid == trained:
             yield
-            return
+        elif getattr(getattr(model, "rope", None), "feat_shape", None) is not None:
+            raise UserError(
+                f"encoder {self.name or type(model).__name__!r}: its RoPE was built for a fixed "
+                f"{trained[0]}x{trained[1]} grid, so it cannot read a {grid[0]}x{grid[1]} one; build it with "
+                "timm.create_model(..., dynamic_img_size=True), as probebench's loader does"
+            )
+        elif self._resize_per_input:
+            touched = [
+                m for m in model.modules() if m in (model, model.patch_embed) or hasattr(m, "window_size")
+            ]
+            with restoring(touched):
+                model.set_input_size(img_size=(grid[0] * p, grid[1] * p))
+                yield
+        elif self.pos_embed == "dino" and model.pos_embed is not None and trained[0] == trained[1]:
+            with self._dino_position_embedding(grid, trained):
+                yield
+        else:
+            yield
+
+    @contextlib.contextmanager
+    def _dino_position_embedding(self, grid: tuple[int, int], trained: tuple[int, int]):
+        model = self.model
+        prefix = 0 if getattr(model, "no_embed_class", False) else self.num_prefix_tokens
         original = model.pos_embed
-        side = math.sqrt(n)
+        side = math.sqrt(trained[0] * trained[1])
         patch = original[:, prefix:].reshape(1, trained[0], trained[1], -1).permute(0, 3, 1, 2)
         resized = F.interpolate(
             patch.float(), scale_factor=((grid[0] + 0.1) / side, (grid[1] + 0.1) / side), mode="bicubic"
@@ -129,22 +177,54 @@ class TimmViT(Encoder):
         return int(self.model.patch_embed.patch_size[0])
 
     @property
-    def num_prefix_tokens(self) -> int:
-        return int(self.model.num_prefix_tokens)
+    def prefix_tokens(self) -> tuple[str, ...]:
+        return self._prefix
 
     def feature_dim(self, layer: int) -> int:
         return int(self.model.embed_dim)
 
-    @property
-    def has_keys(self) -> bool:
-        return hasattr(self.model.blocks[-1].attn, "qkv")
+    def last_attention(self) -> nn.Module:
+        return self.model.blocks[-1].attn
 
     @property
-    def has_attention(self) -> bool:
-        # BEiT-style relative position biases enter the logits: not recomputed here, so not offered.
-        attn = self.model.blocks[-1].attn
-        relative = getattr(attn, "relative_position_bias_table", None) is not None
-        return self.has_keys and self.num_prefix_tokens > 0 and hasattr(attn, "scale") and not relative
+    def has_keys(self) -> bool:
+        # timm's attention modules hand q, k and the mask to the fused kernel when `fused_attn` is set.
+        return hasattr(self.last_attention(), "fused_attn")
+
+    @property
+    def rope(self) -> bool:
+        """Whether the blocks rotate queries and keys by position (RoPE)."""
+        return getattr(self.model, "rope", None) is not None
+
+    @property
+    def relative_bias(self) -> bool:
+        attn = self.last_attention()
+        return getattr(attn, "relative_position_bias_table", None) is not None or (
+            getattr(self.model, "rel_pos_bias", None) is not None
+        )
+
+    @property
+    def keys_kind(self) -> str:
+        if not self.has_keys:
+            return "none"
+        if self.rope:
+            return "rotated by the block's RoPE" if self.rotate_keys else "before RoPE (un-rotated)"
+        if self.relative_bias:
+            return "projected; the relative position bias enters the logits, not the keys"
+        return "projected"
+
+    @property
+    def positions(self) -> str:
+        if self.rope:
+            return "rotary (RoPE), built for each input's grid (timm's dynamic_img_size)"
+        if self._resize_per_input:
+            bias = "relative position bias" if self.relative_bias else "absolute embedding"
+            return (
+                f"{bias}, resized to each input's grid by timm's set_input_size (resize_rel_pos_bias_table)"
+            )
+        if self.pos_embed == "dino":
+            return "absolute embedding, DINO's interpolate_pos_encoding for other grids"
+        return "absolute embedding, resampled to each input's grid by timm (resample_abs_pos_embed, bicubic)"
 
     @property
     def has_projection(self) -> bool:
@@ -154,49 +234,45 @@ class TimmViT(Encoder):
     def final_norm(self) -> str:
         return "final LayerNorm (model.norm)" if not isinstance(self.model.norm, nn.Identity) else "none"
 
-    def forward_features(
-        self, images, layers, *, norm=True, keys=False, attention=False, projection=False
-    ) -> Features:
-        self._require(keys, projection, attention)
-        captured: list[torch.Tensor] = []
-        handle = None
-        if keys or attention:
-            last = self.model.blocks[-1].attn
-            handle = last.register_forward_pre_hook(lambda mod, args: captured.append(args[0]))
-        try:
-            # projection needs the last block even when only earlier layers are requested.
-            wanted = sorted(set(layers) | ({self.num_blocks - 1} if projection else set()))
-            with self._dino_position_embedding(tuple(images.shape[-2:])):
-                outs = self.model.forward_intermediates(
-                    images,
-                    indices=wanted,
-                    return_prefix_tokens=True,
-                    norm=norm,
-                    output_fmt="NCHW",
-                    intermediates_only=True,
-                )
-        finally:
-            if handle is not None:
-                handle.remove()
-        feats = Features()
-        by_layer = dict(zip(wanted, outs, strict=True))
-        for layer in layers:
-            grid, prefix = by_layer[layer]
-            feats.patches[layer] = grid.permute(0, 2, 3, 1)  # (B, C, h, w) -> (B, h, w, C)
-            feats.cls[layer] = prefix
-            feats.pooled[layer] = feats.patches[layer].mean(dim=(1, 2))
-        b, h, w, _ = next(iter(feats.patches.values())).shape
-        if keys:
-            k = attention_keys(self.model.blocks[-1].attn, captured[-1])[:, self.num_prefix_tokens :]
-            feats.keys = k.reshape(b, h, w, -1)
-        if attention:
-            a = class_attention(self.model.blocks[-1].attn, captured[-1], self.num_prefix_tokens)
-            feats.attention = a.reshape(b, h, w, -1)
-        if projection:
-            grid, prefix = by_layer[self.num_blocks - 1]
-            cls = prefix[:, 0] if norm else self.model.norm(prefix[:, 0])
-            feats.projection = self.projection_head(cls)
-        return feats
+    def run_blocks(self, images, layers, norm, projection):
+        outs = self.model.forward_intermediates(
+            images,
+            indices=layers,
+            return_prefix_tokens=self.num_prefix_tokens > 0,
+            norm=norm,
+            output_fmt="NCHW",
+            intermediates_only=True,
+        )
+        by_layer = {}
+        for layer, out in zip(layers, outs, strict=True):
+            grid, prefix = (
+                out if self.num_prefix_tokens else (out, out.new_zeros(out.shape[0], 0, out.shape[1]))
+            )
+            by_layer[layer] = (prefix, grid.permute(0, 2, 3, 1))  # (B, C, h, w) -> (B, h, w, C)
+        return by_layer, (by_layer[self.num_blocks - 1][0] if projection else None)
+
+    def rerun_attention(
+        self, attn: nn.Module, args: tuple, kwargs: dict, rotated: bool = True
+    ) -> KernelInputs:
+        if not rotated:
+            kwargs = {**kwargs, "rope": None}
+        return rerun_timm(attn, args, kwargs)
+
+    @property
+    def pooling(self) -> str:
+        pool = getattr(self.model, "global_pool", "")
+        if not pool or not hasattr(self.model, "forward_head"):
+            return "none"
+        what = {"map": "attention pooler", "avg": "mean of the patch tokens", "token": "class token"}
+        return f"timm forward_head, pre-logits: {what.get(pool, pool)} (global_pool={pool!r})"
+
+    def pool(self, prefix, patches, normed):
+        tokens = torch.cat([prefix, patches.flatten(1, 2)], dim=1)
+        return self.model.forward_head(tokens if normed else self.model.norm(tokens), pre_logits=True)
+
+    def project(self, head_input, norm):
+        cls = head_input[:, 0] if norm else self.model.norm(head_input[:, 0])
+        return self.projection_head(cls)
 
 
 class TimmCNN(Encoder):
@@ -233,9 +309,9 @@ class TimmCNN(Encoder):
         return "none (the last layer is the classifier's input map: conv head + BN + activation)"
 
     def forward_features(
-        self, images, layers, *, norm=True, keys=False, attention=False, projection=False
+        self, images, layers, *, norm=True, keys=False, attention=False, projection=False, head=False
     ) -> Features:
-        self._require(keys, projection, attention)
+        self._require(keys, projection, attention, head)
         stages = [layer for layer in layers if layer < len(self._info)]
         final, inter = self.model.forward_intermediates(images, indices=stages or [0], norm=norm)
         maps = dict(zip(stages, inter, strict=False)) | {len(self._info): final}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from probebench.encoders.load import resolve
 from probebench.extract import Options
-from probebench.paths import MAX_NAME, safe_name
+from probebench.paths import MAX_NAME, safe_name, slug
 from probebench.pipeline import SEED, finished_outcomes, plan_run
 from probebench.registry import EncoderEntry
 from probebench.tasks.spec import Task
@@ -51,7 +51,7 @@ class Job:
     @property
     def name(self) -> str:
         """`<encoder>__<dataset>`: the job's folder under results/jobs/ and its name on the cluster."""
-        return f"{safe_name(self.entry.name, 'encoder')}__{safe_name(self.dataset, 'dataset')}"
+        return f"{slug(self.entry.name)}__{safe_name(self.dataset, 'dataset')}"
 
     def records(self, args: RunArgs) -> list[Path]:
         """The records the job writes (a layer sweep writes `<record stem>__layer<n>.json` beside each)."""

@@ -114,6 +114,9 @@ def _provenance(records: list, board: tables.Board) -> Section:
         columns=["encoder", "family", "weights (sha256, or the random-init seed)"],
     )
     sec.tables.append(("Each encoder's weights", weights))
+    sec.tables.append(
+        ("What each encoder's records read (its protocol card: `probebench show NAME`)", _reading(records))
+    )
     versions = pd.DataFrame(
         sorted({(lib, str(v)) for r in records for lib, v in r.versions.items()}),
         columns=["library", "version"],
@@ -129,6 +132,59 @@ def _provenance(records: list, board: tables.Board) -> Section:
         )
     )
     return sec
+
+
+def input_size(record) -> int | None:
+    """The input size a record's features were read at (`resize` framing), None for native geometry."""
+    knobs = record.knobs
+    if (knobs.get("geometry") or {}).get("mode", "resize") != "resize":
+        return None
+    resolution = knobs.get("resolution") or {}
+    return resolution.get("input_size") or (knobs.get("preprocess") or {}).get("input_size")
+
+
+def _sizes_note(records: list) -> str | None:
+    """One sentence where the encoders of a level's tables read images at different sizes."""
+    sizes: dict[int, set[str]] = {}
+    for r in records:
+        if (size := input_size(r)) is not None:
+            sizes.setdefault(int(size), set()).add(r.encoder["name"])
+    if len(sizes) < 2:
+        return None
+    parts = [f"{size} px ({', '.join(sorted(names))})" for size, names in sorted(sizes.items())]
+    return (
+        "The encoders in these tables read images at different sizes: "
+        + "; ".join(parts)
+        + ". Each record's knobs.resolution says why (the default suite keeps each encoder's own evaluation "
+        "size; the papers' suite reads every encoder at 224 px)."
+    )
+
+
+def _reading(records: list) -> pd.DataFrame:
+    """What each encoder's records read: prefix tokens, keys, positions, pooling, sizes and precision."""
+    rows = {}
+    for r in records:
+        e = r.encoder
+        row = rows.setdefault(
+            e["name"],
+            {
+                "encoder": e["name"],
+                "library": e.get("library", ""),
+                "prefix tokens": ", ".join(e.get("prefix_tokens", [])) or "none",
+                "keys": e.get("keys_kind", ""),
+                "positions": e.get("positions", ""),
+                "pooling head": e.get("pooling", ""),
+                "sizes read": set(),
+                "precision": set(),
+            },
+        )
+        row["sizes read"].add(str(input_size(r) or "native"))
+        row["precision"].add(str(r.knobs.get("precision", "")))
+    out = pd.DataFrame(list(rows.values()))
+    if not out.empty:
+        for col in ("sizes read", "precision"):
+            out[col] = out[col].map(lambda v: ", ".join(sorted(v)))
+    return out
 
 
 def _deviations(record) -> list[str]:
@@ -163,6 +219,8 @@ def build(root: Path | None = None, grids: str = "all") -> Report:
         )
     for level in LEVELS:
         sec = _level_section(level, long, plot_dir)
+        if sec is not None and (note := _sizes_note([r for r in records if r.task.level == level])):
+            sec.text.append(note)
         if sec is not None and level == "discovery":
             sec.figures += _discovery_grids(long, root, plot_dir, by_key, grids)
         if sec is not None:

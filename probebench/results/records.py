@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from probebench.io import BadFile, atomic_write, read_json
-from probebench.paths import fits_component, results_dir, safe_name
+from probebench.paths import fits_component, results_dir, safe_name, slug
 from probebench.results.schema import SCHEMA_VERSION, ResultRecord
 
 _LIBS = (
@@ -77,7 +77,7 @@ def record_path(
 ) -> Path:
     """results/runs/<encoder>__<dataset>__<task>[__<suffix>...].json; suffixes name the run options that
     change the numbers (feature-pooled, seed1; a sweep adds layer6)."""
-    parts = [safe_name(encoder, "encoder"), safe_name(dataset, "dataset"), safe_name(task, "task")]
+    parts = [slug(encoder), safe_name(dataset, "dataset"), safe_name(task, "task")]
     parts += [safe_name(s, "suffix") for s in suffixes]
     stem = "__".join(parts)
     fits_component(f"{stem}__layer9999.json", "record file name")  # with room for a layer sweep's suffix

@@ -23,7 +23,7 @@ import pandas as pd
 
 from probebench.errors import UserError
 from probebench.paths import results_dir
-from probebench.registry import FAMILIES
+from probebench.registry import family_names
 from probebench.results.papers import KEY, published
 from probebench.results.records import ResultRecord, read_records
 from probebench.results.schema import SCHEMA_VERSION
@@ -231,7 +231,7 @@ def select(
     for column, accepted, known in (
         ("task", task, None),
         ("level", level, LEVELS),
-        ("family", family, FAMILIES),
+        ("family", family, family_names()),
         ("encoder", encoder, None),
         ("dataset", dataset, None),
     ):
@@ -313,7 +313,8 @@ def variants(long: pd.DataFrame) -> pd.DataFrame:
 
 def family_order(family: str) -> int:
     """The registry's family order; families it does not know come last."""
-    return FAMILIES.index(family) if family in FAMILIES else len(FAMILIES)
+    order = family_names()
+    return order.index(family) if family in order else len(order)
 
 
 def families(long: pd.DataFrame) -> pd.DataFrame:

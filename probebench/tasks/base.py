@@ -54,6 +54,7 @@ class Needs:
     norm: bool = True
     windows: WindowSpec | None = None
     optional: tuple[str, ...] = ()
+    rotated_keys: bool = True  # keys as the block's attention uses them (RoPE applied); False: before RoPE
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,8 @@ class DiscoveryProbe(Probe):
             # a subset scored as well, e.g. FOUND's 7 VOC classes
             "retrieval_classes": List([], item=Text("")),
             "outputs": Bool(True),
+            # keys of RoPE models (DINOv3, EVA-02, PE): as the block's attention uses them, or before RoPE
+            "rope_keys": Choice("rotated", ("rotated", "unrotated")),
             "lost_k": Int(baselines.LOST_K, ge=1, le=1_000_000),
             "tokencut_tau": Float(baselines.TOKENCUT_TAU, ge=-1.0, le=1.0),  # a cosine similarity
             "tokencut_eps": Float(baselines.TOKENCUT_EPS, gt=0.0, le=1.0),
@@ -163,6 +165,7 @@ class DiscoveryProbe(Probe):
             max_side=knobs["max_side"] or None,
             labels=False,
             optional=("keys", "attention"),
+            rotated_keys=knobs["rope_keys"] == "rotated",
         )
 
     def primary(self, knobs: dict) -> Metric:
@@ -208,7 +211,8 @@ class DiscoveryProbe(Probe):
             "probe": "object discovery",
             "methods": methods,
             "skipped_methods": skipped,
-            "keys": "last block's keys (heads concatenated, prefix tokens dropped)"
+            "keys": "last block's keys as its attention kernel receives them, heads concatenated, prefix "
+            f"tokens dropped ({ctx.encoder.get('keys_kind', 'projected')})"
             if test.keys == "keys"
             else f"patch tokens of block {layer} (the encoder has no keys; LOST layer-normalises them over "
             "the whole map first, as its ResNet and VGG path)",

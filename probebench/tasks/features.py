@@ -16,7 +16,9 @@ from probebench.data.base import ImageDataset
 from probebench.data.crops import no_crops_in
 from probebench.errors import UserError
 
-FEATURE_KINDS = ("cls", "pooled", "both")
+# cls: the class token; pooled: the mean of the patch tokens; both: the two concatenated; head: the model's
+# own pooling (SigLIP's attention pooler, a global average with its norm), where it has one
+FEATURE_KINDS = ("cls", "pooled", "both", "head")
 
 
 def split_rows(
@@ -40,14 +42,30 @@ def split_rows(
 def check_feature(store: FeatureStore, feature: str) -> None:
     if feature not in FEATURE_KINDS:
         raise UserError(f"unknown feature {feature!r}; choose from {', '.join(FEATURE_KINDS)}")
-    if feature != "pooled" and store.manifest["encoder"]["num_prefix_tokens"] == 0:
+    if feature == "head":
+        if store.manifest["encoder"].get("pooling", "none") == "none":
+            raise UserError(
+                "this encoder has no pooling head of its own, so feature 'head' does not exist; use "
+                "--feature pooled"
+            )
+        return
+    if feature != "pooled" and not store.manifest["encoder"].get("class_token"):
         raise UserError(
-            f"this encoder has no class token, so feature {feature!r} does not exist; use --feature pooled"
+            f"this encoder has no class token (registers are not one), so feature {feature!r} does not "
+            "exist; use --feature pooled"
         )
 
 
 def image_features(store: FeatureStore, rows: np.ndarray, layer: int, feature: str) -> np.ndarray:
-    """One vector per image (N, C) (or (N, 2C) for "both": class token then pooled patches), float32."""
+    """One vector per image (N, C) (or (N, 2C) for "both": class token then pooled patches), float32. The
+    head's output is of the last block whatever `layer` is (`check_feature` refuses it elsewhere)."""
+    if feature == "head":
+        if layer != store.manifest["encoder"]["num_blocks"] - 1:
+            raise UserError(
+                f"feature 'head' is the model's own pooling of its last block, not of block {layer}; drop "
+                "--layer, or use --feature pooled"
+            )
+        return store.load("head", rows).astype(np.float32)
     parts = []
     if feature in ("cls", "both"):
         parts.append(store.load(f"cls.L{layer}", rows)[:, 0])  # the class token; registers are not features

@@ -45,6 +45,9 @@ class TaskEntry(BaseModel):
     groups: list[str] = []
     suites: list[str] = []
     crops: CropSpec | None = None  # run the probe on part crops of the data (a cached view of its own)
+    # the input size every encoder reads (the papers' suite fixes 224); None: each encoder's own evaluation
+    # size. Applies to the `resize` framing; native-geometry probes read images at their own size.
+    resolution: int | None = Field(default=None, ge=16, le=4096)
 
     @model_validator(mode="after")
     def _fits_probe(self) -> TaskEntry:
@@ -73,6 +76,12 @@ class TaskEntry(BaseModel):
         probe.check(knobs)  # how knobs fit together, each in its domain
         if self.crops is not None and probe.needs(knobs).windows is not None:
             raise ValueError(f"probe {probe.name!r} reads sliding windows of whole images; drop crops")
+        if self.resolution is not None and probe.needs(knobs).geometry != "resize":
+            geometry = probe.needs(knobs).geometry
+            raise ValueError(
+                f"resolution: probe {probe.name!r} reads images at their own size ({geometry} geometry); "
+                "drop resolution, or use its max_side knob"
+            )
         return self
 
 
@@ -90,6 +99,7 @@ class Task:
     source: str = SHIPPED
     overrides: dict = field(default_factory=dict)  # the knobs the entry set, for `list tasks`
     crops: CropSpec | None = None  # the probe reads part crops of each role's dataset (`data.crops`)
+    resolution: int | None = None  # the input size the task fixes for every encoder; None: the encoder's
 
     @property
     def level(self) -> str:
@@ -137,6 +147,7 @@ def resolve(entry: TaskEntry, source: str) -> Task:
         source=source,
         overrides=dict(entry.knobs),
         crops=entry.crops,
+        resolution=entry.resolution,
     )
 
 
