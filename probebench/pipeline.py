@@ -272,7 +272,8 @@ def _context(
             f"task {target.task.name!r}: its roles' datasets ({names}) have different class lists, so class "
             "indices would not match; bind datasets with the same classes (or the same `classes:` override)"
         )
-    encoder = next(iter(results.values())).store.manifest["encoder"]
+    # the facts of the cache entry this task reads (which keys it holds differs between entries)
+    encoder = results[next(iter(target.feeds.values()))].store.manifest["encoder"]
     ctx = Context(roles, layers, feature, dict(target.task.knobs), seed, device, encoder)
     if needs_labels and {"train", "test"} <= set(roles):
         _check_test_classes(ctx)
@@ -403,6 +404,9 @@ def build_record(
             "final_norm": info["final_norm"],
             "preprocess": key_parts["preprocess"],
             "resolution": _resolution(task, spec, key_parts),
+            # where each preprocessing value came from: the library's config, the entry, or the task
+            "preprocess_from": spec.provenance
+            | ({"input_size": "fixed by the task"} if task.resolution is not None else {}),
             "geometry": key_parts["geometry"],
             "precision": any_result.precision,
             "probe_device": str(device),

@@ -33,85 +33,98 @@ def registry(tmp_path, monkeypatch, tiny_embedded):
 
 
 def test_a_model_named_directly_runs_end_to_end_and_keeps_its_exact_name(registry, monkeypatch, capsys):
-    """DINOv3 by its timm name, no entry: RoPE keys and attention reach discovery, the record names the
-    model exactly, and the file names are a safe slug plus a hash."""
+    """DINOv3 by its timm name, no entry: RoPE keys and class attention reach discovery (rotated, and
+    un-rotated as a knob), the record names the model exactly, and the file names are a safe slug plus a
+    hash."""
     _hub_timm(DINOV3)
     name = f"timm:{DINOV3}"
-    code, out, err = call_cli(
-        monkeypatch, capsys, "run", "-e", name, "-t", "knn", "-t", "discovery", "--workers", "0"
-    )
-    assert code == 0, err
-    from probebench.paths import features_dir, results_dir
-
-    runs = sorted((results_dir() / "runs").glob("*.json"))
-    assert [p.name for p in runs] == [
-        "timm-vit-small-patch16-dinov3-lvd1689m-bf884457__embedded__discovery.json",
-        "timm-vit-small-patch16-dinov3-lvd1689m-bf884457__embedded__knn.json",
-    ]
-    assert not any(c in p.name for p in features_dir().rglob("*") for c in ":/@")
-    knn = json.loads(runs[1].read_text())
-    assert knn["encoder"]["name"] == name and knn["encoder"]["family"] == "unlabelled"
-    assert knn["encoder"]["prefix_tokens"] == ["class", "register", "register", "register", "register"]
-    assert knn["knobs"]["feature"] == "cls"  # the class token, never a register
-    assert "timm's pretrained config" in knn["knobs"]["resolution"]["policy"]
-    disc = json.loads(runs[0].read_text())
-    assert "rotated by the block's RoPE" in disc["probe"]["keys"]
-    assert disc["probe"]["attention"] and not disc["probe"]["skipped_methods"]
-    board = (results_dir() / "leaderboard.csv").read_text()
-    assert name in board
-    # the same name again is the same records: nothing is recomputed
-    code, out, _ = call_cli(monkeypatch, capsys, "run", "-e", name, "-t", "knn", "--workers", "0")
-    assert code == 0 and "skipped" in out
-    # the un-rotated keys are a knob, and a different cache entry whose record says which keys it read
     tasks = registry.parent / "tasks.yaml"
     tasks.write_text(
-        "lost_unrotated:\n  probe: discovery\n  dataset: embedded\n"
+        "disc_rotated:\n  probe: discovery\n  dataset: embedded\n"
+        "  knobs: {methods: [lost, tokencut, dinoseg]}\n"
+        "disc_unrotated:\n  probe: discovery\n  dataset: embedded\n"
         "  knobs: {methods: [lost, tokencut], rope_keys: unrotated}\n"
     )
-    code, _, err = call_cli(
-        monkeypatch,
-        capsys,
-        "run",
-        "-e",
-        name,
+    args = [
         "-t",
-        "lost_unrotated",
+        "knn",
+        "-t",
+        "disc_rotated",
+        "-t",
+        "disc_unrotated",
         "--tasks",
         str(tasks),
         "--workers",
         "0",
-    )
+    ]
+    code, out, err = call_cli(monkeypatch, capsys, "run", "-e", name, *args)
     assert code == 0, err
-    (plain,) = (results_dir() / "runs").glob("*lost_unrotated.json")
-    plain = json.loads(plain.read_text())
+    from probebench.paths import features_dir, results_dir
+
+    runs = {p.name.rsplit("__", 1)[1]: p for p in (results_dir() / "runs").glob("*.json")}
+    assert sorted(p.name for p in runs.values()) == [
+        f"timm-vit-small-patch16-dinov3-lvd1689m-bf884457__embedded__{t}.json"
+        for t in ("disc_rotated", "disc_unrotated", "knn")
+    ]
+    assert not any(c in p.name for p in features_dir().rglob("*") for c in ":/@")
+    knn = json.loads(runs["knn.json"].read_text())
+    assert knn["encoder"]["name"] == name and knn["encoder"]["family"] == "unlabelled"
+    assert knn["encoder"]["prefix_tokens"] == ["class", "register", "register", "register", "register"]
+    assert knn["knobs"]["feature"] == "cls"  # the class token, never a register
+    assert "timm's pretrained config" in knn["knobs"]["resolution"]["policy"]
+    assert knn["knobs"]["preprocess_from"]["mean"] == f"timm's pretrained config of {DINOV3}"
+    rotated = json.loads(runs["disc_rotated.json"].read_text())
+    assert "rotated by the block's RoPE" in rotated["probe"]["keys"]
+    assert rotated["probe"]["attention"] and not rotated["probe"]["skipped_methods"]
+    plain = json.loads(runs["disc_unrotated.json"].read_text())
     assert "before RoPE (un-rotated)" in plain["probe"]["keys"]
-    assert plain["roles"]["test"]["cache_key"] != disc["roles"]["test"]["cache_key"]
-    assert plain["metrics"]["lost_corloc"] is not None
+    assert plain["roles"]["test"]["cache_key"] != rotated["roles"]["test"]["cache_key"]
+    assert name in (results_dir() / "leaderboard.csv").read_text()
+    # the same name again is the same records: nothing is recomputed
+    code, out, _ = call_cli(monkeypatch, capsys, "run", "-e", name, *args)
+    assert code == 0 and out.count("skipped") == 3
 
 
-def test_a_model_without_a_class_token_reads_pooled_patches_and_its_own_head(registry, monkeypatch, capsys):
-    """Registers and no class token (timm's reg4_gap): the default feature is the mean of the patches, the
-    model's pooling head is `--feature head`, `--feature cls` is refused, and class-attention methods are
-    skipped with the reason in the record."""
-    model = "vit_little_patch16_reg4_gap_256.sbb_in1k"  # the smallest of timm's register-only ViTs
-    _hub_timm(model)
-    name = f"timm:{model}"
-    code, _, err = call_cli(monkeypatch, capsys, "run", "-e", name, "-t", "knn", "--workers", "0")
+REGISTERS_ONLY = """
+reg_gap:
+  family: control
+  method: random init
+  arch: ViT/16 + 4 registers, no class token
+  source:
+    {kind: random, arch: vit_medium_patch16_reg4_gap_256, seed: 0, arch_kwargs: {depth: 2, img_size: 64}}
+  preprocess: {input_size: 64}
+"""
+
+
+def test_a_model_without_a_class_token_reads_pooled_patches_and_its_own_head(
+    tmp_path, monkeypatch, capsys, tiny_embedded
+):
+    """Registers and no class token (timm's reg4_gap, two blocks): the default feature is the mean of the
+    patches, the model's pooling head is `--feature head`, `--feature cls` is refused, and class-attention
+    methods are skipped with the reason in the record."""
+    use_registry(tmp_path, monkeypatch, REGISTERS_ONLY)
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text("disc:\n  probe: discovery\n  dataset: embedded\n  knobs: {methods: [lost, dinoseg]}\n")
+    run = ("run", "-e", "reg_gap", "--tasks", str(tasks), "--workers", "0")
+    code, _, err = call_cli(monkeypatch, capsys, *run, "-t", "knn", "-t", "disc")
     assert code == 0, err
     from probebench.paths import results_dir
 
-    (rec_path,) = (results_dir() / "runs").glob("*knn.json")
-    rec = json.loads(rec_path.read_text())
+    runs = results_dir() / "runs"
+    rec = json.loads((runs / "reg_gap__embedded__knn.json").read_text())
     assert rec["knobs"]["feature"] == "pooled" and rec["encoder"]["class_token"] is False
-    code, _, err = call_cli(
-        monkeypatch, capsys, "run", "-e", name, "-t", "knn", "--feature", "head", "--workers", "0"
+    assert rec["encoder"]["prefix_tokens"] == ["register"] * 4
+    disc = json.loads((runs / "reg_gap__embedded__disc.json").read_text())
+    assert (
+        disc["probe"]["methods"] == ["lost"]
+        and "no class token" in disc["probe"]["skipped_methods"]["dinoseg"]
     )
+    code, _, err = call_cli(monkeypatch, capsys, *run, "-t", "knn", "--feature", "head")
     assert code == 0, err
-    (head_path,) = (results_dir() / "runs").glob("*knn__feature-head.json")
-    head = json.loads(head_path.read_text())
+    head = json.loads((runs / "reg_gap__embedded__knn__feature-head.json").read_text())
     assert head["knobs"]["token"].startswith("the model's own pooling")
-    assert head["metrics"] != rec["metrics"] or head["config_hash"] != rec["config_hash"]
-    code, _, err = call_cli(monkeypatch, capsys, "run", "-e", name, "-t", "knn", "--feature", "cls")
+    assert head["config_hash"] != rec["config_hash"]
+    code, _, err = call_cli(monkeypatch, capsys, *run, "-t", "knn", "--feature", "cls")
     assert code == 2 and "no class token (registers are not one)" in err and err.count("\n") == 1
 
 
@@ -294,3 +307,27 @@ def test_openai_clip_runs_the_quickgelu_it_was_trained_with():
     entry = load_registry()["clip_vitb32"]
     enc = bare_encoder(resolve(entry, strict_available=False, download=False))
     assert {type(m).__name__ for m in enc.model.modules() if "GELU" in type(m).__name__} == {"QuickGELU"}
+
+
+def test_a_token_count_its_prefix_layout_does_not_explain_is_refused():
+    """Four registers the adapter could not see (simulated): one line, never a mis-sliced grid."""
+    from transformers import AutoConfig, AutoModel
+
+    from probebench.encoders.base import Preprocess
+    from probebench.encoders.hf_models import HFViT
+
+    cfg = AutoConfig.for_model(
+        "dinov2_with_registers",
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=16,
+        num_register_tokens=4,
+    )
+    enc = HFViT(AutoModel.from_config(cfg).eval(), Preprocess(32, 1.0, "bicubic", (0.5,) * 3, (0.5,) * 3))
+    assert enc.prefix_tokens == ("class", "register", "register", "register", "register")
+    enc._prefix = ("class",)
+    with pytest.raises(UserError, match="9 tokens for a 2x2 grid and 1 prefix tokens"):
+        enc(torch.randn(1, 3, 32, 32), [-1])

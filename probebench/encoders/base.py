@@ -53,6 +53,14 @@ def block_index(layer: int | str, num_blocks: int) -> int:
     return layer + num_blocks if layer < 0 else layer
 
 
+def prefix_names(class_token, distillation_token, register_tokens) -> tuple[str, ...]:
+    """The prefix tokens a model's parameters define, in the order timm, transformers and the DINO family put
+    them before the patches: the class token, a distillation token (DeiT), then registers. Each argument is
+    the parameter or None; `register_tokens` is (1, R, C)."""
+    names = ["class"] * (class_token is not None) + ["distillation"] * (distillation_token is not None)
+    return (*names, *["register"] * (int(register_tokens.shape[1]) if register_tokens is not None else 0))
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """Eval-time preprocessing: resize the shorter side to `resize`, centre-crop `input_size`, normalise.
@@ -213,7 +221,7 @@ class Encoder(ABC):
             "has_attention": self.has_attention,
             "has_projection": self.has_projection,
             "pooling": self.pooling,
-            "preprocess": self.preprocess.as_dict(),
+            "preprocess": self.preprocess.as_dict() if self.preprocess is not None else None,
         }
 
     # -- features ----------------------------------------------------------------------------------------

@@ -77,19 +77,15 @@ def protocol_card(entry: EncoderEntry, weights: Path | None = None) -> list[tupl
         ("library", f"{library} {version}: {what}"),
         ("weights", spec.weights_id if why_no_weights is None else f"not on this machine ({why_no_weights})"),
     ]
-    if why_no_weights is not None:
-        # the preprocessing of an entry whose weights are absent is still the library's config: resolve
-        # found none, so read it from the architecture's config as a present entry would
-        spec = _spec_without_weights(entry, spec)
     pre, origin = spec.preprocess, spec.provenance
-    if not origin:  # a transformers model whose preprocessor_config.json is not cached: never a guess
+    if pre is None:  # a transformers model whose preprocessor_config.json is not cached: never a guess
         lines.append(("preprocess", "unknown: the model's preprocessor_config.json is not on this machine"))
     else:
         for field in ("input_size", "crop_pct", "interpolation", "mean", "std"):
             value = getattr(pre, field)
             extra = f" (resize the shorter side to {pre.resize})" if field == "crop_pct" else ""
             lines.append((f"preprocess.{field}", f"{value}{extra}, from {origin[field]}"))
-    own = f"{pre.input_size} px" if origin else "unknown"
+    own = f"{pre.input_size} px" if pre is not None else "unknown"
     lines.append(
         (
             "resolution",
@@ -174,23 +170,3 @@ def _counted(names: list[str]) -> list[str]:
         n = names.count(name)
         out.append(name if n == 1 else f"{name} x{n}")
     return out
-
-
-def _spec_without_weights(entry: EncoderEntry, spec: Spec) -> Spec:
-    """The spec an entry would have with its weights: preprocessing from the library's config (timm, open_clip
-    need no weights for it); transformers needs the cached preprocessor config, else it stays unknown."""
-    from dataclasses import replace
-
-    from probebench.encoders.load import Located, _open_clip_preprocess, _override, _timm_preprocess
-
-    src = entry.source
-    if src.kind == "transformers":
-        return spec
-    if src.kind == "open_clip":
-        located = Located("", None, _open_clip_preprocess(src.model, src.pretrained), "open_clip's configs")
-    else:
-        arch = src.model if src.kind == "timm" else src.arch
-        kwargs = {} if src.kind == "timm" else src.arch_kwargs
-        located = Located("", None, _timm_preprocess(arch, kwargs), f"timm's pretrained config of {arch}")
-    pre, provenance = _override(located, entry)
-    return replace(spec, preprocess=pre, provenance=provenance)

@@ -15,7 +15,7 @@ import re
 from torch import nn
 
 from probebench.encoders.attention import KernelInputs, rerun_sdpa, rerun_transformers
-from probebench.encoders.base import Preprocess
+from probebench.encoders.base import Preprocess, prefix_names
 from probebench.encoders.tokens import TokenEncoder
 from probebench.errors import UserError
 
@@ -47,13 +47,9 @@ def hf_prefix_layout(model: nn.Module) -> tuple[str, ...]:
     """The prefix tokens of a transformers ViT, in sequence order, read from its embedding parameters: the
     class token, a distillation token (DeiT), then registers (DINOv2 with registers, DINOv3)."""
     emb = getattr(model, "embeddings", None)
-    names = []
-    if getattr(emb, "cls_token", None) is not None:
-        names.append("class")
-    if getattr(emb, "distillation_token", None) is not None:
-        names.append("distillation")
-    reg = getattr(emb, "register_tokens", None)
-    return (*names, *["register"] * (int(reg.shape[1]) if reg is not None else 0))
+    return prefix_names(
+        *(getattr(emb, n, None) for n in ("cls_token", "distillation_token", "register_tokens"))
+    )
 
 
 class HFViT(TokenEncoder):

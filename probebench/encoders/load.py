@@ -49,7 +49,8 @@ class Spec:
     entry: EncoderEntry
     weights_id: str  # sha256 of the weights file, the resolved hub commit, or the random seed
     weights_path: str | None
-    preprocess: Preprocess
+    # None only where the weights are unavailable and the library's config lives beside them (transformers)
+    preprocess: Preprocess | None
     versions: dict = field(default_factory=dict)
     # preprocessing field -> where its value came from (the library's config, or the entry's override)
     provenance: dict = field(default_factory=dict)
@@ -95,12 +96,12 @@ def _timm_preprocess(arch: str, arch_kwargs: dict) -> Preprocess:
     )
 
 
-def _override(located: Located, entry: EncoderEntry) -> tuple[Preprocess, dict[str, str]]:
+def _override(config: LibraryConfig, entry: EncoderEntry) -> tuple[Preprocess, dict[str, str]]:
     """The library's preprocessing with the entry's overrides; each value says where it came from."""
     over = {k: v for k, v in entry.preprocess.model_dump().items() if v is not None}
-    provenance = {k: located.origin for k in located.preprocess.as_dict()}
+    provenance = {k: config.origin for k in config.preprocess.as_dict()}
     provenance |= {k: "the registry entry's preprocess" for k in over}
-    return Preprocess(**{**located.preprocess.as_dict(), **over}), provenance
+    return Preprocess(**{**config.preprocess.as_dict(), **over}), provenance
 
 
 def _missing_hub(entry: EncoderEntry, repo: str, files: tuple[str, ...]) -> WeightsUnavailable:
@@ -116,14 +117,27 @@ def _missing_hub(entry: EncoderEntry, repo: str, files: tuple[str, ...]) -> Weig
 
 @dataclass(frozen=True)
 class Located:
-    """What a source kind finds without building the model: the weights' identity and file, the library's
-    preprocessing, where that preprocessing came from, and library versions beyond torch and timm."""
+    """What a source kind finds without building the model: the weights' identity and file, and library
+    versions beyond torch and timm."""
 
     weights_id: str
     weights_path: str | None
+    versions: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LibraryConfig:
+    """The library's own preprocessing for a source, and where it was read."""
+
     preprocess: Preprocess
     origin: str
-    versions: dict = field(default_factory=dict)
+
+
+def _timm_arch_config(entry: EncoderEntry) -> LibraryConfig:
+    """timm's pretrained config: of the model (timm source) or of the architecture the weights load into."""
+    src = entry.source
+    arch, kwargs = (src.model, {}) if src.kind == "timm" else (src.arch, src.arch_kwargs)
+    return LibraryConfig(_timm_preprocess(arch, kwargs), f"timm's pretrained config of {arch}")
 
 
 # -- timm hub ------------------------------------------------------------------------------------------------
@@ -131,12 +145,12 @@ def _locate_timm(entry: EncoderEntry, weights: Path | None, download: bool) -> L
     import timm.models
 
     src = entry.source
-    pre = _timm_preprocess(src.model, {})
+    _timm_preprocess(src.model, {})  # a name timm does not know is one line, before looking for weights
     repo = timm.models.get_pretrained_cfg(src.model).hf_hub_id
     path = _hf_cached(repo, _HF_WEIGHT_FILES) if repo else None
     if path is None:
         raise _missing_hub(entry, repo or src.model, _HF_WEIGHT_FILES[:2])
-    return Located(_blob_id(path), str(path), pre, f"timm's pretrained config of {src.model}")
+    return Located(_blob_id(path), str(path))
 
 
 def _build_timm(spec: Spec) -> Encoder:
@@ -151,13 +165,10 @@ def _build_timm(spec: Spec) -> Encoder:
 def _locate_transformers(entry: EncoderEntry, weights: Path | None, download: bool) -> Located:
     import transformers
 
-    from probebench.encoders.hf_models import hf_preprocess
-
     src = entry.source
     cfg = _hf_cached(src.repo, ("config.json",), revision=src.revision)
-    proc = _hf_cached(src.repo, ("preprocessor_config.json",), revision=src.revision)
-    if cfg is None or proc is None:
-        raise _missing_hub(entry, src.repo, ("config.json", "preprocessor_config.json"))
+    if cfg is None:
+        raise _missing_hub(entry, src.repo, ("config.json",))
     model_type = _hub_json(entry, cfg).get("model_type")
     if src.model_type is not None and model_type != src.model_type:
         raise UserError(
@@ -165,14 +176,18 @@ def _locate_transformers(entry: EncoderEntry, weights: Path | None, download: bo
             f"{src.model_type!r}; fix model_type"
         )
     commit = cfg.parent.name  # snapshots/<commit>/config.json: the revision actually loaded
-    pre = hf_preprocess(_hub_json(entry, proc))
-    return Located(
-        f"{src.repo}@{commit}",
-        str(cfg.parent),
-        pre,
-        f"preprocessor_config.json of {src.repo}@{commit}",
-        {"transformers": transformers.__version__},
-    )
+    return Located(f"{src.repo}@{commit}", str(cfg.parent), {"transformers": transformers.__version__})
+
+
+def _transformers_config(entry: EncoderEntry) -> LibraryConfig:
+    from probebench.encoders.hf_models import hf_preprocess
+
+    src = entry.source
+    proc = _hf_cached(src.repo, ("preprocessor_config.json",), revision=src.revision)
+    if proc is None:
+        raise _missing_hub(entry, src.repo, ("preprocessor_config.json",))
+    where = f"preprocessor_config.json of {src.repo}@{proc.parent.name}"
+    return LibraryConfig(hf_preprocess(_hub_json(entry, proc)), where)
 
 
 def _hub_json(entry: EncoderEntry, path: Path) -> dict:
@@ -209,7 +224,7 @@ def _locate_open_clip(entry: EncoderEntry, weights: Path | None, download: bool)
     import open_clip
 
     src = entry.source
-    pre = _open_clip_preprocess(src.model, src.pretrained)
+    _open_clip_preprocess(src.model, src.pretrained)  # a model open_clip does not know is one line first
     if Path(src.pretrained).is_file():
         path = Path(src.pretrained)
     else:
@@ -223,8 +238,13 @@ def _locate_open_clip(entry: EncoderEntry, weights: Path | None, download: bool)
         path = _hf_cached(repo, _HF_WEIGHT_FILES) if repo else None
         if path is None:
             raise _missing_hub(entry, repo or src.pretrained, _HF_WEIGHT_FILES[2:])
-    origin = f"open_clip's model and pretrained configs of {src.model}/{src.pretrained}"
-    return Located(_blob_id(path), str(path), pre, origin, {"open_clip": open_clip.__version__})
+    return Located(_blob_id(path), str(path), {"open_clip": open_clip.__version__})
+
+
+def _open_clip_config(entry: EncoderEntry) -> LibraryConfig:
+    src = entry.source
+    where = f"open_clip's model and pretrained configs of {src.model}/{src.pretrained}"
+    return LibraryConfig(_open_clip_preprocess(src.model, src.pretrained), where)
 
 
 def _build_open_clip(spec: Spec) -> Encoder:
@@ -274,32 +294,31 @@ def _locate_checkpoint(entry: EncoderEntry, weights: Path | None, download: bool
             entry.name,
             digest,
         )
-    pre = _timm_preprocess(src.arch, src.arch_kwargs)
-    return Located(digest, str(path), pre, f"timm's pretrained config of {src.arch}")
+    return Located(digest, str(path))
 
 
 def _locate_package(entry: EncoderEntry, weights: Path | None, download: bool) -> Located:
     src = entry.source
     path = weights or package_file(src.package, src.file, src.install)
     digest = check_sha256(path, src.sha256, f"encoder {entry.name!r}")
-    pre = _timm_preprocess(src.arch, src.arch_kwargs)
-    return Located(digest, str(path), pre, f"timm's pretrained config of {src.arch}")
+    return Located(digest, str(path))
 
 
 def _locate_random(entry: EncoderEntry, weights: Path | None, download: bool) -> Located:
     import timm
 
     src = entry.source
-    pre = _timm_preprocess(src.arch, src.arch_kwargs)
     ident = f"random:{src.arch}:seed={src.seed}:torch={torch.__version__}:timm={timm.__version__}"
-    return Located(ident, None, pre, f"timm's pretrained config of {src.arch}")
+    return Located(ident, None)
 
 
 @dataclass(frozen=True)
 class SourceKind:
-    """How one kind of source finds its weights (`locate`, cheap, no model built) and builds its model."""
+    """How one kind of source finds its weights (`locate`) and the library's preprocessing (`configure`),
+    both cheap and without building anything, and builds its model (`build`)."""
 
     locate: Callable[[EncoderEntry, Path | None, bool], Located]
+    configure: Callable[[EncoderEntry], LibraryConfig]
     build: Callable[[Spec], Encoder]
     takes_weights_file: bool = False  # `--weights PATH` replaces the file it would look for
 
@@ -331,10 +350,13 @@ def resolve(
     except WeightsUnavailable:
         if strict_available:
             raise
-        return Spec(
-            entry, "unavailable", None, Preprocess(224, 1.0, "bicubic", (0, 0, 0), (1, 1, 1)), versions
-        )
-    pre, provenance = _override(located, entry)
+        located = Located("unavailable", None)
+    try:
+        pre, provenance = _override(kind.configure(entry), entry)
+    except WeightsUnavailable:  # the library's config lives beside the weights (transformers): not here
+        if located.weights_id != "unavailable":
+            raise
+        pre, provenance = None, {}
     return Spec(entry, located.weights_id, located.weights_path, pre, versions | located.versions, provenance)
 
 
@@ -455,10 +477,12 @@ def load_encoder(entry: EncoderEntry, weights: Path | None = None) -> Encoder:
 
 # One row per source kind of the registry schema: a new kind is a row here and its two functions.
 SOURCE_KINDS: dict[str, SourceKind] = {
-    "timm": SourceKind(_locate_timm, _build_timm),
-    "transformers": SourceKind(_locate_transformers, _build_transformers),
-    "open_clip": SourceKind(_locate_open_clip, _build_open_clip),
-    "checkpoint": SourceKind(_locate_checkpoint, _build_timm_arch, takes_weights_file=True),
-    "package": SourceKind(_locate_package, _build_timm_arch, takes_weights_file=True),
-    "random": SourceKind(_locate_random, _build_timm_arch),
+    "timm": SourceKind(_locate_timm, _timm_arch_config, _build_timm),
+    "transformers": SourceKind(_locate_transformers, _transformers_config, _build_transformers),
+    "open_clip": SourceKind(_locate_open_clip, _open_clip_config, _build_open_clip),
+    "checkpoint": SourceKind(
+        _locate_checkpoint, _timm_arch_config, _build_timm_arch, takes_weights_file=True
+    ),
+    "package": SourceKind(_locate_package, _timm_arch_config, _build_timm_arch, takes_weights_file=True),
+    "random": SourceKind(_locate_random, _timm_arch_config, _build_timm_arch),
 }

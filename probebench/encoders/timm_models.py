@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from probebench.encoders.attention import KernelInputs, rerun_timm
-from probebench.encoders.base import Encoder, Features, Preprocess
+from probebench.encoders.base import Encoder, Features, Preprocess, prefix_names
 from probebench.encoders.tokens import TokenEncoder
 from probebench.errors import UserError
 
@@ -59,19 +59,13 @@ def prefix_layout(model: nn.Module) -> tuple[str, ...]:
     """The prefix tokens of a timm ViT, in sequence order, read from its parameters: the class token, a
     distillation token (DeiT distilled), then registers. A count that disagrees with the model's own
     `num_prefix_tokens` is a layout this adapter does not understand: refused, never guessed."""
-    names = []
-    if getattr(model, "cls_token", None) is not None:
-        names.append("class")
-    if getattr(model, "dist_token", None) is not None:
-        names.append("distillation")
-    reg = getattr(model, "reg_token", None)
-    names += ["register"] * (int(reg.shape[1]) if reg is not None else 0)
+    names = prefix_names(*(getattr(model, n, None) for n in ("cls_token", "dist_token", "reg_token")))
     if len(names) != int(getattr(model, "num_prefix_tokens", len(names))):
         raise UserError(
             f"{type(model).__name__}: {model.num_prefix_tokens} prefix tokens, of which probebench can name "
-            f"only {names}; this model's token layout is not supported"
+            f"only {list(names)}; this model's token layout is not supported"
         )
-    return tuple(names)
+    return names
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from torch import nn
 
 from probebench.encoders.attention import KernelInputs, inputs_of
 from probebench.encoders.base import Encoder, Features
+from probebench.errors import UserError
 
 
 class TokenEncoder(Encoder):
@@ -94,6 +95,12 @@ class TokenEncoder(Encoder):
         return feats
 
     def split(self, tokens: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, P + h*w, C) -> prefix (B, P, C), patches (B, h, w, C)."""
+        """(B, P + h*w, C) -> prefix (B, P, C), patches (B, h, w, C). A sequence of another length is a token
+        layout this adapter does not understand: refused, never sliced by guess."""
         p = self.num_prefix_tokens
+        if tokens.shape[1] != p + h * w:
+            raise UserError(
+                f"encoder {self.name!r}: {tokens.shape[1]} tokens for a {h}x{w} grid and {p} prefix tokens "
+                f"({', '.join(self.prefix_tokens) or 'none'}); this model's token layout is not supported"
+            )
         return tokens[:, :p], tokens[:, p:].reshape(tokens.shape[0], h, w, -1)
