@@ -73,7 +73,7 @@ def slug(name: str, what: str = "encoder") -> str:
     directly (`timm:vit_small_patch16_dinov3.lvd1689m`, `hf:facebook/dinov2-small@main`) becomes lowercase
     letters, digits and '-' plus a short hash of the exact name, so ':', '/', '@' and capitals never reach
     the file system and two names that differ only there never share a file."""
-    if _SAFE.match(name) and ".." not in name and name == name.lower():
+    if _SAFE.match(name) and ".." not in name:
         return safe_name(name, what)
     readable = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:48]
     return safe_name(f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:8]}", what)

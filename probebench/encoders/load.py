@@ -76,8 +76,8 @@ def _blob_id(path: Path) -> str:
     )
 
 
-def _timm_preprocess(arch: str, arch_kwargs: dict) -> Preprocess:
-    import timm.data
+def _timm_cfg(arch: str):
+    """timm's pretrained config of `arch` (with or without its tag); a name timm does not know is one line."""
     import timm.models
 
     cfg = timm.models.get_pretrained_cfg(arch, allow_unregistered=True)
@@ -85,6 +85,13 @@ def _timm_preprocess(arch: str, arch_kwargs: dict) -> Preprocess:
         raise UserError(
             f"timm has no model {arch!r}; `python -c 'import timm; print(timm.list_models())'` lists them"
         )
+    return cfg
+
+
+def _timm_preprocess(arch: str, arch_kwargs: dict) -> Preprocess:
+    import timm.data
+
+    cfg = _timm_cfg(arch)
     data = timm.data.resolve_data_config(pretrained_cfg=cfg.to_dict(), use_test_size=True)
     size = arch_kwargs.get("img_size", data["input_size"][-1])
     return Preprocess(
@@ -142,11 +149,9 @@ def _timm_arch_config(entry: EncoderEntry) -> LibraryConfig:
 
 # -- timm hub ------------------------------------------------------------------------------------------------
 def _locate_timm(entry: EncoderEntry, weights: Path | None, download: bool) -> Located:
-    import timm.models
 
     src = entry.source
-    _timm_preprocess(src.model, {})  # a name timm does not know is one line, before looking for weights
-    repo = timm.models.get_pretrained_cfg(src.model).hf_hub_id
+    repo = _timm_cfg(src.model).hf_hub_id
     path = _hf_cached(repo, _HF_WEIGHT_FILES) if repo else None
     if path is None:
         raise _missing_hub(entry, repo or src.model, _HF_WEIGHT_FILES[:2])
@@ -224,7 +229,7 @@ def _locate_open_clip(entry: EncoderEntry, weights: Path | None, download: bool)
     import open_clip
 
     src = entry.source
-    _open_clip_preprocess(src.model, src.pretrained)  # a model open_clip does not know is one line first
+    _open_clip_model_config(src.model)  # a model open_clip does not know is one line, before the weights
     if Path(src.pretrained).is_file():
         path = Path(src.pretrained)
     else:
@@ -360,12 +365,19 @@ def resolve(
     return Spec(entry, located.weights_id, located.weights_path, pre, versions | located.versions, provenance)
 
 
-def _open_clip_preprocess(model: str, pretrained: str) -> Preprocess:
+def _open_clip_model_config(model: str) -> dict:
     import open_clip
 
     cfg = open_clip.get_model_config(model)
     if cfg is None:
         raise UserError(f"open_clip has no model {model!r}; open_clip.list_models() lists them")
+    return cfg
+
+
+def _open_clip_preprocess(model: str, pretrained: str) -> Preprocess:
+    import open_clip
+
+    cfg = _open_clip_model_config(model)
     merged = {**cfg.get("preprocess_cfg", {}), **(open_clip.get_pretrained_cfg(model, pretrained) or {})}
     size = cfg["vision_cfg"]["image_size"]
     mean = merged.get("mean", open_clip.OPENAI_DATASET_MEAN)
