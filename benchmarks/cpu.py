@@ -1,7 +1,8 @@
 """What two CPU changes buy on the default suite, each measured side by side in one run (issue 12's demo).
 
   (1) channels-last: the forward pass of EfficientNet-Lite0 and MobileNetV2 (their real weights) on the same
-      64 images at 224 px, in PyTorch's default NCHW layout and in channels-last, as `probebench.extract`
+      64 images at 224 px, in PyTorch's default NCHW layout and in channels-last, as
+      `probebench.extraction.extract`
       now runs it: images/s, the ratio, and the largest difference between the two outputs.
   (2) allocator: `attentive` and `part_attentive` for EfficientNet-Lite0 end to end (extraction into an empty
       cache, then both probes) in two fresh processes, one with glibc's default allocator settings and one

@@ -120,7 +120,7 @@ def eigen() -> None:
 def methods() -> None:
     import torch
 
-    from probebench.discovery import baselines, heap
+    from probebench.discovery import baselines, configs, heap
     from probebench.discovery.base import ImageFeatures
     from probebench.geometry import Geometry
 
@@ -143,14 +143,14 @@ def methods() -> None:
         for f in feats:
             fn(f)
         print(f"  {name:<22} {len(feats) / (time.perf_counter() - t):8.1f} images/s")
-    cfg = heap.HeapConfig(iterations=10, batch=16)
+    cfg = configs.HeapConfig(iterations=10, batch=16)
     t = time.perf_counter()
-    head, _ = heap.train(lambda pos: [feats[int(p)] for p in pos], len(feats), cfg, seed=0)
+    head, _ = heap.train_heap(lambda pos: [feats[int(p)] for p in pos], len(feats), cfg, seed=0)
     train_s = time.perf_counter() - t
     head.eval()
     t = time.perf_counter()
     for f in feats:
-        heap.predict(head, f)
+        heap.predict_heap(head, f)
     print(f"  {'HEAP inference':<22} {len(feats) / (time.perf_counter() - t):8.1f} images/s")
     print(
         f"  {'HEAP training':<22} {cfg.iterations * cfg.batch / train_s:8.1f} images/s "

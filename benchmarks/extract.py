@@ -2,7 +2,8 @@
 
 Phases, same model (random-weight ViT-S/16 at 224 px), same batch size, same images:
   (a) raw   - the model's forward pass on pre-made tensors (no decoding, no cache);
-  (b) cold  - `probebench.extract` from image files into an empty feature cache (decode + resize in workers);
+  (b) cold  - `probebench.extraction.extract` from image files into an empty feature cache (decode + resize
+              in workers);
   (c) warm  - the same call again, finding everything cached (timed with resolving the weights and
               fingerprinting the dataset, as a re-run does; Python start-up and imports excluded).
 Targets (issue 2): b/a >= 0.9 in throughput, c at least 50x faster than b. Also reports peak resident memory
@@ -55,18 +56,19 @@ def make_images(folder: Path, n: int) -> None:
 
 
 def phase(name: str, folder: Path, batch: int) -> dict:
-    import timm  # noqa: F401 - imported before timing: (c) excludes imports, and resolve() imports timm lazily
+    import timm  # noqa: F401 - imported before timing: (c) excludes imports, and resolve_encoder() imports timm lazily
     import torch
 
     from probebench.data.formats.folder import read_image_folder as image_folder
-    from probebench.encoders.load import build, resolve
-    from probebench.extract import Options, Request, extract
-    from probebench.registry import parse_registry
+    from probebench.encoders.load import build_encoder, resolve_encoder
+    from probebench.encoders.registry import parse_registry
+    from probebench.extraction.extract import extract_features
+    from probebench.extraction.request import ExtractionOptions, FeatureRequest
 
     entry = parse_registry(ENTRY)["bench_vits16"]
     if name == "raw":
         ds = image_folder(folder)
-        enc = build(resolve(entry))
+        enc = build_encoder(resolve_encoder(entry))
         x = torch.randn(batch, 3, 224, 224)
         with torch.inference_mode():
             enc.model.forward_features(x[:2])  # warm-up: first-call allocations are not throughput
@@ -78,14 +80,22 @@ def phase(name: str, folder: Path, batch: int) -> dict:
                 done += n
             seconds = time.perf_counter() - t
     else:
-        enc = build(resolve(entry)) if name == "cold" else None  # building a model is not extraction
+        enc = (
+            build_encoder(resolve_encoder(entry)) if name == "cold" else None
+        )  # building a model is not extraction
         if enc is not None:
             with torch.inference_mode():
                 enc.model.forward_features(torch.randn(2, 3, 224, 224))  # same warm-up as raw
         # Timed like a re-run: resolving the weights and fingerprinting the dataset are part of it.
         t = time.perf_counter()
         ds = image_folder(folder)
-        res = extract(resolve(entry), ds, Request(), Options(batch_size=batch, progress=False), encoder=enc)
+        res = extract_features(
+            resolve_encoder(entry),
+            ds,
+            FeatureRequest(),
+            ExtractionOptions(batch_size=batch, progress=False),
+            encoder=enc,
+        )
         seconds = time.perf_counter() - t
         assert res.cached == (name == "warm"), f"{name}: cached={res.cached}"
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -108,17 +118,22 @@ def geometry_phase(mode: str, batch: int, max_side: int) -> dict:
     import timm  # noqa: F401 - imported before timing
 
     from probebench.data.formats.coco import read_coco
-    from probebench.encoders.load import build, resolve
-    from probebench.extract import Options, Request, extract
-    from probebench.registry import parse_registry
+    from probebench.encoders.load import build_encoder, resolve_encoder
+    from probebench.encoders.registry import parse_registry
+    from probebench.extraction.extract import extract_features
+    from probebench.extraction.request import ExtractionOptions, FeatureRequest
 
     entry = parse_registry(ENTRY)["bench_vits16"]
     ds = read_coco(CARPARTS, "carparts")
     ds.samples = [s for s in ds.samples if s.split == "test"]
-    enc = build(resolve(entry))
-    req = Request(tokens=("cls", "patches"), geometry=mode, max_side=max_side if mode == "native" else None)
+    enc = build_encoder(resolve_encoder(entry))
+    req = FeatureRequest(
+        tokens=("cls", "patches"), geometry=mode, max_side=max_side if mode == "native" else None
+    )
     t = time.perf_counter()
-    res = extract(resolve(entry), ds, req, Options(batch_size=batch, progress=False), encoder=enc)
+    res = extract_features(
+        resolve_encoder(entry), ds, req, ExtractionOptions(batch_size=batch, progress=False), encoder=enc
+    )
     seconds = time.perf_counter() - t
     grids = res.store.load_grids("patches.L11", np.arange(len(ds)))
     tokens = sum(g.shape[0] * g.shape[1] for g in grids)

@@ -49,7 +49,7 @@ def data():
 def ours() -> dict:
     import torch
 
-    from probebench.probes.retrieval import average_precisions
+    from probebench.learners.retrieval import average_precisions
 
     x, y = data()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -131,9 +131,9 @@ def seg_side(side: str, folder: str) -> dict:
     import numpy as np
     import torch
 
-    from probebench.probes import seghead
-    from probebench.tasks.base import RoleData
-    from probebench.tasks.segmentation import _windows
+    from probebench.learners import seghead
+    from probebench.tasks.contract import RoleData
+    from probebench.tasks.probes.segmentation import read_windows
 
     torch.set_num_threads(os.cpu_count() or 1)
     store, names, size = _seg_store(folder)
@@ -150,7 +150,7 @@ def seg_side(side: str, folder: str) -> dict:
     peak = _Peak()
     t = time.perf_counter()
     role = RoleData(dataset=None, split="train", store=store, rows=rows, labels=np.full(WINDOWS, -1))
-    windows = _windows(role, [3, 5, 7, 11][:LAYERS])
+    windows = read_windows(role, [3, 5, 7, 11][:LAYERS])
     if side == "loaded":  # every window's tokens in memory first, then the same training
         whole = windows.read(rows)
         windows.read = lambda pos: [g[pos] for g in whole]

@@ -44,15 +44,18 @@ def cub_features() -> tuple[dict, str]:
     """Train/test pooled features of cub100 from the real EfficientNet-Lite0, via the cache."""
     import numpy as np
 
+    from probebench.cache.read import image_features, split_rows
     from probebench.data.formats.cub import read_cub
-    from probebench.encoders.load import resolve
-    from probebench.extract import Options, Request, extract
-    from probebench.registry import load_registry
-    from probebench.tasks.features import image_features, split_rows
+    from probebench.encoders.load import resolve_encoder
+    from probebench.encoders.registry import load_registry
+    from probebench.extraction.extract import extract_features
+    from probebench.extraction.request import ExtractionOptions, FeatureRequest
 
     ds = read_cub(CUB, "cub100")
-    spec = resolve(load_registry()["efficientnet_lite0"])
-    res = extract(spec, ds, Request(tokens=("cls", "pooled", "patches")), Options(progress=False))
+    spec = resolve_encoder(load_registry()["efficientnet_lite0"])
+    res = extract_features(
+        spec, ds, FeatureRequest(tokens=("cls", "pooled", "patches")), ExtractionOptions(progress=False)
+    )
     layer = res.layers[-1]
     out = {}
     for split in ("train", "test"):
@@ -123,8 +126,8 @@ def sklearn_sweep(x, y, xt, yt, num_classes: int, seed: int, *, warm: bool = Fal
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
 
-    from probebench.probes.linear import C_GRID, MAX_ITER, TOL
-    from probebench.probes.split import carve_val
+    from probebench.learners.linear import C_GRID, MAX_ITER, TOL
+    from probebench.learners.split import carve_val
 
     options = {"solver": "lbfgs", "max_iter": MAX_ITER, "tol": TOL}
     fit, val = carve_val(y, seed=seed)
@@ -166,7 +169,7 @@ def linear_bench() -> None:
     import numpy as np
     import torch
 
-    from probebench.probes.linear import TOL, linear_probe
+    from probebench.learners.linear import TOL, linear_probe
 
     feats, desc = cub_features() if CUB.is_dir() else synthetic_features()
     (x, y), (xt, yt) = feats["train"], feats["test"]

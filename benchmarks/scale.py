@@ -156,12 +156,12 @@ def disk_cost(tmp: Path) -> None:
 def loader_rate() -> None:
     from probebench.data.loader import ImageRows
     from probebench.data.lookup import get_dataset
-    from probebench.encoders.load import resolve
-    from probebench.registry import get_entry, load_registry
+    from probebench.encoders.load import resolve_encoder
+    from probebench.encoders.registry import get_entry, load_registry
 
     root = Path(__file__).resolve().parents[2] / "shared" / "data"
     examples = Path(__file__).resolve().parents[1] / "examples" / "datasets.yaml"
-    framing = resolve(get_entry(load_registry(), "random_vitb")).preprocess.framing("resize")
+    framing = resolve_encoder(get_entry(load_registry(), "random_vitb")).preprocess.framing("resize")
     print("(4) loader on one core: decode + ViT-B/16 framing (resize, centre crop 224, normalise)")
     if not root.is_dir():
         print(f"  skipped: {root} (the real photos) is absent")

@@ -4,13 +4,15 @@ import probebench as pb
 enc = pb.load_encoder("efficientnet_lite0")          # an Encoder (the one contract)
 feats = enc(images, layers=[-1])                     # Features: cls, patches (B, h, w, C), pooled, ...
 store = pb.extract("efficientnet_lite0", "embedded") # a FeatureStore in the cache
-pb.run(["efficientnet_lite0"], ["knn"])              # records under results/runs/
+pb.run(["efficientnet_lite0"], ["knn"], seed=1)      # records under results/runs/ (any `run` option)
 df = pb.leaderboard()                                # a pandas DataFrame, a row per number
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -18,13 +20,15 @@ from probebench.cache.store import FeatureStore
 from probebench.data.base import ImageDataset
 from probebench.data.lookup import get_dataset
 from probebench.encoders.base import Encoder
-from probebench.encoders.load import build, resolve
-from probebench.extract import Options, Request
-from probebench.extract import extract as _extract
-from probebench.pipeline import Outcome
-from probebench.pipeline import run as _run
-from probebench.registry import get_entry, load_registry
-from probebench.tasks import get_tasks, load_tasks
+from probebench.encoders.load import build_encoder, resolve_encoder
+from probebench.encoders.registry import get_entry, load_registry
+from probebench.errors import UserError
+from probebench.extraction.extract import extract_features as _extract
+from probebench.extraction.request import ExtractionOptions, FeatureRequest
+from probebench.pipeline.config import RunConfig
+from probebench.pipeline.record import RecordOutcome
+from probebench.pipeline.runner import run_tasks
+from probebench.pipeline.select import select_encoders, select_tasks
 
 
 def load_encoder(
@@ -32,7 +36,7 @@ def load_encoder(
 ) -> Encoder:
     """A registry encoder, loaded through the same path as the CLI."""
     entry = get_entry(load_registry(registry), name)
-    return build(resolve(entry, Path(weights) if weights else None))
+    return build_encoder(resolve_encoder(entry, Path(weights) if weights else None))
 
 
 def extract(
@@ -43,7 +47,7 @@ def extract(
     tokens: tuple[str, ...] = ("cls", "pooled"),
     geometry: str = "resize",
     max_side: int | None = None,
-    options: Options | None = None,
+    options: ExtractionOptions | None = None,
     registry: str | Path | None = None,
 ) -> FeatureStore:
     """Fill the cache and return the store: `store.load("pooled.L11")` gives a numpy array (N, C),
@@ -51,37 +55,50 @@ def extract(
     image became the input (`geometry` "resize" or "native"; see `probebench.geometry`)."""
     entry = get_entry(load_registry(registry), encoder)
     ds = dataset if isinstance(dataset, ImageDataset) else get_dataset(dataset)
-    req = Request(layers=layers, tokens=tokens, geometry=geometry, max_side=max_side)
-    return _extract(resolve(entry), ds, req, options or Options()).store
+    req = FeatureRequest(layers=layers, tokens=tokens, geometry=geometry, max_side=max_side)
+    return _extract(resolve_encoder(entry), ds, req, options or ExtractionOptions()).store
 
 
 def run(
-    encoders: list[str],
-    tasks: list[str] = ("knn",),
+    encoders: list[str] | None = None,
+    tasks: list[str] | None = None,
     *,
-    force: bool = False,
-    options: Options | None = None,
-    registry: str | Path | None = None,
-    dataset: str | None = None,
-    layers: tuple[int | str, ...] | None = None,
-    feature: str | None = None,
-    seed: int = 0,
-    tasks_file: str | Path | None = None,
-) -> list[Outcome]:
-    """Run tasks (or groups such as "object") for encoders; finished results are skipped unless force.
-    `tasks_file` adds your own task entries (else ./tasks.yaml when present)."""
-    reg = load_registry(registry)
-    catalog = load_tasks(Path(tasks_file) if tasks_file else None)
-    return _run(
-        [get_entry(reg, e) for e in encoders],
-        [x for t in tasks for x in get_tasks(t, catalog)],
-        options or Options(),
-        force=force,
-        dataset=dataset,
-        layers=layers,
-        feature=feature,
-        seed=seed,
-    )
+    config: RunConfig | str | Path | None = None,
+    report: Callable[[RecordOutcome], None] | None = None,
+    echo: Callable[[str], None] | None = None,
+    **settings: Any,
+) -> list[RecordOutcome]:
+    """Run tasks (or groups such as "object") for encoders, as `probebench run` does: every option of the
+    command is a keyword here (`weights=`, `dataset=`, `datasets=`, `data_root=`, `results_root=`,
+    `layers=`, `launcher=`, ...; the fields of `RunConfig`), or comes from `config` (a `RunConfig`, or a
+    YAML file of them, which the keywords override). Finished results are skipped unless `force=True`.
+
+    Returns one outcome per record; with `launcher="local"` those its jobs finished, with `"slurm"` none
+    (the jobs run on: `probebench status`, then `leaderboard()`). `report` hears of each record as it is
+    written (in this process), `echo` of each line the command would print."""
+    cfg = _config(config, {**settings, **({"encoders": encoders} if encoders is not None else {})}, tasks)
+    entries, selected = select_encoders(cfg), select_tasks(cfg)
+    say = echo or (lambda line: None)
+    names = ", ".join(e.name for e in entries)
+    say(f"running {len(entries)} encoder(s) x {len(selected)} task(s): {names}")
+    if cfg.launcher == "none":
+        return run_tasks(entries, selected, cfg, report)
+    from probebench.launch.submit import run_grid
+
+    grid = run_grid(entries, selected, cfg, say)
+    if grid.failed:
+        raise UserError(f"{grid.failed} job(s) failed (each named above, with its log); re-run to retry them")
+    return grid.outcomes
+
+
+def _config(config: RunConfig | str | Path | None, settings: dict, tasks: list[str] | None) -> RunConfig:
+    if tasks is not None:
+        settings["tasks"] = [tasks] if isinstance(tasks, str) else tasks
+    if isinstance(config, RunConfig):
+        return config.replace(**settings) if settings else config
+    if config is not None:
+        return RunConfig.from_yaml(Path(config), **settings)
+    return RunConfig.from_settings(settings, "probebench.run")
 
 
 def leaderboard(results: str | Path | None = None, view: str = "long") -> pd.DataFrame:
@@ -91,4 +108,4 @@ def leaderboard(results: str | Path | None = None, view: str = "long") -> pd.Dat
 
     if view not in tables.VIEWS:
         raise ValueError(f"view {view!r}: use one of {', '.join(tables.VIEWS)}")
-    return tables.VIEWS[view](tables.build(Path(results) if results else None).long)
+    return tables.VIEWS[view](tables.build_leaderboard(Path(results) if results else None).long)

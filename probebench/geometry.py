@@ -23,7 +23,7 @@ pixels, grid boxes [c0, r0, c1, r1) in cells.
 from __future__ import annotations
 
 import math
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass
 
 import numpy as np
 import torch
@@ -52,10 +52,6 @@ class Geometry:
     cell: int  # input pixels per grid cell (patch size, or a CNN stage's total stride)
 
     # -- storage: one int64 row per image in the cache ------------------------------------------------
-    @classmethod
-    def num_fields(cls) -> int:
-        return len(fields(cls))
-
     def to_row(self) -> np.ndarray:
         return np.array(astuple(self), dtype=np.int64)
 
@@ -184,10 +180,6 @@ class Framing:
     @property
     def resize(self) -> int:
         return int(round(self.input_size / self.crop_pct))
-
-    def key(self) -> dict:
-        """What enters the cache key besides the preprocessing (already keyed): the mode and its cap."""
-        return {"mode": self.mode, "max_side": self.max_side if self.mode == "native" else None}
 
     def __call__(self, image: Image.Image) -> tuple[torch.Tensor, Geometry]:
         width, height = image.size

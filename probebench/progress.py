@@ -199,7 +199,7 @@ def stage(label: str, total: int | None = None, unit: str = "it") -> Iterator[Ca
             sink.end(current)
 
 
-def read_note(folder: Path) -> list[Stage]:
+def read_stage_note(folder: Path) -> list[Stage]:
     """The stages a job's `progress.json` says are running, read as untrusted input: a note that is not
     one reads as no stage (progress is a courtesy; a damaged note never stops `status`)."""
     from probebench.io import BadFile, read_json
@@ -227,5 +227,5 @@ def read_note(folder: Path) -> list[Stage]:
 
 def job_line(folder: Path) -> str:
     """What a running job is doing, from its note: the innermost stage's line ("" when none is known)."""
-    stages = read_note(folder)
+    stages = read_stage_note(folder)
     return stages[-1].line() if stages else ""

@@ -141,18 +141,18 @@ RANDOM_VITT = """random_vitt:
 
 def real_and_control(task_text: str, preloaded: dict) -> dict:
     """The one task of `task_text` on preloaded real data for EfficientNet-Lite0 (ImageNet weights) and a
-    random-init ViT-Ti control: {encoder name: Outcome}."""
-    from probebench.encoders.load import resolve
-    from probebench.extract import Options
-    from probebench.pipeline import run_one
-    from probebench.registry import load_registry, parse_registry
-    from probebench.tasks.spec import parse_tasks
+    random-init ViT-Ti control: {encoder name: RecordOutcome}."""
+    from probebench.encoders.load import resolve_encoder
+    from probebench.encoders.registry import load_registry, parse_registry
+    from probebench.pipeline.config import RunConfig
+    from probebench.pipeline.runner import run_encoder
+    from probebench.tasks.catalog import parse_tasks
 
     (task,) = parse_tasks(task_text, "test").values()
     out = {}
     for entry in (load_registry()["efficientnet_lite0"], *parse_registry(RANDOM_VITT).values()):
-        opts = Options(batch_size=32, num_workers=1, progress=False)
-        (out[entry.name],) = run_one(resolve(entry), [task], None, opts, preloaded=preloaded)
+        cfg = RunConfig(batch_size=32, workers=1)
+        (out[entry.name],) = run_encoder(resolve_encoder(entry), [task], cfg, preloaded)
     return out
 
 
@@ -220,7 +220,7 @@ def save_record(root: Path, record, name: str | None = None) -> Path:
 def make_discovery_record(encoder: str, corloc: dict[str, float], **kwargs):
     """A discovery record at the probe's current protocol: `corloc` maps each method to its CorLoc, the first
     method's being the primary metric."""
-    from probebench.tasks.base import get_probe
+    from probebench.tasks.probes import get_probe
 
     metrics = {f"{method}_corloc": value for method, value in corloc.items()}
     return make_record(

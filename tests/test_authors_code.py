@@ -27,7 +27,7 @@ import torch
 from conftest import RANDOM_VITT, SHARED_DATA
 
 from probebench.data.formats.voc import read_voc
-from probebench.discovery import baselines
+from probebench.discovery import baselines, configs
 from probebench.discovery.base import ImageFeatures, box_to_pixels
 
 AUTHORS = Path(os.environ.get("PROBEBENCH_AUTHORS_CODE", "/nonexistent"))
@@ -64,7 +64,7 @@ def _module(path: Path, name: str) -> types.ModuleType:
 
 
 def _encoders() -> list:
-    from probebench.registry import load_registry, parse_registry
+    from probebench.encoders.registry import load_registry, parse_registry
 
     names = [n for n in os.environ.get("PROBEBENCH_AUTHORS_ENCODERS", "").split(",") if n]
     if names:
@@ -91,20 +91,23 @@ random_dinov2reg_vits14:
 
 def _features(entry) -> list[ImageFeatures]:
     """Every image's features as the discovery task reads them from the cache."""
-    from probebench.encoders.load import resolve
-    from probebench.extract import Options, Request, extract
-    from probebench.tasks.base import RoleData
-    from probebench.tasks.discovery import _source
+    from probebench.encoders.load import resolve_encoder
+    from probebench.extraction.extract import extract_features
+    from probebench.extraction.request import ExtractionOptions, FeatureRequest
+    from probebench.tasks.contract import RoleData
+    from probebench.tasks.probes.discovery import _source
 
     dataset = read_voc(VOC, "authors_check")
-    req = Request(
+    req = FeatureRequest(
         layers=(-1,),
         tokens=("patches",),
         geometry="native",
         max_side=MAX_SIDE,
         optional=("keys", "attention"),
     )
-    result = extract(resolve(entry), dataset, req, Options(batch_size=8, num_workers=1, progress=False))
+    result = extract_features(
+        resolve_encoder(entry), dataset, req, ExtractionOptions(batch_size=8, num_workers=1, progress=False)
+    )
     rows = np.array([r for r in range(len(dataset)) if r not in set(result.skipped)], dtype=np.int64)
     role = RoleData(dataset, "all", result.store, rows, np.full(len(rows), -1))
     source = _source(role, result.layers[-1])
@@ -120,10 +123,10 @@ def _theirs(lost_od, tokencut_od, f: ImageFeatures, dinoseg_head: int) -> dict[s
     size = (3, geo.resized_h, geo.resized_w)  # their `init_image_size`: the image before zero padding
     lost_in = torch.nn.LayerNorm(keys.size()[1:])(keys) if f.keys_are_tokens else keys  # main_lost's CNN path
     with torch.no_grad():
-        out = {"lost": lost_od.lost(lost_in, [h, w], scales, size, k_patches=baselines.LOST_K)[0]}
+        out = {"lost": lost_od.lost(lost_in, [h, w], scales, size, k_patches=configs.LOST_K)[0]}
     with_cls = torch.cat([torch.zeros(1, 1, keys.shape[-1]), keys], dim=1)  # ncut drops token 0 itself
     out["tokencut"] = tokencut_od.ncut(
-        with_cls, [h, w], scales, size, baselines.TOKENCUT_TAU, baselines.TOKENCUT_EPS
+        with_cls, [h, w], scales, size, configs.TOKENCUT_TAU, configs.TOKENCUT_EPS
     )[0]
     if f.attention is not None:
         nh = f.attention.shape[-1]
@@ -141,7 +144,7 @@ def test_our_boxes_equal_the_authors_code_image_by_image(entry):
     differ: dict[str, list[int]] = {"lost": [], "tokencut": [], "dinoseg": []}
     compared = dict.fromkeys(differ, 0)
     for i, f in enumerate(feats):
-        head = min(baselines.DINOSEG_HEAD, f.attention.shape[-1] - 1) if f.attention is not None else 0
+        head = min(configs.DINOSEG_HEAD, f.attention.shape[-1] - 1) if f.attention is not None else 0
         theirs = _theirs(lost_od, tokencut_od, f, head)
         ours = {
             "lost": baselines.lost(f),

@@ -18,19 +18,20 @@ import torch
 from conftest import TINY_REGISTRY, call_cli, class_folders, use_registry
 from PIL import Image
 
-import probebench.extract as ex
-from probebench.cache.store import list_stores
+import probebench.extraction.extract as ex
+from probebench.cache.entries import list_stores
 from probebench.data.formats.folder import read_image_folder
 from probebench.data.loader import UnreadableImage, read_rgb
-from probebench.encoders.load import resolve
+from probebench.encoders.load import resolve_encoder
+from probebench.encoders.registry import parse_registry
 from probebench.errors import UserError
-from probebench.registry import parse_registry
+from probebench.extraction.request import ExtractionOptions, FeatureRequest
 
-OPTS = ex.Options(batch_size=4, num_workers=0, shard_size=8, progress=False)
+OPTS = ExtractionOptions(batch_size=4, num_workers=0, shard_size=8, progress=False)
 
 
 def tiny_spec():
-    return resolve(parse_registry(TINY_REGISTRY)["tiny_random"])
+    return resolve_encoder(parse_registry(TINY_REGISTRY)["tiny_random"])
 
 
 def one_line(err: str) -> bool:
@@ -120,10 +121,14 @@ def test_a_decompression_bomb_is_an_unreadable_image_with_the_limit_a_knob(tmp_p
     png_claiming(root / "train" / "a" / "bomb.png", 20000, 20000)
     ds = read_image_folder(root)
     with pytest.raises(UserError, match=r"20000 x 20000 pixels, more than --max-pixels 89478485"):
-        ex.extract(tiny_spec(), ds, ex.Request(), ex.Options(**{**OPTS.__dict__, "strict": True}))
-    res = ex.extract(tiny_spec(), ds, ex.Request(), OPTS)
+        ex.extract_features(
+            tiny_spec(), ds, FeatureRequest(), ExtractionOptions(**{**OPTS.__dict__, "strict": True})
+        )
+    res = ex.extract_features(tiny_spec(), ds, FeatureRequest(), OPTS)
     assert res.skipped == ["train/a/bomb.png"] and res.store.complete
-    lower = ex.extract(tiny_spec(), ds, ex.Request(), ex.Options(**{**OPTS.__dict__, "max_pixels": 100}))
+    lower = ex.extract_features(
+        tiny_spec(), ds, FeatureRequest(), ExtractionOptions(**{**OPTS.__dict__, "max_pixels": 100})
+    )
     assert len(lower.skipped) == len(ds), "a 32 x 32 image is over a 100-pixel limit"
     assert lower.store.root != res.store.root, "the limit decides what is skipped: it keys the cache"
 
@@ -166,12 +171,12 @@ def test_cuda_on_a_machine_without_a_gpu_is_one_line(tmp_path, monkeypatch, caps
 def test_a_damaged_cache_entry_is_listed_removable_and_recomputed(
     tmp_path, monkeypatch, capsys, tiny_embedded
 ):
-    first = ex.extract(tiny_spec(), tiny_embedded, ex.Request(), OPTS)
+    first = ex.extract_features(tiny_spec(), tiny_embedded, FeatureRequest(), OPTS)
     before = first.store.load("pooled.L11")
     (first.store.root / "manifest.json").write_text('{"key": "tru')  # truncated mid-write by hand
     code, out, err = call_cli(monkeypatch, capsys, "cache", "ls")
     assert code == 0 and "damaged" in out and "1 damaged entry" in err
-    again = ex.extract(tiny_spec(), tiny_embedded, ex.Request(), OPTS)
+    again = ex.extract_features(tiny_spec(), tiny_embedded, FeatureRequest(), OPTS)
     assert not again.cached and again.store.root == first.store.root and again.store.complete
     np.testing.assert_array_equal(again.store.load("pooled.L11"), before)
     (first.store.root / "key.json").write_bytes(b"\x00\xff")

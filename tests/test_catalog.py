@@ -11,7 +11,7 @@ from PIL import Image
 
 from probebench import cli
 from probebench.data import catalog
-from probebench.data.formats.saliency import foreground
+from probebench.data.formats.saliency import saliency_foreground
 from probebench.data.lookup import get_dataset
 from probebench.errors import UserError
 
@@ -23,14 +23,14 @@ def _saliency_set(root, n: int, drop_mask: int | None = None) -> None:
         Image.new("RGB", (8, 6), (i, 0, 0)).save(root / "images" / f"{i:04d}.jpg")
         mask = np.zeros((6, 8), np.uint8)
         mask[1:3, 2:6] = 255
-        mask[4, 4] = 60  # a faint anti-aliased pixel: foreground for TokenCut, not for > 127
+        mask[4, 4] = 60  # a faint anti-aliased pixel: saliency_foreground for TokenCut, not for > 127
         if i != drop_mask:
             Image.fromarray(mask).save(root / "ground_truth_mask" / f"{i:04d}.png")
 
 
 @pytest.fixture
 def small_ecssd(monkeypatch):
-    named = catalog.Named(
+    named = catalog.CatalogEntry(
         "ecssd",
         "saliency",
         "ecssd/{images,ground_truth_mask}",
@@ -47,7 +47,10 @@ def test_named_dataset_found_counted_and_gt_conventions(tmp_path, small_ecssd, m
     monkeypatch.setenv("PROBEBENCH_DATA", str(tmp_path))
     ds = get_dataset("ecssd")
     assert len(ds) == 3 and ds.describe()["splits"] == {"test": 3}
-    tokencut, strict = foreground(ds.root, ds.samples[0]), foreground(ds.root, ds.samples[0], "binary127")
+    tokencut, strict = (
+        saliency_foreground(ds.root, ds.samples[0]),
+        saliency_foreground(ds.root, ds.samples[0], "binary127"),
+    )
     assert tokencut.sum() == 9 and strict.sum() == 8
 
 
@@ -109,7 +112,7 @@ def test_coco20k_keeps_only_the_listed_files(tmp_path, monkeypatch):
     )
     named = catalog.CATALOG["coco20k"]
     monkeypatch.setitem(
-        catalog.CATALOG, "coco20k", catalog.Named(**{**named.__dict__, "counts": {"train": 2}})
+        catalog.CATALOG, "coco20k", catalog.CatalogEntry(**{**named.__dict__, "counts": {"train": 2}})
     )
     ds = get_dataset("coco20k", data_root=tmp_path)
     assert [s.path for s in ds.samples] == [

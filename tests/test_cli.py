@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import TINY_REGISTRY, call_cli, use_registry
 
-from probebench.probes.linear import C_GRID
+from probebench.learners.linear import C_GRID
 
 REGISTRY = (
     TINY_REGISTRY

@@ -8,7 +8,7 @@ import pytest
 from conftest import SHARED_DATA
 from PIL import Image
 
-from probebench.data.crops import keypoint_crops
+from probebench.data.views.crops import keypoint_crops
 from probebench.geometry import Framing
 
 
@@ -70,8 +70,8 @@ def test_crops_on_real_coco_keypoints():
 
 def test_a_crop_view_is_a_dataset_the_loader_crops_and_the_cache_keys(tmp_path):
     from probebench.data.base import ImageDataset, Sample
-    from probebench.data.crops import crop_view
     from probebench.data.loader import ImageRows, read_rgb
+    from probebench.data.views.crops import crop_view
 
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(tmp_path / "a.png")
@@ -119,7 +119,7 @@ def _coco(tmp_path):
 
 
 def test_box_crops_keep_each_part_box_and_leave_out_crowds_and_tiny_ones(tmp_path):
-    from probebench.data.crops import CropSpec, make_view
+    from probebench.data.views.crops import CropSpec, make_view
 
     view = make_view(_coco(tmp_path), CropSpec(source="boxes"))
     assert view.name.startswith("toy.crops-boxes-") and view.extra["view_of"] == "toy"
@@ -132,7 +132,7 @@ def test_box_crops_keep_each_part_box_and_leave_out_crowds_and_tiny_ones(tmp_pat
 
 
 def test_keypoint_crops_by_name_and_unknown_names_are_one_line(tmp_path):
-    from probebench.data.crops import CropSpec, make_view
+    from probebench.data.views.crops import CropSpec, make_view
     from probebench.errors import UserError
 
     ds = _coco(tmp_path)
@@ -146,8 +146,8 @@ def test_keypoint_crops_by_name_and_unknown_names_are_one_line(tmp_path):
 
 
 def test_mask_crops_are_the_boxes_of_each_part(tiny_embedded):
-    from probebench.data.crops import CropSpec, make_view
     from probebench.data.formats.masks import load_label_map
+    from probebench.data.views.crops import CropSpec, make_view
 
     view = make_view(tiny_embedded, CropSpec(source="masks"))
     assert view.classes == tiny_embedded.extra["mask_classes"][1:] and view.synthetic
@@ -166,22 +166,22 @@ def test_part_tasks_run_on_a_cached_view_and_are_filed_under_their_dataset(tiny_
 
     from conftest import TINY_REGISTRY
 
-    from probebench.cache.store import list_stores
-    from probebench.encoders.load import resolve
-    from probebench.extract import Options
-    from probebench.pipeline import run_one
-    from probebench.registry import parse_registry
+    from probebench.cache.entries import list_stores
+    from probebench.encoders.load import resolve_encoder
+    from probebench.encoders.registry import parse_registry
+    from probebench.pipeline.config import RunConfig
+    from probebench.pipeline.runner import run_encoder
     from probebench.tasks import get_task, get_tasks
 
-    spec = resolve(parse_registry(TINY_REGISTRY)["tiny_random"])
-    opts = Options(batch_size=16, num_workers=0, progress=False)
+    spec = resolve_encoder(parse_registry(TINY_REGISTRY)["tiny_random"])
+    cfg = RunConfig(batch_size=16, workers=0)
     assert [t.name for t in get_tasks("part")] == [
         "part_retrieval",
         "part_linear",
         "part_attentive",
         "part_segmentation",
     ]
-    out = run_one(spec, [get_task("part_retrieval"), get_task("part_linear")], None, opts)
+    out = run_encoder(spec, [get_task("part_retrieval"), get_task("part_linear")], cfg)
     assert [o.status for o in out] == ["done", "done"]
     (store,) = list_stores()
     assert store.root.parent.name.startswith("embedded.crops-masks-"), "one cache entry, for the view"
@@ -194,5 +194,5 @@ def test_part_tasks_run_on_a_cached_view_and_are_filed_under_their_dataset(tiny_
     )
     assert record["metrics"]["n_queries"] == record["roles"]["test"]["n_images"]
     assert json.loads(out[1].path.read_text())["task"]["level"] == "part"
-    again = run_one(spec, [get_task("part_retrieval"), get_task("part_linear")], None, opts)
+    again = run_encoder(spec, [get_task("part_retrieval"), get_task("part_linear")], cfg)
     assert [o.status for o in again] == ["skipped", "skipped"]

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from probebench.discovery import baselines, found, heap, spectral
+from probebench.discovery import baselines, configs, found, heap, spectral
 from probebench.discovery.base import ImageFeatures, box_to_pixels, mask_to_pixels
 from probebench.discovery.spectral import partition_is_certain, second_eigenvector, second_eigenvector_dense
 from probebench.geometry import Geometry
-from probebench.probes.discovery import BINS, Saliency, SegRetrieval, box_iou, correct, f_curve, miou
+from probebench.metrics.discovery import BINS, Saliency, SegRetrieval, box_iou, correct, f_curve
+from probebench.metrics.segmentation import miou
 
 
 def _geo(h: int, w: int, cell: int = 16, width: int | None = None, height: int | None = None) -> Geometry:
@@ -255,11 +256,13 @@ def test_found_seeds_on_the_least_attended_patch_and_masks_the_background():
 def test_found_trains_a_head_that_segments_the_object():
     scenes = [_scene(box=(1 + i % 4, 1 + i % 3, 5 + i % 4, 4 + i % 3), seed=i) for i in range(12)]
     load = lambda pos: [scenes[int(p)] for p in pos]  # noqa: E731
-    head, curve = found.train(load, 12, found.FoundConfig(60, 6, epochs=40), seed=0)
-    d = found.predict(head, scenes[0])
+    head, curve = found.train_found(load, 12, configs.FoundConfig(60, 6, epochs=40), seed=0)
+    d = found.predict_found(head, scenes[0])
     assert d.box == (1, 1, 5, 4) and curve["loss_last"] < curve["loss_first"]
     assert curve["steps"] == 61  # the authors' loop stops after the step numbered max_iter
-    assert found.train(load, 12, found.FoundConfig(500, 5), seed=0)[1]["steps"] == 9  # or after 3 epochs
+    assert (
+        found.train_found(load, 12, configs.FoundConfig(500, 5), seed=0)[1]["steps"] == 9
+    )  # or after 3 epochs
 
 
 # -- HEAP ---------------------------------------------------------------------------------------------------
@@ -274,9 +277,9 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def test_heap_training_is_deterministic_lowers_its_loss_and_beats_its_untrained_head():
     scenes = _heap_scenes()
     load = lambda pos: [scenes[int(p)] for p in pos]  # noqa: E731
-    cfg = heap.HeapConfig(groups=4, layers=1, dim=32, heads=2, iterations=60, batch=8, lr=3e-3)
-    head, curve = heap.train(load, len(scenes), cfg, seed=0)
-    again, _ = heap.train(load, len(scenes), cfg, seed=0)
+    cfg = configs.HeapConfig(groups=4, layers=1, dim=32, heads=2, iterations=60, batch=8, lr=3e-3)
+    head, curve = heap.train_heap(load, len(scenes), cfg, seed=0)
+    again, _ = heap.train_heap(load, len(scenes), cfg, seed=0)
     for (name, a), b in zip(head.state_dict().items(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert curve["loss_last"]["total"] < curve["loss_first"]["total"]
@@ -286,34 +289,36 @@ def test_heap_training_is_deterministic_lowers_its_loss_and_beats_its_untrained_
     truth = [np.zeros((8, 10), dtype=bool) for _ in scenes]
     for t, i in zip(truth, range(len(scenes)), strict=True):
         t[1 + i % 3 : 5 + i % 3, 1 + i % 5 : 5 + i % 5] = True
-    trained_iou = np.mean([_iou(heap.predict(head, s).mask, t) for s, t in zip(scenes, truth, strict=True)])
+    trained_iou = np.mean(
+        [_iou(heap.predict_heap(head, s).mask, t) for s, t in zip(scenes, truth, strict=True)]
+    )
     untrained_iou = np.mean(
-        [_iou(heap.predict(untrained, s).mask, t) for s, t in zip(scenes, truth, strict=True)]
+        [_iou(heap.predict_heap(untrained, s).mask, t) for s, t in zip(scenes, truth, strict=True)]
     )
     assert trained_iou > untrained_iou and trained_iou > 0.8
 
 
 def test_heap_heads_save_and_reload_to_the_same_predictions(tmp_path):
     scenes = _heap_scenes(4)
-    cfg = heap.HeapConfig(groups=4, layers=1, dim=16, heads=2, iterations=3, batch=2, fg_rule="learned")
-    head, _ = heap.train(lambda pos: [scenes[int(p)] for p in pos], 4, cfg, seed=3)
+    cfg = configs.HeapConfig(groups=4, layers=1, dim=16, heads=2, iterations=3, batch=2, fg_rule="learned")
+    head, _ = heap.train_heap(lambda pos: [scenes[int(p)] for p in pos], 4, cfg, seed=3)
     path = tmp_path / "heap_head.pt"
-    path.write_bytes(heap.save(head.eval()))
-    back = heap.load(path)
+    path.write_bytes(heap.save_heap(head.eval()))
+    back = heap.load_heap(path)
     assert back.cfg == head.cfg
-    a, b = heap.predict(head, scenes[1]), heap.predict(back, scenes[1])
+    a, b = heap.predict_heap(head, scenes[1]), heap.predict_heap(back, scenes[1])
     assert (a.mask == b.mask).all() and np.allclose(a.embeddings, b.embeddings) and a.regions.shape == (8, 10)
 
 
-@pytest.mark.parametrize("dropped", heap.LOSSES)
+@pytest.mark.parametrize("dropped", configs.LOSSES)
 def test_each_heap_loss_can_be_removed(dropped):
     scenes = _heap_scenes(4)
     x, valid = heap._batch(scenes)
     bg = heap._pad_masks([heap.coarse_background(s, 0.3) for s in scenes], x.shape[1])
     torch.manual_seed(0)
-    keep = tuple(t for t in heap.LOSSES if t != dropped)
-    full = heap.HeapHead(32, heap.HeapConfig(dim=16, heads=2))
-    ablated = heap.HeapHead(32, heap.HeapConfig(dim=16, heads=2, losses=keep))
+    keep = tuple(t for t in configs.LOSSES if t != dropped)
+    full = heap.HeapHead(32, configs.HeapConfig(dim=16, heads=2))
+    ablated = heap.HeapHead(32, configs.HeapConfig(dim=16, heads=2, losses=keep))
     ablated.load_state_dict(full.state_dict())
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     a, b = heap.losses(full, x, valid, bg, gen()), heap.losses(ablated, x, valid, bg, gen())
@@ -404,7 +409,7 @@ def test_discovery_runs_every_method_and_writes_per_image_outputs(
     assert set(first["heap"]) == {"box", "correct", "iou", "mask"} and first["gt_boxes"]
     with Image.open(folder / first["tokencut"]["mask"]) as im:
         assert im.size == tuple(first["size"])
-    head = heap.load(folder / "heap_head.pt")
+    head = heap.load_heap(folder / "heap_head.pt")
     assert head.cfg.iterations == 4
     regions = np.load(folder / "heap_regions.npz")
     assert regions["embeddings"].shape[:2] == (len(lines), head.cfg.groups)

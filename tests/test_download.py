@@ -16,7 +16,7 @@ from PIL import Image
 
 from probebench import cli
 from probebench.data import catalog
-from probebench.data.download import extract, fetch
+from probebench.data.download import fetch, unpack_archive
 from probebench.errors import UserError
 
 
@@ -94,7 +94,7 @@ def server():
 @pytest.fixture
 def small_voc07(server, monkeypatch):
     spec = "md5:" + hashlib.md5(server.payload).hexdigest()  # noqa: S324 - the checksum VOC publishes
-    named = catalog.Named(
+    named = catalog.CatalogEntry(
         "voc07",
         "voc",
         "voc07/VOCdevkit/VOC2007",
@@ -154,7 +154,7 @@ def test_archive_escaping_its_folder_is_refused(tmp_path):
         info.size = 1
         tar.addfile(info, io.BytesIO(b"x"))
     with pytest.raises(UserError, match="outside"):
-        extract(evil, tmp_path / "target")
+        unpack_archive(evil, tmp_path / "target")
     assert not (tmp_path / "outside.txt").exists() and not (tmp_path / "target").exists()
 
 

@@ -196,7 +196,8 @@ def test_a_layout_the_adapter_does_not_understand_is_refused():
 
 
 def test_families_are_data_a_user_extends_by_one_entry(tmp_path, monkeypatch):
-    import probebench.registry as reg
+    import probebench.encoders.registry as reg
+    from probebench.config import shipped_file
 
     shipped = reg.default_families_path().read_text()
     extended = tmp_path / "families.yaml"
@@ -207,7 +208,7 @@ def test_families_are_data_a_user_extends_by_one_entry(tmp_path, monkeypatch):
     )
     assert reg.parse_registry(entry)["v"].family == "video"
     assert reg.family_names()[-1] == "video"
-    monkeypatch.setenv("PROBEBENCH_FAMILIES", str(reg._shipped("families.yaml", "UNSET_VARIABLE")))
+    monkeypatch.setenv("PROBEBENCH_FAMILIES", str(shipped_file("families.yaml", "UNSET_VARIABLE")))
     with pytest.raises(UserError, match="'video' is not a family of families.yaml"):
         reg.parse_registry(entry)
     from probebench.results.tables import family_order
@@ -275,14 +276,14 @@ def test_a_fixed_resolution_is_what_the_encoder_reads_and_the_record_says_so(
 
 
 def test_precision_is_per_entry():
-    from probebench.extract import _precision
+    from probebench.extraction.request import _precision
 
     cuda = torch.device("cuda")
     assert _precision(cuda, "fp32") == ("fp32", None)
     assert _precision(cuda, "fp16") == ("fp16-autocast", torch.float16)
     assert _precision(cuda, "bf16") == ("bf16-autocast", torch.bfloat16)
     assert _precision(torch.device("cpu"), "bf16") == ("fp32", None)  # the CPU always runs fp32
-    from probebench.registry import load_registry
+    from probebench.encoders.registry import load_registry
 
     assert load_registry()["dinov3_vits16"].precision == "fp32"
 
@@ -300,12 +301,12 @@ def test_openai_clip_runs_the_quickgelu_it_was_trained_with():
     """open_clip builds `ViT-B-32` with GELU and only warns that the 'openai' weights used QuickGELU; the
     loader and the card build it with QuickGELU (a different activation is a different model)."""
     from probebench.encoders.card import bare_encoder
-    from probebench.encoders.load import quick_gelu, resolve
-    from probebench.registry import load_registry
+    from probebench.encoders.load import quick_gelu, resolve_encoder
+    from probebench.encoders.registry import load_registry
 
     assert quick_gelu("ViT-B-32", "openai") and not quick_gelu("ViT-B-16", "laion2b_s34b_b88k")
     entry = load_registry()["clip_vitb32"]
-    enc = bare_encoder(resolve(entry, strict_available=False, download=False))
+    enc = bare_encoder(resolve_encoder(entry, strict_available=False, download=False))
     assert {type(m).__name__ for m in enc.model.modules() if "GELU" in type(m).__name__} == {"QuickGELU"}
 
 

@@ -11,12 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
-import probebench.extract as ex
-from probebench.cache.store import CorruptShard, list_stores
+import probebench.extraction.extract as ex
+from probebench.cache.entries import list_stores
+from probebench.cache.store import CorruptShard
 from probebench.data.formats.folder import read_image_folder as image_folder
-from probebench.encoders.load import resolve
+from probebench.encoders.load import resolve_encoder
+from probebench.encoders.registry import parse_registry
 from probebench.errors import UserError
-from probebench.registry import parse_registry
+from probebench.extraction.request import ExtractionOptions, FeatureRequest
+from probebench.pipeline.config import RunConfig
 
 TINY = """tiny:
  family: control
@@ -25,18 +28,19 @@ TINY = """tiny:
  source: {kind: random, arch: vit_tiny_patch16_224, seed: 0, arch_kwargs: {img_size: 64}}
  preprocess: {input_size: 64}
 """
-OPTS = ex.Options(batch_size=4, num_workers=0, shard_size=8, progress=False)
+OPTS = ExtractionOptions(batch_size=4, num_workers=0, shard_size=8, progress=False)
+CFG = RunConfig(batch_size=4, workers=0, shard_size=8)
 
 
 def spec(text: str = TINY):
-    return resolve(next(iter(parse_registry(text).values())))
+    return resolve_encoder(next(iter(parse_registry(text).values())))
 
 
 @pytest.fixture
 def counting_build(monkeypatch):
     """Counts model builds and images forwarded, to prove what was (not) recomputed."""
     calls = {"builds": 0, "images": 0}
-    real_build = ex.build
+    real_build = ex.build_encoder
 
     def build(s):
         calls["builds"] += 1
@@ -50,13 +54,13 @@ def counting_build(monkeypatch):
         enc.forward_features = forward
         return enc
 
-    monkeypatch.setattr(ex, "build", build)
+    monkeypatch.setattr(ex, "build_encoder", build)
     return calls
 
 
 def test_extract_cache_hit_needs_no_model(tiny_embedded, counting_build):
-    req = ex.Request(layers=(-1, 2), tokens=("cls", "pooled", "patches", "keys"))
-    first = ex.extract(spec(), tiny_embedded, req, OPTS)
+    req = FeatureRequest(layers=(-1, 2), tokens=("cls", "pooled", "patches", "keys"))
+    first = ex.extract_features(spec(), tiny_embedded, req, OPTS)
     assert not first.cached and first.layers == [2, 11]
     assert counting_build == {"builds": 1, "images": 30}
     store = first.store
@@ -72,7 +76,7 @@ def test_extract_cache_hit_needs_no_model(tiny_embedded, counting_build):
     assert store.load("cls.L2", rows=[9, 0, 17]).shape == (3, 1, 192)
     np.testing.assert_array_equal(store.load("cls.L11", rows=[9, 0]), store.load("cls.L11")[[9, 0]])
 
-    again = ex.extract(spec(), tiny_embedded, req, OPTS)
+    again = ex.extract_features(spec(), tiny_embedded, req, OPTS)
     assert again.cached and again.store.root == store.root
     assert counting_build["builds"] == 1, "a warm run must not build the model"
     assert not list(store.root.glob("*.tmp")), "atomic writes leave no temporary files"
@@ -90,25 +94,25 @@ def test_interrupted_extraction_resumes_at_first_missing_shard(tiny_embedded, co
 
     monkeypatch.setattr(ex.FeatureStore, "write_shard", dying_write)
     with pytest.raises(KeyboardInterrupt):
-        ex.extract(spec(), tiny_embedded, ex.Request(), OPTS)
+        ex.extract_features(spec(), tiny_embedded, FeatureRequest(), OPTS)
     monkeypatch.setattr(ex.FeatureStore, "write_shard", real_write)
     (store,) = list_stores()
     assert store.missing_shards() == [2, 3]
     counting_build["images"] = 0
-    res = ex.extract(spec(), tiny_embedded, ex.Request(), OPTS)
+    res = ex.extract_features(spec(), tiny_embedded, FeatureRequest(), OPTS)
     assert counting_build["images"] == 14, "only the rows of shards 2 and 3 (8 + 6) are recomputed"
     assert res.store.complete
-    full = ex.extract(
+    full = ex.extract_features(
         spec(),
         tiny_embedded,
-        ex.Request(),
-        ex.Options(batch_size=30, num_workers=0, shard_size=30, progress=False),
+        FeatureRequest(),
+        ExtractionOptions(batch_size=30, num_workers=0, shard_size=30, progress=False),
     )
     np.testing.assert_allclose(res.store.load("pooled.L11"), full.store.load("pooled.L11"), atol=1e-5)
 
 
 def test_corrupt_shard_detected_on_read_and_truncated_shard_recomputed(tiny_embedded, counting_build):
-    store = ex.extract(spec(), tiny_embedded, ex.Request(), OPTS).store
+    store = ex.extract_features(spec(), tiny_embedded, FeatureRequest(), OPTS).store
     path = store.root / "pooled.L11.00001.npy"
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF  # same size, different bytes
@@ -121,40 +125,44 @@ def test_corrupt_shard_detected_on_read_and_truncated_shard_recomputed(tiny_embe
     (store.root / "cls.L11.00002.npy").write_bytes(b"\x93NUMPY truncated")
     assert type(store)(store.root).missing_shards() == [2]
     counting_build["images"] = 0
-    ex.extract(spec(), tiny_embedded, ex.Request(), OPTS)
+    ex.extract_features(spec(), tiny_embedded, FeatureRequest(), OPTS)
     assert counting_build["images"] == 8
 
 
 def test_pipeline_recomputes_corrupt_shard(tiny_embedded):
-    from probebench.pipeline import run_one
+    from probebench.pipeline.runner import run_encoder
     from probebench.tasks import get_task
 
     s = spec()
-    (out,) = run_one(s, get_task("knn"), tiny_embedded, OPTS)
+    (out,) = run_encoder(s, get_task("knn"), CFG, tiny_embedded)
     (store,) = list_stores()
     path = store.root / "cls.L11.00000.npy"
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    (again,) = run_one(s, get_task("knn"), tiny_embedded, OPTS, force=True)
+    (again,) = run_encoder(s, get_task("knn"), CFG.replace(force=True), tiny_embedded)
     assert again.metrics == out.metrics
 
 
 def test_any_changed_input_changes_the_key(tiny_embedded, tmp_path):
-    base = ex.extract(spec(), tiny_embedded, ex.Request(), OPTS).store.root
+    base = ex.extract_features(spec(), tiny_embedded, FeatureRequest(), OPTS).store.root
     changed = [
-        ex.extract(spec(TINY.replace("seed: 0", "seed: 1")), tiny_embedded, ex.Request(), OPTS),  # weights
-        ex.extract(
+        ex.extract_features(
+            spec(TINY.replace("seed: 0", "seed: 1")), tiny_embedded, FeatureRequest(), OPTS
+        ),  # weights
+        ex.extract_features(
             spec(TINY.replace("input_size: 64}", "input_size: 64, interpolation: bilinear}")),
             tiny_embedded,
-            ex.Request(),
+            FeatureRequest(),
             OPTS,
         ),  # preprocessing
-        ex.extract(spec(), tiny_embedded, ex.Request(layers=(3,)), OPTS),  # layers
-        ex.extract(
-            spec(), tiny_embedded, ex.Request(tokens=("cls", "keys")), OPTS
+        ex.extract_features(spec(), tiny_embedded, FeatureRequest(layers=(3,)), OPTS),  # layers
+        ex.extract_features(
+            spec(), tiny_embedded, FeatureRequest(tokens=("cls", "keys")), OPTS
         ),  # token kinds (not a subset)
-        ex.extract(spec(), tiny_embedded, ex.Request(patch_dtype="float32", tokens=("patches",)), OPTS),
+        ex.extract_features(
+            spec(), tiny_embedded, FeatureRequest(patch_dtype="float32", tokens=("patches",)), OPTS
+        ),
     ]
     roots = {base} | {c.store.root for c in changed}
     assert len(roots) == 6
@@ -162,10 +170,10 @@ def test_any_changed_input_changes_the_key(tiny_embedded, tmp_path):
     root = tmp_path / "copy"
     shutil.copytree(tiny_embedded.root, root)
     ds = type(tiny_embedded)(tiny_embedded.name, root, tiny_embedded.classes, tiny_embedded.samples)
-    k1 = ex.extract(spec(), ds, ex.Request(), OPTS).store.root
+    k1 = ex.extract_features(spec(), ds, FeatureRequest(), OPTS).store.root
     img = root / ds.samples[0].path
     Image.new("RGB", (64, 64), (255, 0, 0)).save(img)
-    k2 = ex.extract(spec(), ds, ex.Request(), OPTS).store.root
+    k2 = ex.extract_features(spec(), ds, FeatureRequest(), OPTS).store.root
     assert k1 != k2
 
 
@@ -184,15 +192,15 @@ def _folder(tmp_path, bad: bool = True):
 def test_unreadable_images_are_skipped_and_counted_or_fail_with_strict(tmp_path):
     ds = _folder(tmp_path)
     assert len(ds) == 11
-    res = ex.extract(spec(), ds, ex.Request(), OPTS)
+    res = ex.extract_features(spec(), ds, FeatureRequest(), OPTS)
     assert res.skipped == ["train/a/broken.jpg"]
     assert res.store.load("valid").sum() == 10
     with pytest.raises(UserError, match="broken.jpg.*--strict"):
-        ex.extract(
+        ex.extract_features(
             spec(TINY.replace("seed: 0", "seed: 5")),
             ds,
-            ex.Request(),
-            ex.Options(batch_size=4, num_workers=0, shard_size=8, progress=False, strict=True),
+            FeatureRequest(),
+            ExtractionOptions(batch_size=4, num_workers=0, shard_size=8, progress=False, strict=True),
         )
 
 
@@ -206,11 +214,11 @@ def test_images_of_any_mode_come_out_rgb(tmp_path):
 
 
 def test_workers_decode_in_parallel(tiny_embedded):
-    one = ex.extract(
+    one = ex.extract_features(
         spec(),
         tiny_embedded,
-        ex.Request(),
-        ex.Options(batch_size=4, num_workers=2, shard_size=8, progress=False),
+        FeatureRequest(),
+        ExtractionOptions(batch_size=4, num_workers=2, shard_size=8, progress=False),
     )
     assert one.store.complete
 
@@ -238,71 +246,77 @@ def test_oom_backoff_halves_until_it_fits():
 
 
 def test_layer_sweep_gives_one_record_per_layer_and_skips_when_finished(tiny_embedded, counting_build):
-    from probebench.pipeline import run_one
+    from probebench.pipeline.runner import run_encoder
     from probebench.tasks import get_task
 
-    out = run_one(spec(), get_task("knn"), tiny_embedded, OPTS, layers=("all",))
+    out = run_encoder(spec(), get_task("knn"), CFG.replace(layers=("all",)), tiny_embedded)
     assert [o.path.name for o in out] == [f"tiny__embedded__knn__layer{i}.json" for i in range(12)]
     assert len({o.metrics["top1_k10"] for o in out}) > 1, "different layers give different features"
     builds = counting_build["builds"]
-    again = run_one(spec(), get_task("knn"), tiny_embedded, OPTS, layers=("all",))
+    again = run_encoder(spec(), get_task("knn"), CFG.replace(layers=("all",)), tiny_embedded)
     assert {o.status for o in again} == {"skipped"} and counting_build["builds"] == builds
-    (one,) = run_one(spec(), get_task("knn"), tiny_embedded, OPTS, layers=(-9,))
+    (one,) = run_encoder(spec(), get_task("knn"), CFG.replace(layers=(-9,)), tiny_embedded)
     assert one.path.name == "tiny__embedded__knn__layer3.json" and one.metrics == out[3].metrics
 
 
 def test_a_complete_store_with_more_tokens_serves_a_narrower_request(tiny_embedded, counting_build):
-    wide = ex.extract(spec(), tiny_embedded, ex.Request(tokens=("cls", "pooled", "patches")), OPTS).store
+    wide = ex.extract_features(
+        spec(), tiny_embedded, FeatureRequest(tokens=("cls", "pooled", "patches")), OPTS
+    ).store
     images = counting_build["images"]
-    narrow = ex.extract(spec(), tiny_embedded, ex.Request(tokens=("pooled",)), OPTS)
+    narrow = ex.extract_features(spec(), tiny_embedded, FeatureRequest(tokens=("pooled",)), OPTS)
     assert narrow.cached and narrow.store.root == wide.root and counting_build["images"] == images
     assert len(list_stores()) == 1, "no empty store left behind for the narrower key"
-    other_layer = ex.extract(spec(), tiny_embedded, ex.Request(layers=(3,), tokens=("pooled",)), OPTS)
+    other_layer = ex.extract_features(
+        spec(), tiny_embedded, FeatureRequest(layers=(3,), tokens=("pooled",)), OPTS
+    )
     assert other_layer.store.root != wide.root, "a different layer is not a subset here"
 
 
 def test_finished_records_do_not_depend_on_which_cache_entry_served_them(tiny_embedded, counting_build):
     """Running a task alone, then beside a task that widens the cache entry, then alone again: skipped each
     time after the first, because the hash covers what the features are, not the entry that held them."""
-    from probebench.pipeline import run_one
+    from probebench.pipeline.runner import run_encoder
     from probebench.tasks import get_task
 
     knn, attentive = get_task("knn"), get_task("attentive")
-    assert [o.status for o in run_one(spec(), knn, tiny_embedded, OPTS)] == ["done"]
-    mixed = {o.task: o.status for o in run_one(spec(), [knn, attentive], tiny_embedded, OPTS)}
+    assert [o.status for o in run_encoder(spec(), knn, CFG, tiny_embedded)] == ["done"]
+    mixed = {o.task: o.status for o in run_encoder(spec(), [knn, attentive], CFG, tiny_embedded)}
     assert mixed == {"knn": "skipped", "attentive": "done"}
-    assert [o.status for o in run_one(spec(), knn, tiny_embedded, OPTS)] == ["skipped"]
+    assert [o.status for o in run_encoder(spec(), knn, CFG, tiny_embedded)] == ["skipped"]
 
 
 def test_a_cleared_cache_does_not_rebuild_the_model_for_finished_records(tiny_embedded, counting_build):
     import shutil
 
     from probebench.paths import features_dir
-    from probebench.pipeline import run_one
+    from probebench.pipeline.runner import run_encoder
     from probebench.tasks import get_task
 
-    run_one(spec(), get_task("knn"), tiny_embedded, OPTS)
+    run_encoder(spec(), get_task("knn"), CFG, tiny_embedded)
     builds = counting_build["builds"]
     shutil.rmtree(features_dir())
-    assert [o.status for o in run_one(spec(), get_task("knn"), tiny_embedded, OPTS)] == ["skipped"]
+    assert [o.status for o in run_encoder(spec(), get_task("knn"), CFG, tiny_embedded)] == ["skipped"]
     assert counting_build["builds"] == builds, "nothing was extracted for a finished record"
 
 
 def test_a_corrupt_shard_in_a_wider_entry_is_refilled_in_place(tiny_embedded, counting_build):
-    from probebench.pipeline import run_one
+    from probebench.pipeline.runner import run_encoder
     from probebench.tasks import get_task
 
-    run_one(spec(), [get_task("knn"), get_task("attentive")], tiny_embedded, OPTS)  # one entry, both tokens
-    (store,) = ex.list_stores("tiny")
+    run_encoder(
+        spec(), [get_task("knn"), get_task("attentive")], CFG, tiny_embedded
+    )  # one entry, both tokens
+    (store,) = list_stores("tiny")
     victim = store.root / "cls.L11.00000.npy"
     data = bytearray(victim.read_bytes())
     data[-1] ^= 0xFF
     victim.write_bytes(bytes(data))
     before = counting_build["images"]
-    (out,) = run_one(spec(), get_task("knn"), tiny_embedded, OPTS, force=True)
+    (out,) = run_encoder(spec(), get_task("knn"), CFG.replace(force=True), tiny_embedded)
     assert out.status == "done" and counting_build["images"] - before == 8, "one shard of 8 rows recomputed"
-    assert [s.root for s in ex.list_stores("tiny")] == [store.root] and ex.FeatureStore(store.root).complete
-    assert [o.status for o in run_one(spec(), get_task("knn"), tiny_embedded, OPTS)] == ["skipped"]
+    assert [s.root for s in list_stores("tiny")] == [store.root] and ex.FeatureStore(store.root).complete
+    assert [o.status for o in run_encoder(spec(), get_task("knn"), CFG, tiny_embedded)] == ["skipped"]
 
 
 def test_cnn_stage_grids_keep_their_stride_when_the_input_is_not_a_multiple(tmp_path):
@@ -317,7 +331,7 @@ def test_cnn_stage_grids_keep_their_stride_when_the_input_is_not_a_multiple(tmp_
     from probebench.data.embedded import embedded_dataset
 
     ds = embedded_dataset(per_class_train=1, per_class_test=1, image_size=64)
-    res = ex.extract(spec(text), ds, ex.Request(layers=(-1, 2), tokens=("patches",)), OPTS)
+    res = ex.extract_features(spec(text), ds, FeatureRequest(layers=(-1, 2), tokens=("patches",)), OPTS)
     (g5,) = res.store.load_geometry([0], "patches.L5")
     (g2,) = res.store.load_geometry([0], "patches.L2")
     assert (g5.grid_h, g5.grid_w, g5.cell) == (3, 3, 32) and res.store.load_grids("patches.L5", [0])[0].shape[
@@ -331,12 +345,12 @@ def test_a_new_extractor_version_recomputes_features_and_the_records_read_from_t
 ):
     """Records are keyed by what their features are: a changed extractor (how images are decoded, what an
     array holds) gives new features, and the finished records are redone rather than shown as current."""
-    from probebench.pipeline import run_one
+    from probebench.pipeline.runner import run_encoder
     from probebench.tasks import get_task
 
-    first = run_one(spec(), get_task("knn"), tiny_embedded, OPTS)
+    first = run_encoder(spec(), get_task("knn"), CFG, tiny_embedded)
     assert [o.status for o in first] == ["done"]
-    assert [o.status for o in run_one(spec(), get_task("knn"), tiny_embedded, OPTS)] == ["skipped"]
+    assert [o.status for o in run_encoder(spec(), get_task("knn"), CFG, tiny_embedded)] == ["skipped"]
     monkeypatch.setattr(ex, "EXTRACTOR_VERSION", "test-next")
-    again = run_one(spec(), get_task("knn"), tiny_embedded, OPTS)
+    again = run_encoder(spec(), get_task("knn"), CFG, tiny_embedded)
     assert [o.status for o in again] == ["done"] and len(list_stores()) == 2

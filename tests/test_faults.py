@@ -20,20 +20,22 @@ import pandas as pd
 import pytest
 from conftest import TINY_REGISTRY, call_cli, use_registry
 
-import probebench.extract as ex
-from probebench.cache.store import FeatureStore, list_stores
+import probebench.extraction.extract as ex
+from probebench.cache.entries import list_stores
+from probebench.cache.store import FeatureStore
 from probebench.data.formats.folder import read_image_folder
-from probebench.encoders.load import resolve
+from probebench.encoders.load import resolve_encoder
+from probebench.encoders.registry import parse_registry
 from probebench.errors import UserError
-from probebench.registry import parse_registry
+from probebench.extraction.request import ExtractionOptions, FeatureRequest
 from probebench.results.records import read_records
 
-OPTS = ex.Options(batch_size=4, num_workers=0, shard_size=8, progress=False)
+OPTS = ExtractionOptions(batch_size=4, num_workers=0, shard_size=8, progress=False)
 REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_spec():
-    return resolve(parse_registry(TINY_REGISTRY)["tiny_random"])
+    return resolve_encoder(parse_registry(TINY_REGISTRY)["tiny_random"])
 
 
 def python(
@@ -65,10 +67,11 @@ def image_folder(root: Path, per_class: int = 12) -> Path:
 _KILLED_EXTRACTION = """
 import os, signal, sys
 from pathlib import Path
-import probebench.extract as ex
+import probebench.extraction.extract as ex
 from probebench.data.formats.folder import read_image_folder
-from probebench.encoders.load import resolve
-from probebench.registry import load_registry
+from probebench.encoders.load import resolve_encoder
+from probebench.encoders.registry import load_registry
+from probebench.extraction.request import ExtractionOptions, FeatureRequest
 
 real_replace, seen = os.replace, []
 def dying_replace(src, dst):
@@ -78,8 +81,9 @@ def dying_replace(src, dst):
             os.kill(os.getpid(), signal.SIGKILL)
     real_replace(src, dst)
 os.replace = dying_replace  # probebench.io's atomic writes look it up on the module
-opts = ex.Options(batch_size=4, num_workers=0, shard_size=8, progress=False)
-ex.extract(resolve(load_registry()["tiny_random"]), read_image_folder(Path(sys.argv[1])), ex.Request(), opts)
+opts = ExtractionOptions(batch_size=4, num_workers=0, shard_size=8, progress=False)
+spec = resolve_encoder(load_registry()["tiny_random"])
+ex.extract_features(spec, read_image_folder(Path(sys.argv[1])), FeatureRequest(), opts)
 """
 
 
@@ -91,10 +95,10 @@ def test_sigkill_mid_shard_resumes_bit_identical(tmp_path, monkeypatch, caplog):
     (store,) = list_stores()
     assert store.missing_shards() == [1, 2, 3, 4], "shard 1 was half written: it must not look done"
     assert list(store.root.glob(".*.tmp")), "the kill left a temporary file, which nothing reads"
-    resumed = ex.extract(tiny_spec(), read_image_folder(root), ex.Request(), OPTS)
+    resumed = ex.extract_features(tiny_spec(), read_image_folder(root), FeatureRequest(), OPTS)
     assert any("1 of 5 shards are already done and reused" in r.getMessage() for r in caplog.records)
     monkeypatch.setenv("PROBEBENCH_HOME", str(tmp_path / "fresh-home"))
-    fresh = ex.extract(tiny_spec(), read_image_folder(root), ex.Request(), OPTS)
+    fresh = ex.extract_features(tiny_spec(), read_image_folder(root), FeatureRequest(), OPTS)
     for name in ("cls.L11", "pooled.L11", "valid", "geometry"):
         np.testing.assert_array_equal(resumed.store.load(name), fresh.store.load(name))
 
@@ -114,7 +118,7 @@ while True:  # rewrite the record (with a large field, so writes take time) and 
     i += 1
     big = record.model_copy(update={"probe": {**record.probe, "padding": "x" * (i % 7) * 400_000}})
     write_record(path, big)
-    tables.write(tables.build())
+    tables.write(tables.build_leaderboard())
 """
 
 
@@ -153,7 +157,7 @@ def test_two_concurrent_runs_share_one_cache_and_results_folder(tmp_path, monkey
     for name in store.arrays():
         store.load(name)  # every shard passes its checksum
     monkeypatch.setenv("PROBEBENCH_HOME", str(tmp_path / "fresh-home"))
-    fresh = ex.extract(tiny_spec(), read_image_folder(root), ex.Request(), OPTS)
+    fresh = ex.extract_features(tiny_spec(), read_image_folder(root), FeatureRequest(), OPTS)
     np.testing.assert_array_equal(store.load("pooled.L11"), fresh.store.load("pooled.L11"))
 
 
@@ -188,9 +192,9 @@ def test_a_full_disk_during_a_cache_write_is_one_line_and_leaves_no_partial_shar
         monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setenv("PROBEBENCH_HOME", str(disk / "home"))
     try:
-        req = ex.Request(layers=("all",), tokens=("cls", "pooled", "patches"))  # about 2 MB of features
+        req = FeatureRequest(layers=("all",), tokens=("cls", "pooled", "patches"))  # about 2 MB of features
         with pytest.raises(UserError, match="No space left on device; free space there"):
-            ex.extract(tiny_spec(), tiny_embedded, req, OPTS)
+            ex.extract_features(tiny_spec(), tiny_embedded, req, OPTS)
         (store,) = list_stores()
         assert not list(store.root.glob(".*.tmp")), "a failed write removes its temporary file"
         store = FeatureStore(store.root)
@@ -261,8 +265,8 @@ import sys
 import numpy as np, torch
 from probebench.cache.store import FeatureStore
 from probebench.data.base import ImageDataset
-from probebench.tasks.base import Context, RoleData
-from probebench.tasks.object import KnnProbe
+from probebench.tasks.contract import Context, RoleData
+from probebench.tasks.probes.object import KnnProbe
 
 n_train, n_test, width, shard = (int(a) for a in sys.argv[1:])
 store = FeatureStore.open("big", "big", "0" * 64, {}, n_train + n_test, shard)

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from probebench.data.config import parse_datasets
+from probebench.encoders.registry import parse_registry
 from probebench.errors import UserError
-from probebench.registry import parse_registry
-from probebench.tasks.spec import parse_tasks
+from probebench.tasks.catalog import parse_tasks
 
 PARSERS = {
     "registry": parse_registry,

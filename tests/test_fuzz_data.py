@@ -18,12 +18,12 @@ from PIL import Image
 from probebench.data.formats.coco import read_coco
 from probebench.data.formats.cub import read_cub
 from probebench.data.formats.masks import read_mask_folder
-from probebench.data.formats.saliency import foreground, read_saliency
+from probebench.data.formats.saliency import read_saliency, saliency_foreground
 from probebench.data.formats.voc import read_voc
 from probebench.data.labelmaps import label_map
 from probebench.errors import UserError
-from probebench.tasks.base import get_probe
-from probebench.tasks.spec import parse_tasks
+from probebench.tasks.catalog import parse_tasks
+from probebench.tasks.probes import get_probe
 
 FUZZ = settings(max_examples=60, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
 NUMBERS = st.one_of(
@@ -253,7 +253,7 @@ def test_any_saliency_set_reads_or_is_one_line(mask):
         def read():
             ds = read_saliency(root, "s", "images", "masks")
             for s in ds.samples:
-                foreground(ds.root, s)
+                saliency_foreground(ds.root, s)
 
         outcome(read)
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from probebench.encoders.heads import build_projection_head
-from probebench.registry import ProjectionHead
+from probebench.encoders.registry import ProjectionHead
 
 
 def test_dino_head_weight_normed_last_layer_after_l2_norm():
@@ -73,13 +73,14 @@ def _dino_full_checkpoint(path, vit, extra=None):
 
 
 def test_a_full_dino_checkpoint_loads_its_teacher_and_head_with_only_namespace_allowed(tmp_path, monkeypatch):
-    """The path a user takes: the file in torch's hub cache, the entry's mapping, `build`; the projected
+    """The path a user takes: the file in torch's hub cache, the entry's mapping, `build_encoder`; the
+    projected
     feature is the head (iBOT's patch layer excluded) on the final-normed class token of the teacher."""
     import timm
 
-    from probebench.encoders.load import build, resolve
+    from probebench.encoders.load import build_encoder, resolve_encoder
+    from probebench.encoders.registry import parse_registry
     from probebench.errors import UserError
-    from probebench.registry import parse_registry
 
     torch.manual_seed(0)
     vit = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=64)
@@ -102,7 +103,7 @@ def test_a_full_dino_checkpoint_loads_its_teacher_and_head_with_only_namespace_a
   preprocess: {input_size: 64}
 """
     ).values()
-    encoder = build(resolve(entry))
+    encoder = build_encoder(resolve_encoder(entry))
     x = torch.randn(2, 3, 64, 64)
     feats = encoder.forward_features(x, [11], projection=True)
     cls = vit.forward_features(x)[:, 0]
@@ -117,4 +118,4 @@ def test_a_full_dino_checkpoint_loads_its_teacher_and_head_with_only_namespace_a
     # A checkpoint that pickles any other class is refused before anything runs.
     _dino_full_checkpoint(cache / "dino_full.pth", vit, {"extra": _NotAllowed()})
     with pytest.raises(UserError, match="safely"):
-        build(resolve(entry))
+        build_encoder(resolve_encoder(entry))

@@ -17,9 +17,9 @@ import tiny_data
 from conftest import TINY_REGISTRY, call_cli, use_registry
 from PIL import Image
 
-from probebench.cache.store import list_stores
+from probebench.cache.entries import list_stores
 from probebench.errors import UserError
-from probebench.tasks.spec import parse_tasks
+from probebench.tasks.catalog import parse_tasks
 
 
 @pytest.fixture

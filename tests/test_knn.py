@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from probebench.probes.knn import knn_classify, knn_topk, weighted_vote
+from probebench.learners.knn import knn_classify, knn_topk, weighted_vote
 
 
 def test_hand_computed_weighted_vote():

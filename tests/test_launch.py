@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from conftest import call_cli, class_folders, use_registry
 
-from probebench.launch.grid import RunArgs, plan_jobs
+from probebench.encoders.registry import parse_registry
+from probebench.launch.grid import plan_jobs
 from probebench.launch.status import failure, grid
-from probebench.registry import parse_registry
+from probebench.pipeline.config import Resources, RunConfig
 from probebench.tasks import get_suite, get_tasks, load_tasks
 
 # Three tiny random ViTs at 32 px: three jobs per dataset, each a few seconds.
@@ -86,7 +87,7 @@ def test_a_job_is_one_encoder_on_the_tasks_of_one_dataset():
     ], "encoders in the order given, datasets in the order their tasks come"
     assert [t.name for t in jobs[0].tasks] == [t.name for t in get_suite("default", catalog)] + ["knn"]
     assert [t.name for t in jobs[1].tasks] == ["linear"], "the same task on another dataset is another job"
-    records = jobs[0].records(RunArgs(results_root=Path("/r")))
+    records = jobs[0].records(RunConfig(results_root=Path("/r")))
     assert records[0] == Path("/r/runs/tiny0__embedded__linear.json") and len(records) == 11
 
 
@@ -177,7 +178,7 @@ def test_a_rerun_leaves_a_live_job_alone_and_a_stopped_grid_marks_what_never_sta
 ):
     import subprocess
 
-    from probebench.launch.submit import Resources, launch
+    from probebench.launch.submit import launch_jobs
 
     # A job that still runs (its controller's command line names submitit) is not submitted again.
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "submitit"])
@@ -204,16 +205,14 @@ def test_a_rerun_leaves_a_live_job_alone_and_a_stopped_grid_marks_what_never_sta
         sleeper.kill()
 
     # The grid's parent stops after its first job: the running ones are cancelled, the queued ones say so.
-    from probebench.pipeline import prepare_data
+    from probebench.pipeline.data import load_task_data
 
     reg = parse_registry(REGISTRY)
     catalog = load_tasks(Path(study[study.index("--tasks") + 1]))
     datasets, root = Path(study[1]), Path(study[3])
-    tasks, loaded = prepare_data(get_tasks("knn_cars", catalog), None, datasets, root)
-    args = RunArgs(datasets=datasets, data_root=root, results_root=results())
-    grid_run = launch(
-        plan_jobs([reg[f"tiny{i}"] for i in range(3)], tasks), args, "local", Resources(), loaded
-    )
+    cfg = RunConfig(datasets=datasets, data_root=root, results_root=results(), launcher="local")
+    tasks, loaded = load_task_data(get_tasks("knn_cars", catalog), cfg)
+    grid_run = launch_jobs(plan_jobs([reg[f"tiny{i}"] for i in range(3)], tasks), cfg, Resources(), loaded)
     first = next(grid_run)
     grid_run.close()  # what Ctrl-C does to the loop
     assert first.ok and first.job.name == "tiny0__cars"
@@ -369,7 +368,7 @@ def test_status_watch_redraws_until_nothing_runs_or_waits(monkeypatch, capsys):
 
     reg = parse_registry(REGISTRY)
     (job,) = plan_jobs([reg["tiny0"]], get_tasks("knn", load_tasks(None)))
-    submit._write_note(job, RunArgs(results_root=results()), "local", None, "queued")
+    submit._write_note(job, RunConfig(results_root=results(), launcher="local"), None, "queued")
     folder = results() / "jobs" / "tiny0__embedded"
     naps = []
 

@@ -31,7 +31,7 @@ def root(tmp_path) -> Path:
 
 
 def test_the_long_table_has_a_row_per_number_with_variants_and_intervals(root):
-    board = tables.build(root)
+    board = tables.build_leaderboard(root)
     long = board.long
     assert list(long.columns) == tables.LONG_COLUMNS and board.notes == [] and board.problems == []
     a = long[(long.encoder == "a_sup") & (long.task == "linear")].set_index("metric")
@@ -56,7 +56,7 @@ def test_an_older_protocol_version_is_left_out_and_counted(root):
         primary="heap_corloc",
     )
     _save(root, old_disc)  # discovery is at protocol 2 now
-    board = tables.build(root)
+    board = tables.build_leaderboard(root)
     assert not ((board.long.encoder == "b_mim") & board.long.task.isin(["knn", "discovery"])).any()
     (note,) = board.notes
     assert note.startswith("left out 2 record(s) of an older protocol version: discovery (v1), knn (v0)")
@@ -65,7 +65,7 @@ def test_an_older_protocol_version_is_left_out_and_counted(root):
 def test_duplicates_keep_the_newest_and_say_so(root):
     newer = _record("a_sup", "linear", {"top1": 81.0}, created="2026-11-26T00:00:00+00:00")
     _save(root, newer, name="a_sup__embedded__linear__copy.json")
-    board = tables.build(root)
+    board = tables.build_leaderboard(root)
     top1 = board.long[
         (board.long.encoder == "a_sup") & (board.long.task == "linear") & (board.long.metric == "top1")
     ]
@@ -78,7 +78,7 @@ def test_a_missing_metric_leaves_an_empty_cell_and_a_failed_run_is_named(root):
     (root / "runs" / "e_cut__embedded__linear.json").write_text(
         '{"schema_version": 2, "enc'
     )  # killed mid-write
-    board = tables.build(root)
+    board = tables.build_leaderboard(root)
     assert any("1 record(s) have no value for their primary metric: d_ctl x linear" in n for n in board.notes)
     assert any(n.startswith("left out 1 file(s) in runs/") for n in board.notes)
     (problem,) = board.problems
@@ -88,7 +88,7 @@ def test_a_missing_metric_leaves_an_empty_cell_and_a_failed_run_is_named(root):
     _save(
         root, _record("d_ctl", "knn", {"top1_k20": 21.0}, family="control", probe="knn", primary="top1_k20")
     )
-    wide = tables.wide(tables.build(root).long).set_index("encoder")
+    wide = tables.wide(tables.build_leaderboard(root).long).set_index("encoder")
     assert wide.loc["d_ctl", "knn/embedded/top1/k=20"] == 21.0 and pd.isna(
         wide.loc["d_ctl", "linear/embedded/top1"]
     )
@@ -101,17 +101,17 @@ def test_a_hand_edited_number_is_named_not_skipped(root):
     record = json.loads(path.read_text())
     record["metrics"]["top1"] = "99.9"
     path.write_text(json.dumps(record))
-    board = tables.build(root)
+    board = tables.build_leaderboard(root)
     said = "a_sup__embedded__linear.json: metric 'top1' is \"99.9\", not a number; re-run it"
     assert said in board.problems
     record["metrics"]["top1"] = 99.9
     path.write_text(json.dumps(record))
-    (problem,) = tables.build(root).problems
+    (problem,) = tables.build_leaderboard(root).problems
     assert "primary value" in problem and "is not its metric 'top1'" in problem
 
 
 def test_families_give_mean_spread_and_count(root):
-    fam = tables.families(tables.build(root).long)
+    fam = tables.families(tables.build_leaderboard(root).long)
     mim = fam[(fam.family == "mim") & (fam.task == "linear")].iloc[0]
     assert mim["mean"] == 65.0 and mim["min"] == 60.0 and mim["max"] == 70.0 and mim["n_encoders"] == 2
     assert (
@@ -133,14 +133,14 @@ def test_paper_numbers_sit_beside_ours_with_the_difference_flagged(root):
         root,
         _record("deit_vitb", "attentive_imagenet", {"top1": 79.0}, dataset="imagenet", probe="attentive"),
     )
-    cmp = tables.papers(tables.build(root).long).set_index("encoder")
+    cmp = tables.papers(tables.build_leaderboard(root).long).set_index("encoder")
     assert set(cmp.index) == {"mae_vitb", "deit_vitb"}
     assert round(cmp.loc["mae_vitb", "difference"], 2) == -0.7 and not cmp.loc["mae_vitb", "flagged"]
     assert round(cmp.loc["deit_vitb", "difference"], 2) == -2.8 and cmp.loc["deit_vitb", "flagged"]
 
 
 def test_every_published_number_names_a_shipped_task_its_dataset_and_a_registry_encoder():
-    from probebench.registry import load_registry
+    from probebench.encoders.registry import load_registry
     from probebench.tasks import load_tasks
 
     catalog, registry = load_tasks(None), load_registry()
@@ -153,7 +153,7 @@ def test_every_published_number_names_a_shipped_task_its_dataset_and_a_registry_
 
 
 def test_write_and_render(root):
-    board = tables.build(root)
+    board = tables.build_leaderboard(root)
     paths = tables.write(board, root)
     assert sorted(paths) == sorted(
         ["leaderboard.csv", "leaderboard_wide.csv", "leaderboard_families.csv", "leaderboard_papers.csv"]

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probebench.probes.metrics import bootstrap, classification_metrics, per_class_mean, true_class_rank
+from probebench.metrics.classification import (
+    bootstrap,
+    classification_metrics,
+    per_class_mean,
+    true_class_rank,
+)
 
 
 def test_rank_breaks_ties_towards_the_lower_class_index():

@@ -9,10 +9,10 @@ from conftest import SHARED_DATA
 
 from probebench.data.formats.cub import read_cub
 from probebench.data.lookup import get_dataset
-from probebench.encoders.load import resolve
-from probebench.extract import Options
-from probebench.pipeline import run_one
-from probebench.registry import load_registry, parse_registry
+from probebench.encoders.load import resolve_encoder
+from probebench.encoders.registry import load_registry, parse_registry
+from probebench.pipeline.config import RunConfig
+from probebench.pipeline.runner import run_encoder
 from probebench.tasks import get_task
 
 # ViT-Ti rather than ViT-B keeps the control fast; any random ViT is at chance on these tasks.
@@ -22,7 +22,7 @@ CONTROL = """random_vitt:
   arch: ViT-Ti/16
   source: {kind: random, arch: vit_tiny_patch16_224, seed: 0}
 """
-OPTS = Options(batch_size=32, num_workers=1, progress=False)
+CFG = RunConfig(batch_size=32, workers=1)
 CUB = SHARED_DATA / "cub100"
 needs_cub = pytest.mark.skipif(not CUB.is_dir(), reason=f"real data folder {CUB} is absent")
 
@@ -34,7 +34,7 @@ def top1s(dataset) -> dict[tuple[str, str], float]:
     tasks = [get_task("linear"), get_task("knn")]
     out = {}
     for entry in entries:
-        for o in run_one(resolve(entry), tasks, dataset, OPTS):
+        for o in run_encoder(resolve_encoder(entry), tasks, CFG, dataset):
             out[entry.name, o.task] = o.metrics["top1"] if o.task == "linear" else o.metrics["top1_k20"]
     return out
 

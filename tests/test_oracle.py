@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from probebench.encoders.base import Preprocess
-from probebench.registry import load_registry
+from probebench.encoders.registry import load_registry
 
 PRE = Preprocess(224, 1.0, "bicubic", (0.5,) * 3, (0.5,) * 3)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from probebench.probes.retrieval import average_precisions, retrieval_metrics
-from probebench.probes.segmentation import confusion, segmentation_metrics
+from probebench.learners.retrieval import average_precisions, retrieval_metrics
+from probebench.metrics.segmentation import confusion, segmentation_metrics
 
 
 def crops(n: int = 60, d: int = 8, classes: int = 4, seed: int = 0, ties: bool = False):

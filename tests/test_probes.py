@@ -8,9 +8,9 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from probebench.probes.attentive import AttentivePooler, attentive_probe
-from probebench.probes.linear import C_GRID, fit_logreg, linear_probe, search_c
-from probebench.probes.split import carve_val
+from probebench.learners.attentive import AttentivePooler, attentive_probe
+from probebench.learners.linear import C_GRID, fit_logreg, linear_probe, search_c
+from probebench.learners.split import carve_val
 
 
 def blobs(n: int, d: int, k: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from probebench.encoders.registry import family_names, get_entry, load_registry, parse_registry
 from probebench.errors import UserError
-from probebench.registry import family_names, get_entry, load_registry, parse_registry
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ from conftest import make_discovery_record, make_record, save_record
 from PIL import Image
 
 from probebench.report import plots
-from probebench.report.build import build
+from probebench.report.build import build_report
 from probebench.results import tables
 
 ENCODERS = {"sup_a": "supervised", "sup_b": "supervised", "mim_a": "mim", "ctl": "control"}
@@ -83,14 +83,14 @@ def test_a_shared_report_draws_no_photos(root):
     shutil.copytree(root / "runs" / "sup_a__embedded__discovery", root / "runs" / "sup_b__fruit__discovery")
 
     def grids(choice: str) -> list[str]:
-        md = build(root, grids=choice).markdown.read_text()
+        md = build_report(root, grids=choice).markdown.read_text()
         return sorted(p.name for p in (root / "plots").glob("discovery_*.png") if p.name in md)
 
     assert grids("all") == ["discovery_sup_a_embedded_discovery.png", "discovery_sup_b_fruit_discovery.png"]
     assert grids("synthetic") == ["discovery_sup_a_embedded_discovery.png"]
     assert grids("none") == []
     with pytest.raises(UserError, match="--grids 'photos': use all, synthetic, none"):
-        build(root, grids="photos")
+        build_report(root, grids="photos")
 
 
 def _png_decodes(path: Path) -> tuple[int, int]:
@@ -100,7 +100,7 @@ def _png_decodes(path: Path) -> tuple[int, int]:
 
 
 def test_each_plot_is_drawn_from_a_small_set_of_records_and_names_its_data(root, tmp_path):
-    long = tables.build(root).long
+    long = tables.build_leaderboard(root).long
     figures = {
         "object_vs_part": plots.object_vs_part(long),
         "bars": plots.bars(long),
@@ -137,7 +137,7 @@ def test_headline_labels_do_not_overlap_when_encoders_score_alike(tmp_path):
         save_record(r, make_record(enc, "linear", {"top1": value}))
         part = dict(probe="part_retrieval", level="part", primary="ap")
         save_record(r, make_record(enc, "part_retrieval", {"ap": value - 0.1 * i}, **part))
-    fig = plots.object_vs_part(tables.build(r).long)
+    fig = plots.object_vs_part(tables.build_leaderboard(r).long)
     ax = fig.axes[0]
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
@@ -153,7 +153,7 @@ def test_headline_labels_do_not_overlap_when_encoders_score_alike(tmp_path):
 
 
 def test_plots_say_none_when_the_records_hold_nothing_to_draw(root):
-    long = tables.build(root).long
+    long = tables.build_leaderboard(root).long
     objects_only = long[long.level == "object"]
     assert plots.object_vs_part(objects_only) is None
     assert plots.encoded_vs_projected(objects_only) is None
@@ -163,7 +163,7 @@ def test_plots_say_none_when_the_records_hold_nothing_to_draw(root):
 
 
 def test_the_report_has_a_section_per_level_papers_and_provenance(root):
-    report = build(root)
+    report = build_report(root)
     md = report.markdown.read_text()
     for heading in (
         "## Object level",
@@ -207,7 +207,7 @@ def _browser():
 def test_the_html_loads_in_a_real_browser_images_decode_and_tables_sort(root, tmp_path):
     from selenium.webdriver.common.by import By
 
-    report = build(root)
+    report = build_report(root)
     browser = _browser()
     try:
         browser.get(report.html.as_uri())
@@ -279,7 +279,7 @@ def test_the_report_says_when_encoders_of_one_table_read_different_sizes(tmp_pat
             "precision": "fp32",
         }
         save_record(r, make_record(enc, "linear", {"top1": 50.0}, knobs=knobs))
-    md = build(r).markdown.read_text()
+    md = build_report(r).markdown.read_text()
     obj = md[md.index("## Object level") : md.index("## Part level") if "## Part level" in md else None]
     assert "read images at different sizes: 224 px (vit); 240 px (lite1)" in obj
     assert "What each encoder's records read" in md
@@ -287,4 +287,4 @@ def test_the_report_says_when_encoders_of_one_table_read_different_sizes(tmp_pat
     for enc in ("a", "b"):
         knobs = {"geometry": {"mode": "resize"}, "preprocess": {"input_size": 224}}
         save_record(same, make_record(enc, "linear", {"top1": 50.0}, knobs=knobs))
-    assert "different sizes" not in build(same).markdown.read_text()
+    assert "different sizes" not in build_report(same).markdown.read_text()

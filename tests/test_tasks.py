@@ -14,8 +14,8 @@ from conftest import TINY_REGISTRY, call_cli, tiny_clip, use_registry
 from probebench.data.formats.masks import load_label_map
 from probebench.errors import UserError
 from probebench.tasks import Context, Evaluation, Metric, Needs, Probe, register_probe
+from probebench.tasks.catalog import load_tasks, parse_tasks
 from probebench.tasks.knobs import Choice, Int, Knob, List
-from probebench.tasks.spec import load_tasks, parse_tasks
 
 REGISTRY = TINY_REGISTRY.replace("tiny_random", "tiny_vit") + "  preprocess: {input_size: 64}\n"
 
@@ -216,8 +216,8 @@ def test_shipped_tasks_are_data_with_groups_and_suites():
 @pytest.mark.parametrize("encoder", ["lite0", "tiny_vit"])
 def test_attentive_probe_on_an_inner_layer(registry, monkeypatch, capsys, encoder):
     """The attentive head takes its width from the probed layer (a CNN stage is narrower than the last)."""
-    monkeypatch.setattr("probebench.probes.attentive.EPOCHS", 3)
-    monkeypatch.setattr("probebench.probes.attentive.WARMUP_EPOCHS", 1)
+    monkeypatch.setattr("probebench.learners.defaults.ATTENTIVE_EPOCHS", 3)
+    monkeypatch.setattr("probebench.learners.defaults.ATTENTIVE_WARMUP_EPOCHS", 1)
     code, out, err = call(
         monkeypatch, capsys, "run", "-e", encoder, "--task", "attentive", "--layer", "2", "--workers", "0"
     )
@@ -238,9 +238,9 @@ def test_a_changed_probe_constant_or_knob_reruns_instead_of_reusing(registry, tm
 
     assert statuses() == {"knn:done", "linear:done"}
     assert statuses() == {"knn:skipped", "linear:skipped"}
-    monkeypatch.setattr("probebench.probes.knn.TEMPERATURE", 0.1)
+    monkeypatch.setattr("probebench.learners.defaults.KNN_TEMPERATURE", 0.1)
     assert statuses() == {"knn:done", "linear:skipped"}, "a module constant is part of the config hash"
-    monkeypatch.setattr("probebench.probes.linear.TOL", 1e-3)
+    monkeypatch.setattr("probebench.learners.defaults.LINEAR_TOL", 1e-3)
     assert statuses() == {"knn:skipped", "linear:done"}
     rec = json.loads((runs_dir() / "lite0__embedded__linear.json").read_text())
     assert rec["knobs"]["tol"] == 1e-3 and rec["probe"]["tol"] == 1e-3
@@ -333,9 +333,10 @@ def test_native_extraction_keeps_each_images_grid_without_padding(tmp_path):
     from PIL import Image
 
     from probebench.data.formats.folder import read_image_folder
-    from probebench.encoders.load import resolve
-    from probebench.extract import Options, Request, extract
-    from probebench.registry import parse_registry
+    from probebench.encoders.load import resolve_encoder
+    from probebench.encoders.registry import parse_registry
+    from probebench.extraction.extract import extract_features
+    from probebench.extraction.request import ExtractionOptions, FeatureRequest
 
     rng = np.random.default_rng(0)
     for i, (w, h) in enumerate([(64, 64), (100, 40), (37, 90), (64, 64)]):
@@ -344,8 +345,13 @@ def test_native_extraction_keeps_each_images_grid_without_padding(tmp_path):
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     ds = read_image_folder(tmp_path / "ds")
     entry = parse_registry(REGISTRY)["tiny_vit"]
-    spec = resolve(entry)
-    res = extract(spec, ds, Request(tokens=("patches", "pooled"), geometry="native"), Options(num_workers=0))
+    spec = resolve_encoder(entry)
+    res = extract_features(
+        spec,
+        ds,
+        FeatureRequest(tokens=("patches", "pooled"), geometry="native"),
+        ExtractionOptions(num_workers=0),
+    )
     rows = np.arange(len(ds))
     grids = res.store.load_grids("patches.L11", rows)
     geos = res.store.load_geometry(rows, "patches.L11")
@@ -353,9 +359,9 @@ def test_native_extraction_keeps_each_images_grid_without_padding(tmp_path):
     assert sizes == {(64, 64): (4, 4), (100, 40): (3, 7), (37, 90): (6, 3)}
     total = sum(g.shape[0] * g.shape[1] for g in grids)
     assert res.store.load("geometry").shape == (4, 11) and total == 16 + 21 + 18 + 16
-    from probebench.encoders.load import build
+    from probebench.encoders.load import build_encoder
 
-    enc = build(spec)
+    enc = build_encoder(spec)
     framing = enc.preprocess.framing("native", enc.patch_size)
     from probebench.data.loader import read_rgb
 
@@ -426,3 +432,32 @@ def test_dataset_given_as_a_folder_path_names_the_records(registry, tmp_path, mo
     )
     assert code == 0, err
     assert (runs_dir() / "lite0__my_folder__knn.json").is_file()
+
+
+def test_the_lazy_probe_table_says_what_each_probe_class_says():
+    """`PROBES` names each shipped probe without importing it; its level and protocol version (read by the
+    catalogue and the leaderboard) must be the class's own, or a bumped protocol would go unnoticed."""
+    import importlib
+
+    from probebench.tasks.probes import PROBES
+
+    for name, ref in PROBES.items():
+        module, cls = ref.target.split(":")
+        probe = getattr(importlib.import_module(module), cls)
+        assert (probe.name, probe.level, probe.protocol_version) == (name, ref.level, ref.protocol_version)
+
+
+def test_listing_tasks_and_the_leaderboard_do_not_import_torch():
+    """The catalogue validates every task against its probe's knobs, and the leaderboard reads protocol
+    versions: neither may build anything (they took 3.5 to 3.9 s when they imported torch)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, atexit; atexit.register(lambda: print('torch' in sys.modules)); "
+        "from probebench.results import tables; tables._current_protocol('knn'); "
+        "sys.argv = ['probebench', 'list', 'tasks']; from probebench.cli import main; main()"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "saliency_ecssd" in done.stdout and done.stdout.splitlines()[-1] == "False", "torch was imported"

@@ -47,6 +47,12 @@ EXTRACTOR_VERSION = "6"
 MAX_MANIFEST_BYTES = 512 * 2**20  # a manifest lists every shard: a few MB for ImageNet
 
 
+def array_name(kind: str, layer: int) -> str:
+    """The cached array of a per-layer token kind (`cls`, `pooled`, `patches`) at an absolute block:
+    `<kind>.L<layer>`."""
+    return f"{kind}.L{layer}"
+
+
 def is_token_array(name: str) -> bool:
     """Arrays stored ragged, one grid of tokens per image."""
     return name.startswith("patches.") or name in ("keys", "attention")
@@ -122,10 +128,12 @@ class FeatureStore:
             self.manifest = read_json(root / "manifest.json", MAX_MANIFEST_BYTES)
             key = read_json(root / "key.json")
             _check_entry(self.manifest, key)
+            self._key_parts = {k: v for k, v in key.items() if k != "key"}
         except ValueError as exc:  # BadFile is a ValueError
             self.damaged = str(exc)
             # Nothing in a damaged entry is trusted: it reads as empty and incomplete.
             self.manifest = {"key": None, "n": 1, "shard_size": 1, "shards": {}, "skipped": []}
+            self._key_parts = {}
 
     # -- creation and state ------------------------------------------------------------------------------
     @classmethod
@@ -145,6 +153,55 @@ class FeatureStore:
             manifest = {"key": key, "n": n, "shard_size": shard_size, "shards": {}, "skipped": []}
             atomic_write(root / "manifest.json", json.dumps(manifest).encode())
         return cls(root)
+
+    # -- what the entry is ---------------------------------------------------------------------------------
+    @property
+    def key(self) -> str | None:
+        """The cache key (None for a damaged entry)."""
+        return self.manifest["key"]
+
+    @property
+    def key_parts(self) -> dict:
+        """Everything the key was made from (`key.json` less the key): encoder entry, weights identity,
+        preprocessing, layers and tokens as requested, norm, dtypes, geometry, dataset fingerprint."""
+        return dict(self._key_parts)
+
+    @property
+    def feature_identity(self) -> str:
+        """What the features are, whichever entry holds them: the key's parts less the token kinds and layers
+        held (a wider entry holds the same features for the layers asked). Records hash it."""
+        same = {k: v for k, v in self._key_parts.items() if k not in ("tokens", "layers")}
+        return hashlib.sha256(json.dumps(same, sort_keys=True, default=str).encode()).hexdigest()
+
+    @property
+    def started(self) -> bool:
+        """Whether an extraction has filled in the facts known once the model is built."""
+        return "encoder" in self.manifest
+
+    @property
+    def encoder_facts(self) -> dict:
+        """The encoder's facts as extraction found them (`Encoder.describe`: blocks, patch size, prefix
+        tokens, pooling, ...); empty before the first extraction into the entry."""
+        return self.manifest.get("encoder", {})
+
+    @property
+    def layers(self) -> list[int]:
+        """The absolute blocks the entry holds (known once an extraction has started)."""
+        return list(self.manifest["layers"])
+
+    @property
+    def token_arrays(self) -> list[str]:
+        """The ragged token arrays the entry holds, in the order of `grids.<shard>.npy`'s columns."""
+        return list(self.manifest.get("token_arrays", []))
+
+    @property
+    def skipped(self) -> list[str]:
+        """Files the extraction could not read (left out of every probe)."""
+        return list(self.manifest.get("skipped", []))
+
+    @property
+    def has_shards(self) -> bool:
+        return bool(self.manifest["shards"])
 
     @property
     def n(self) -> int:
@@ -369,21 +426,3 @@ class FeatureStore:
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.root.iterdir() if f.is_file())
-
-
-def list_stores(encoder: str | None = None, dataset: str | None = None) -> list[FeatureStore]:
-    base = features_dir()
-    out = []
-    for manifest in sorted(base.glob("*/*/*/manifest.json")):
-        enc, ds = manifest.parent.parent.parent.name, manifest.parent.parent.name
-        if (encoder is None or enc == encoder) and (dataset is None or ds == dataset):
-            out.append(FeatureStore(manifest.parent))
-    return out
-
-
-def remove_stores(encoder: str | None = None, dataset: str | None = None) -> list[Path]:
-    removed = []
-    for store in list_stores(encoder, dataset):
-        shutil.rmtree(store.root)
-        removed.append(store.root)
-    return removed

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from probebench.data.base import ImageDataset
 from probebench.data.formats import read_dataset
-from probebench.errors import UserError
+from probebench.errors import DatasetMissing, UserError
 from probebench.paths import data_root as find_data_root
 
 
 @dataclass(frozen=True)
-class Named:
+class CatalogEntry:
     name: str
     format: str
     layout: str  # the folder layout under the data root, as the reader expects it
@@ -34,10 +34,10 @@ class Named:
         return self.folder or self.name
 
 
-CATALOG: dict[str, Named] = {
+CATALOG: dict[str, CatalogEntry] = {
     n.name: n
     for n in [
-        Named(
+        CatalogEntry(
             "imagenet",
             "image_folder",
             "imagenet/{train,val}/<wnid>/*.JPEG",
@@ -46,7 +46,7 @@ CATALOG: dict[str, Named] = {
             "(for example with the valprep.sh script many repositories ship).",
             "Zhu et al. Table 1",
         ),
-        Named(
+        CatalogEntry(
             "cub200",
             "cub",
             "cub200/CUB_200_2011/{images,images.txt,...,parts/part_locs.txt}",
@@ -55,7 +55,7 @@ CATALOG: dict[str, Named] = {
             "65de6-vp158) and extract it under the data root as cub200/.",
             "Zhu et al. part retrieval and classification",
         ),
-        Named(
+        CatalogEntry(
             "coco_keypoints",
             "coco",
             "coco/{train2017,val2017,annotations/person_keypoints_*.json}",
@@ -70,7 +70,7 @@ CATALOG: dict[str, Named] = {
                 }
             },
         ),
-        Named(
+        CatalogEntry(
             "pascal_part",
             "mask_folder",
             "pascal_part/{images,labels}/{train,val}/..., pascal_part/classes.txt",
@@ -80,7 +80,7 @@ CATALOG: dict[str, Named] = {
             "to a mask folder.",
             "Zhu et al. Table 4",
         ),
-        Named(
+        CatalogEntry(
             "ade20k_part",
             "mask_folder",
             "ade20k_part/{images,labels}/{train,val}/..., ade20k_part/classes.txt",
@@ -89,7 +89,7 @@ CATALOG: dict[str, Named] = {
             "(README of github.com/JiePKU/understand-ssl-part-aware).",
             "Zhu et al. Table 4",
         ),
-        Named(
+        CatalogEntry(
             "pascal_object",
             "mask_folder",
             "pascal_object/{images,labels}/{train,val}/..., pascal_object/classes.txt",
@@ -98,7 +98,7 @@ CATALOG: dict[str, Named] = {
             "Drive (README of github.com/JiePKU/understand-ssl-part-aware).",
             "Zhu et al. Figure 6",
         ),
-        Named(
+        CatalogEntry(
             "ade20k_object",
             "mask_folder",
             "ade20k_object/{images,labels}/{train,val}/..., ade20k_object/classes.txt",
@@ -107,7 +107,7 @@ CATALOG: dict[str, Named] = {
             "Drive (README of github.com/JiePKU/understand-ssl-part-aware).",
             "Zhu et al. Figure 6",
         ),
-        Named(
+        CatalogEntry(
             "lip",
             "mask_folder",
             "lip/{images,labels}/{train,val}/..., lip/classes.txt",
@@ -116,7 +116,7 @@ CATALOG: dict[str, Named] = {
             "labels (19 parts plus background).",
             "Zhu et al. Table 4",
         ),
-        Named(
+        CatalogEntry(
             "partimagenet",
             "coco",
             "partimagenet/{train,val,test}/... + <split>.json",
@@ -127,7 +127,7 @@ CATALOG: dict[str, Named] = {
             "annotations are COCO json, one per split.",
             "part segmentation",
         ),
-        Named(
+        CatalogEntry(
             "voc07",
             "voc",
             "voc07/VOC2007/{JPEGImages,Annotations,ImageSets}",
@@ -142,7 +142,7 @@ CATALOG: dict[str, Named] = {
                 "md5:c52e279531787c972589f7e41ab4ae64",
             ),
         ),
-        Named(
+        CatalogEntry(
             "voc12",
             "voc",
             "voc12/VOC2012/{JPEGImages,Annotations,ImageSets}",
@@ -157,7 +157,7 @@ CATALOG: dict[str, Named] = {
                 "md5:6cd6e144f989b92b3379bac3b3de84fd",
             ),
         ),
-        Named(
+        CatalogEntry(
             "voc12_seg",
             "voc_seg",
             "voc12/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation}",
@@ -172,7 +172,7 @@ CATALOG: dict[str, Named] = {
             ),
             folder="voc12",
         ),
-        Named(
+        CatalogEntry(
             "coco20k",
             "coco",
             "coco20k/{train2014,instances_train2014.json,coco_20k_filenames.txt}",
@@ -182,7 +182,7 @@ CATALOG: dict[str, Named] = {
             "LOST / TokenCut CorLoc",
             {"splits": {"train": "instances_train2014.json"}, "filelist": "coco_20k_filenames.txt"},
         ),
-        Named(
+        CatalogEntry(
             "ecssd",
             "saliency",
             "ecssd/{images,ground_truth_mask}",
@@ -191,7 +191,7 @@ CATALOG: dict[str, Named] = {
             "saliency",
             {"images": "images", "masks": "ground_truth_mask"},
         ),
-        Named(
+        CatalogEntry(
             "duts_te",
             "saliency",
             "duts_te/{DUTS-TE-Image,DUTS-TE-Mask}",
@@ -200,7 +200,7 @@ CATALOG: dict[str, Named] = {
             "saliency",
             {"images": "DUTS-TE-Image", "masks": "DUTS-TE-Mask"},
         ),
-        Named(
+        CatalogEntry(
             "duts_tr",
             "saliency",
             "duts_tr/{DUTS-TR-Image,DUTS-TR-Mask}",
@@ -209,7 +209,7 @@ CATALOG: dict[str, Named] = {
             "FOUND / HEAP training",
             {"images": "DUTS-TR-Image", "masks": "DUTS-TR-Mask", "split": "train"},
         ),
-        Named(
+        CatalogEntry(
             "dut_omron",
             "saliency",
             "dut_omron/{DUT-OMRON-image,pixelwiseGT-new-PNG}",
@@ -223,25 +223,25 @@ CATALOG: dict[str, Named] = {
 }
 
 
-def named_root(named: Named, data_root: Path | None = None) -> Path:
+def named_root(named: CatalogEntry, data_root: Path | None = None) -> Path:
     base = find_data_root(data_root)
     if base is None:
-        raise UserError(
+        raise DatasetMissing(
             f"dataset {named.name!r}: no data root; set PROBEBENCH_DATA or pass --data-root to the "
             f"folder that holds {named.path}/ ({named.how})"
         )
     root = base / named.path
     if not root.is_dir():
-        raise UserError(f"dataset {named.name!r} not found at {root}: {named.how}")
+        raise DatasetMissing(f"dataset {named.name!r} not found at {root}: {named.how}")
     return root
 
 
-def read_named(named: Named, root: Path) -> ImageDataset:
+def read_named(named: CatalogEntry, root: Path) -> ImageDataset:
     """The named dataset through its format's reader (the same table user entries use)."""
     return read_dataset(named.format, root, named.name, named.options)
 
 
-def check_counts(named: Named, ds: ImageDataset) -> list[str]:
+def check_counts(named: CatalogEntry, ds: ImageDataset) -> list[str]:
     """Problems with the image counts: a partial dataset is an error, never a silently smaller evaluation."""
     found = ds.describe()["splits"]
     return [

@@ -15,12 +15,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from probebench.config import NAME_RE, parse_entries, read_config
 from probebench.data.base import ImageDataset
 from probebench.data.formats import FORMATS, read_dataset
 from probebench.errors import UserError
 from probebench.paths import data_root as find_data_root
 from probebench.paths import user_file
-from probebench.registry import NAME_RE, parse_entries, read_config
 
 _OPTIONS = sorted({o for f in FORMATS.values() for o in f.options})
 

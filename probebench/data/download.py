@@ -1,4 +1,4 @@
-"""Dataset downloads that survive bad networks: resume, verify, extract atomically.
+"""Dataset downloads that survive bad networks: resume, verify, unpack atomically.
 
 torchvision's `download_and_extract_archive` checks an md5 but neither resumes a partial file nor
 extracts atomically; both matter for multi-GB archives. Here a download goes to `<file>.part`, resumes with an
@@ -88,10 +88,10 @@ def _safe_members(names: list[str], target: Path) -> None:
     root = target.resolve()
     for name in names:
         if os.path.isabs(name) or not (root / name).resolve().is_relative_to(root):
-            raise UserError(f"archive member {name!r} would be written outside {target}; refusing to extract")
+            raise UserError(f"archive member {name!r} would be written outside {target}; refusing to unpack")
 
 
-def extract(archive: Path, target: Path) -> Path:
+def unpack_archive(archive: Path, target: Path) -> Path:
     """Extract `archive` so that `target` appears complete or not at all."""
     if target.exists():
         return target

@@ -6,8 +6,9 @@ the user config and the catalogue, none of which import it, so `data/` has no im
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from probebench.data.base import ImageDataset
 from probebench.data.catalog import CATALOG, load_named
@@ -20,13 +21,28 @@ from probebench.paths import safe_name
 BUILTIN: dict[str, Callable[[], ImageDataset]] = {"embedded": embedded_dataset}
 
 
-def list_datasets() -> list[str]:
-    return sorted(BUILTIN)
+def all_datasets(datasets: Path | None = None, builtin: bool = True) -> Iterator[tuple[str, str, Any]]:
+    """Every dataset a name finds, once each, in lookup order: (name, source, entry), source "built-in",
+    "user" (entry: its `DatasetEntry`) or "named" (entry: its `CatalogEntry`); a user entry hides a named
+    one of the same name."""
+    user = load_datasets(datasets)
+    for name in BUILTIN if builtin else ():
+        yield name, "built-in", None
+    for name, entry in user.items():
+        if name not in BUILTIN:
+            yield name, "user", entry
+    for name, entry in CATALOG.items():
+        if name not in user and name not in BUILTIN:
+            yield name, "named", entry
 
 
-def is_named(name: str, datasets: Path | None = None) -> bool:
-    """`name` is a built-in, configured or catalogued dataset (a name wins over a folder of that name)."""
-    return name in BUILTIN or name in load_datasets(datasets) or name in CATALOG
+def dataset_folder(name_or_path: str, datasets: Path | None = None) -> Path | None:
+    """The absolute image folder `name_or_path` names when it is a folder rather than a dataset's name (a
+    built-in, configured or catalogued name wins over a folder of that name, as in `get_dataset`)."""
+    if name_or_path in BUILTIN or name_or_path in load_datasets(datasets) or name_or_path in CATALOG:
+        return None
+    path = Path(name_or_path).expanduser()
+    return path.resolve() if path.exists() else None
 
 
 def get_dataset(

@@ -68,7 +68,7 @@ def boxes(dataset: ImageDataset, sample: Sample, mode: str = "instances", exclud
 def foreground(dataset: ImageDataset, sample: Sample) -> np.ndarray:
     """(H, W) bool foreground of one image."""
     if _is_saliency(dataset):
-        from probebench.data.formats.saliency import foreground as saliency_foreground
+        from probebench.data.formats.saliency import saliency_foreground
 
         return saliency_foreground(dataset.root, sample, dataset.extra["saliency_convention"])
     labels = label_map(dataset, sample, "object_mask")

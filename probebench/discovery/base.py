@@ -122,3 +122,17 @@ def mask_to_pixels(grid: np.ndarray, geo: Geometry, smooth: bool) -> np.ndarray:
     if (geo.resized_h, geo.resized_w) != (geo.height, geo.width):
         up = F.interpolate(up, size=(geo.height, geo.width), **mode)
     return up[0, 0].numpy()
+
+
+def to_image(d: Discovery, geo: Geometry) -> tuple[list[float] | None, np.ndarray]:
+    """A discovery on the stored image: its box in pixels (None without one) and its (H, W) foreground map."""
+    if d.image_fraction is not None:
+        x0, y0, x1, y1 = d.image_fraction
+        box = [x0 * geo.width, y0 * geo.height, x1 * geo.width, y1 * geo.height]
+        full = np.zeros((geo.height, geo.width), dtype=np.float32)
+        full[int(round(box[1])) : int(round(box[3])), int(round(box[0])) : int(round(box[2]))] = 1.0
+        return box, full
+    box = None if d.box is None else box_to_pixels(d.box, geo, d.clip)
+    if d.logits is not None:  # FOUND: logits upsampled bilinearly, then the sigmoid
+        return box, 1.0 / (1.0 + np.exp(-mask_to_pixels(d.logits, geo, smooth=True)))
+    return box, mask_to_pixels(d.foreground, geo, smooth=d.soft is not None)

@@ -29,13 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from probebench.discovery.base import Discovery, ImageFeatures, cells_box, label_components
+from probebench.discovery.configs import DINOSEG_HEAD, DINOSEG_MASS, LOST_K, TOKENCUT_EPS, TOKENCUT_TAU
 from probebench.discovery.spectral import second_eigenvector
-
-LOST_K = 100
-TOKENCUT_TAU = 0.2
-TOKENCUT_EPS = 1e-5
-DINOSEG_HEAD = 4  # LOST's --dinoseg_head default
-DINOSEG_MASS = 0.6
 
 
 def _flat(keys: np.ndarray) -> torch.Tensor:

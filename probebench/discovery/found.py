@@ -18,7 +18,6 @@ image at its own size.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,13 +26,9 @@ from torch import nn
 
 from probebench import progress
 from probebench.discovery.base import Discovery, ImageFeatures, from_mask
+from probebench.discovery.configs import FoundConfig
 
-THRESHOLD = 0.3
 EPSILON = 1e-10
-ITERATIONS = 500
-EPOCHS = 3  # the config's nb_epochs: it ends training first on sets under about 8,350 images
-BATCH = 50
-LR = 5e-2
 STEP = 50
 GAMMA = 0.95
 STOP_SEED_LOSS = 100
@@ -53,7 +48,7 @@ def head_weights(attention: np.ndarray, epsilon: float = EPSILON) -> np.ndarray:
     return torch.log((q + epsilon).sum() / (q + epsilon)).numpy()
 
 
-def background(feats: ImageFeatures, threshold: float = THRESHOLD) -> tuple[np.ndarray, int]:
+def background(feats: ImageFeatures, threshold: float = FoundConfig.threshold) -> tuple[np.ndarray, int]:
     """(h, w) bool background mask and the seed patch (raster index) of FOUND's coarse segmentation."""
     h, w = feats.grid
     att = np.array(feats.attention, dtype=np.float32).reshape(h * w, -1)  # a copy: cache arrays are read-only
@@ -65,16 +60,7 @@ def background(feats: ImageFeatures, threshold: float = THRESHOLD) -> tuple[np.n
     return (descs @ descs[seed] > threshold).reshape(h, w).numpy(), seed
 
 
-@dataclass
-class FoundConfig:
-    iterations: int = ITERATIONS
-    batch: int = BATCH
-    epochs: int = EPOCHS
-    lr: float = LR
-    threshold: float = THRESHOLD
-
-
-def train(
+def train_found(
     load: Callable[[np.ndarray], list[ImageFeatures]], n: int, config: FoundConfig, seed: int
 ) -> tuple[nn.Conv2d, dict]:
     """Train FOUND's head on `n` images read by `load(positions)`; returns the head and the loss curve.
@@ -126,7 +112,7 @@ def _logits(head: nn.Conv2d, feats: ImageFeatures) -> torch.Tensor:
     return head(x)[0, 0]
 
 
-def predict(head: nn.Conv2d, feats: ImageFeatures) -> Discovery:
+def predict_found(head: nn.Conv2d, feats: ImageFeatures) -> Discovery:
     """FOUND's "single" mode on the grid: the soft map, its binarisation, the largest component's box."""
     with torch.no_grad():
         logits = _logits(head, feats)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -21,30 +21,10 @@ from torch import nn
 from probebench import progress
 from probebench.discovery import found
 from probebench.discovery.base import Discovery, ImageFeatures, from_mask
+from probebench.discovery.configs import HeapConfig
 
-LOSSES = ("intra", "neg", "inter")
-FG_RULES = ("seed", "learned")
 PAIR_SAMPLE = 256  # patches per image whose pairs L_intra scores
 EPS = 1e-6
-
-
-@dataclass
-class HeapConfig:
-    groups: int = 8  # K group tokens
-    layers: int = 2  # L cross-attention blocks
-    dim: int = 256  # head width d
-    heads: int = 4  # attention heads per block
-    tau: float = 0.1  # temperature of the patch-to-group assignment
-    tau_contrast: float = 0.2  # temperature of L_neg and L_inter
-    fg_rule: str = "seed"  # seed: regions voted background by FOUND's seed; learned: a score anchored to it
-    seed_threshold: float = found.THRESHOLD
-    losses: tuple[str, ...] = LOSSES
-    weights: dict[str, float] = field(default_factory=lambda: {"intra": 1.0, "neg": 1.0, "inter": 1.0})
-    inter_topk: int = 5  # neighbours pulled by L_inter, weighted 1 / rank
-    iterations: int = 500
-    batch: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.05
 
 
 class CrossBlock(nn.Module):
@@ -222,7 +202,7 @@ def losses(head: HeapHead, x: torch.Tensor, valid: torch.Tensor, background: tor
     return {"total": total, **terms}
 
 
-def train(
+def train_heap(
     load: Callable[[np.ndarray], list[ImageFeatures]], n: int, cfg: HeapConfig, seed: int
 ) -> tuple[HeapHead, dict]:
     """Train a head on `n` images read by `load(positions)`; deterministic under `seed`. Returns the head and
@@ -259,7 +239,7 @@ def train(
     return head, {"loss_first": first, "loss_last": last, "curve": curve}
 
 
-def predict(head: HeapHead, feats: ImageFeatures) -> Discovery:
+def predict_heap(head: HeapHead, feats: ImageFeatures) -> Discovery:
     """One image: hard assignment; regions whose foreground weight exceeds 0.5 are foreground; the soft map
     is each patch's assignment mass on foreground regions; the box is the largest foreground component's.
     The discovery carries the (h, w) region map and the (K, d) region embeddings."""
@@ -281,7 +261,7 @@ def predict(head: HeapHead, feats: ImageFeatures) -> Discovery:
     return found_
 
 
-def save(head: HeapHead) -> bytes:
+def save_heap(head: HeapHead) -> bytes:
     """The trained head as bytes: its weights and config, loadable with `torch.load(weights_only=True)`."""
     buf = io.BytesIO()
     cfg = asdict(head.cfg) | {"losses": list(head.cfg.losses)}
@@ -291,8 +271,8 @@ def save(head: HeapHead) -> bytes:
     return buf.getvalue()
 
 
-def load(path) -> HeapHead:
-    """A head saved by `save` (beside a discovery record as `heap_head.pt`)."""
+def load_heap(path) -> HeapHead:
+    """A head saved by `save_heap` (beside a discovery record as `heap_head.pt`)."""
     obj = torch.load(path, map_location="cpu", weights_only=True)
     cfg = HeapConfig(**{**obj["config"], "losses": tuple(obj["config"]["losses"])})
     head = HeapHead(int(obj["in_dim"]), cfg)

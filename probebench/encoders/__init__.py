@@ -1,8 +1,7 @@
-"""Encoders: the contract (`base`), the transformer skeleton (`tokens`) and how it reads keys and attention
-(`attention`), one adapter per library, loading from registry entries or names (`load`, `by_name`), and the
-protocol card (`card`)."""
+"""Encoders: the registry of entries (`registry`), the contract every adapter meets (`base`), the transformer
+skeleton (`tokens`) and how it reads keys and attention (`attention`), one adapter per library
+(`timm_models`, `hf_models`, `clip_models`), loading from registry entries or names (`load`, `by_name`), and
+the protocol card (`card`).
 
-from probebench.encoders.base import Encoder, Features, Preprocess
-from probebench.encoders.load import Spec, build, load_encoder, resolve
-
-__all__ = ["Encoder", "Features", "Preprocess", "Spec", "build", "load_encoder", "resolve"]
+Nothing is imported here: reading the registry (the leaderboard, `probebench list`) must not import torch.
+"""

@@ -33,6 +33,18 @@ def is_layer(layer: int | str) -> bool:
     return layer in ("all", "last") or (m is not None and int(m[1]) <= int(m[2]))
 
 
+def block_indices(
+    layers: list[int | str] | tuple[int | str, ...], num_blocks: int, order: str = "declared"
+) -> list[int]:
+    """Requested layers -> absolute block indices, each once ("all" is every block; not range-checked).
+    `order`: "declared" keeps the request's order (a fixed-layer probe concatenates its layers so),
+    "sorted" sorts them (a cache entry holds its layers so)."""
+    if "all" in layers:
+        return list(range(num_blocks))
+    indices = list(dict.fromkeys(block_index(x, num_blocks) for x in layers))
+    return sorted(indices) if order == "sorted" else indices
+
+
 def block_index(layer: int | str, num_blocks: int) -> int:
     """One requested layer -> an absolute block index (not range-checked).
 
@@ -228,18 +240,13 @@ class Encoder(ABC):
     def resolve_layers(self, layers: list[int | str] | tuple[int | str, ...]) -> list[int]:
         """Negative indices count from the end, "all" is every block, "a/b" a scaled block; out of range is a
         user error."""
-        if "all" in layers:
-            return list(range(self.num_blocks))
-        out = []
-        for layer in layers:
-            absolute = block_index(layer, self.num_blocks)
-            if not 0 <= absolute < self.num_blocks:
+        for layer in [] if "all" in layers else layers:
+            if not 0 <= block_index(layer, self.num_blocks) < self.num_blocks:
                 raise UserError(
                     f"layer {layer} is out of range for encoder {self.name or self.library} with "
                     f"{self.num_blocks} blocks; use 0..{self.num_blocks - 1} or negative indices"
                 )
-            out.append(absolute)
-        return sorted(set(out))
+        return block_indices(layers, self.num_blocks, order="sorted")
 
     @abstractmethod
     def forward_features(

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from probebench.encoders.registry import BY_NAME_RE, EncoderEntry
 from probebench.errors import UserError
-from probebench.registry import BY_NAME_RE, EncoderEntry
 
 USAGE = "timm:NAME[.TAG], hf:ORG/REPO[@REVISION] or open_clip:MODEL/PRETRAINED_TAG"
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from probebench.encoders.base import Encoder
-from probebench.encoders.load import Spec, create_timm_model, resolve
+from probebench.encoders.load import ResolvedEncoder, create_timm_model, resolve_encoder
+from probebench.encoders.registry import EncoderEntry, load_families
 from probebench.errors import WeightsUnavailable
-from probebench.registry import EncoderEntry, load_families
 
 
-def bare_encoder(spec: Spec) -> Encoder | None:
+def bare_encoder(spec: ResolvedEncoder) -> Encoder | None:
     """The entry's architecture without its weights (random init), wrapped in its adapter; None where the
     architecture itself is not on this machine (a transformers model whose config.json is not cached)."""
     entry, src = spec.entry, spec.entry.source
@@ -55,10 +55,13 @@ def bare_encoder(spec: Spec) -> Encoder | None:
 def protocol_card(entry: EncoderEntry, weights: Path | None = None) -> list[tuple[str, str]]:
     """(field, value) lines of the card, in reading order."""
     try:
-        spec = resolve(entry, weights, download=False)
+        spec = resolve_encoder(entry, weights, download=False)
         why_no_weights = None
     except WeightsUnavailable as exc:
-        spec, why_no_weights = resolve(entry, weights, strict_available=False, download=False), str(exc)
+        spec, why_no_weights = (
+            resolve_encoder(entry, weights, strict_available=False, download=False),
+            str(exc),
+        )
     family = load_families().get(entry.family)
     src = entry.source
     library = {"timm": "timm", "checkpoint": "timm", "package": "timm", "random": "timm"}.get(

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from probebench.encoders.registry import ProjectionHead
 from probebench.errors import UserError
-from probebench.registry import ProjectionHead
 
 
 class _L2Norm(nn.Module):

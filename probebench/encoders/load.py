@@ -1,10 +1,11 @@
 """From a registry entry to a loaded `Encoder`, for every source kind.
 
 Two steps, kept apart so a warm run never builds a model:
-- `resolve(entry)` is cheap: it finds the weights (cache, package, file), their identity (sha256, pinned or
+- `resolve_encoder(entry)` is cheap: it finds the weights (cache, package, file), their identity (sha256,
+  pinned or
   resolved revision, seed) and the preprocessing, without instantiating anything. The feature-cache key is
   made from it.
-- `build(spec)` instantiates the model and wraps it in the adapter for its library.
+- `build_encoder(spec)` instantiates the model and wraps it in the adapter for its library.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 from probebench.encoders.base import Encoder, Preprocess
+from probebench.encoders.registry import EncoderEntry
 from probebench.encoders.weights import (
     check_sha256,
     dig,
@@ -30,7 +32,6 @@ from probebench.encoders.weights import (
 )
 from probebench.errors import UserError, WeightsUnavailable
 from probebench.io import BadFile, read_json
-from probebench.registry import EncoderEntry
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ _HF_WEIGHT_FILES = (
 
 
 @dataclass(frozen=True)
-class Spec:
+class ResolvedEncoder:
     """A resolved entry: everything that determines the features, known before any model is built."""
 
     entry: EncoderEntry
@@ -158,7 +159,7 @@ def _locate_timm(entry: EncoderEntry, weights: Path | None, download: bool) -> L
     return Located(_blob_id(path), str(path))
 
 
-def _build_timm(spec: Spec) -> Encoder:
+def _build_timm(spec: ResolvedEncoder) -> Encoder:
     from probebench.encoders.timm_models import wrap_timm
 
     entry = spec.entry
@@ -209,7 +210,7 @@ def _hub_json(entry: EncoderEntry, path: Path) -> dict:
     return value
 
 
-def _build_transformers(spec: Spec) -> Encoder:
+def _build_transformers(spec: ResolvedEncoder) -> Encoder:
     from transformers import AutoModel
 
     from probebench.encoders.hf_models import HFViT
@@ -252,7 +253,7 @@ def _open_clip_config(entry: EncoderEntry) -> LibraryConfig:
     return LibraryConfig(_open_clip_preprocess(src.model, src.pretrained), where)
 
 
-def _build_open_clip(spec: Spec) -> Encoder:
+def _build_open_clip(spec: ResolvedEncoder) -> Encoder:
     import open_clip
 
     from probebench.encoders.clip_models import OpenClipViT
@@ -320,21 +321,22 @@ def _locate_random(entry: EncoderEntry, weights: Path | None, download: bool) ->
 @dataclass(frozen=True)
 class SourceKind:
     """How one kind of source finds its weights (`locate`) and the library's preprocessing (`configure`),
-    both cheap and without building anything, and builds its model (`build`)."""
+    both cheap and without building anything, and builds its model (`build_encoder`)."""
 
     locate: Callable[[EncoderEntry, Path | None, bool], Located]
     configure: Callable[[EncoderEntry], LibraryConfig]
-    build: Callable[[Spec], Encoder]
+    build: Callable[[ResolvedEncoder], Encoder]
     takes_weights_file: bool = False  # `--weights PATH` replaces the file it would look for
 
 
-def resolve(
+def resolve_encoder(
     entry: EncoderEntry, weights: Path | None = None, *, strict_available: bool = True, download: bool = True
-) -> Spec:
+) -> ResolvedEncoder:
     """Find an entry's weights and preprocessing without building the model.
 
     weights: a file given by the user (`--weights`), for sources whose file cannot be downloaded here.
-    strict_available: raise WeightsUnavailable when the weights cannot be found; otherwise the Spec gets
+    strict_available: raise WeightsUnavailable when the weights cannot be found; otherwise the
+    ResolvedEncoder gets
     weights_id "unavailable" (used by `probebench list`).
     download: fetch a `checkpoint` source's URL when the file is missing (availability checks never do).
     """
@@ -362,7 +364,9 @@ def resolve(
         if located.weights_id != "unavailable":
             raise
         pre, provenance = None, {}
-    return Spec(entry, located.weights_id, located.weights_path, pre, versions | located.versions, provenance)
+    return ResolvedEncoder(
+        entry, located.weights_id, located.weights_path, pre, versions | located.versions, provenance
+    )
 
 
 def _open_clip_model_config(model: str) -> dict:
@@ -398,7 +402,7 @@ def _download(entry: EncoderEntry, url: str, path: Path) -> None:
         ) from None
 
 
-def build(spec: Spec) -> Encoder:
+def build_encoder(spec: ResolvedEncoder) -> Encoder:
     """Instantiate the model for a resolved spec and wrap it in its library's adapter."""
     return SOURCE_KINDS[spec.entry.source.kind].build(spec)
 
@@ -421,7 +425,7 @@ def create_timm_model(name: str, seed: int | None = None, **kwargs):
     return timm.create_model(name, **kwargs)
 
 
-def _build_timm_arch(spec: Spec) -> Encoder:
+def _build_timm_arch(spec: ResolvedEncoder) -> Encoder:
     """checkpoint, package and random sources: a timm architecture filled with (or without) weights."""
 
     from probebench.encoders.heads import build_projection_head
@@ -480,11 +484,6 @@ def _hub_call(entry: EncoderEntry, fn):
                 f"({type(exc).__name__}); run once with network access or copy the files into the cache"
             ) from None
         raise
-
-
-def load_encoder(entry: EncoderEntry, weights: Path | None = None) -> Encoder:
-    """Resolve and build in one call (the notebook path)."""
-    return build(resolve(entry, weights))
 
 
 # One row per source kind of the registry schema: a new kind is a row here and its two functions.

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
+from probebench.encoders.registry import KeyMapping
 from probebench.errors import UserError, WeightsUnavailable
 from probebench.io import BadFile, atomic_write, read_json
 from probebench.paths import home
-from probebench.registry import KeyMapping
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

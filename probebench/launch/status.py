@@ -49,7 +49,7 @@ ENDED = "ENDED"  # our name for a Slurm job that neither sacct nor squeue lists 
 
 
 @dataclass
-class Row:
+class JobRow:
     job: str
     encoder: str
     dataset: str
@@ -163,7 +163,7 @@ def slurm_states(ids: list[str]) -> tuple[dict[str, str], str]:
     return states, said
 
 
-def read_note(path: Path) -> dict:
+def read_job_note(path: Path) -> dict:
     """A `job.json` as probebench writes it, or `BadFile` saying what is wrong with it."""
     note = read_json(path, MAX_NOTE_BYTES)
     if not isinstance(note, dict):
@@ -186,7 +186,7 @@ def read_note(path: Path) -> dict:
     return {**note, "records": records}
 
 
-def _notes(root: Path) -> tuple[list[tuple[Path, dict]], list[Row]]:
+def _notes(root: Path) -> tuple[list[tuple[Path, dict]], list[JobRow]]:
     """Every job's note, and a row for each note that is not one."""
     out, damaged = [], []
     for folder in sorted(p for p in (root / "jobs").glob("*") if p.is_dir() and not p.is_symlink()):
@@ -194,13 +194,13 @@ def _notes(root: Path) -> tuple[list[tuple[Path, dict]], list[Row]]:
         if not path.exists() and not path.is_symlink():
             continue  # a folder a submission is still making
         try:
-            note = read_note(path)
+            note = read_job_note(path)
             for rel in note["records"]:
                 confined(root, rel, "job note")  # its record paths stay inside the results folder
         except (BadFile, UserError) as exc:
             said = str(exc).replace(f"{path}: ", "")
             why = f"its note cannot be read ({said}); remove {folder} and re-run"
-            damaged.append(Row(folder.name, "?", "?", "failed", "?", "", why))
+            damaged.append(JobRow(folder.name, "?", "?", "failed", "?", "", why))
             continue
         out.append((folder, note))
     return out, damaged
@@ -219,12 +219,12 @@ def _expired(note: dict, now: datetime) -> bool:
     return now > submitted + timedelta(minutes=float(limit))
 
 
-def job_row(folder: Path, note: dict, root: Path, slurm: dict[str, str], said: str = "") -> Row:
+def job_row(folder: Path, note: dict, root: Path, slurm: dict[str, str], said: str = "") -> JobRow:
     """One job's row; `slurm` holds Slurm's state of the Slurm jobs (`slurm_states`), `said` what its
     commands said when they did not answer."""
     found, planned = _records(note, root)
     job_id = note.get("job_id")
-    row = Row(note["job"], note["encoder"], note["dataset"], "pending", f"{found}/{planned}", job_id or "")
+    row = JobRow(note["job"], note["encoder"], note["dataset"], "pending", f"{found}/{planned}", job_id or "")
     done = (folder / "outcome.json").is_file
     state = note.get("state")
     if done():
@@ -267,7 +267,7 @@ def job_row(folder: Path, note: dict, root: Path, slurm: dict[str, str], said: s
     return row
 
 
-def grid(results_root: Path | None = None) -> list[Row]:
+def grid(results_root: Path | None = None) -> list[JobRow]:
     """Every job under results/jobs/, by name (a damaged note is a failed row saying so)."""
     root = results_root or results_dir()
     notes, damaged = _notes(root)
@@ -289,5 +289,5 @@ def live_jobs(results_root: Path | None = None) -> dict[str, str]:
     }
 
 
-def counts(rows: list[Row]) -> dict[str, int]:
+def counts(rows: list[JobRow]) -> dict[str, int]:
     return {s: sum(r.state == s for r in rows) for s in STATES}

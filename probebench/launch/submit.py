@@ -26,35 +26,11 @@ from pathlib import Path
 
 from probebench.errors import UserError
 from probebench.io import BadFile, atomic_write, read_json
-from probebench.launch.grid import Job, RunArgs, is_finished, run_job
+from probebench.launch.grid import Job, is_finished, run_job
 from probebench.paths import check_writable, results_dir, writable_dir
+from probebench.pipeline.config import Resources, RunConfig
 
-LAUNCHERS = ("none", "local", "slurm")
 POLL_S = 0.5  # how often the local pool looks at its running jobs
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What each job asks for. `parallel` caps the local jobs running at once (Slurm has its own limits)."""
-
-    partition: str | None = None
-    gpus: int = 0
-    cpus: int | None = None
-    time_min: int = 24 * 60
-    mem_gb: float | None = None
-    parallel: int = 1
-
-    def __post_init__(self) -> None:
-        if self.gpus > 1:
-            raise UserError(
-                f"--gpus {self.gpus}: a job runs on one GPU; to split one extraction over several, run "
-                "`probebench extract --nproc N` (torchrun) inside a job"
-            )
-        for name in ("gpus", "cpus", "time_min", "mem_gb", "parallel"):
-            value = getattr(self, name)
-            if value is not None and value < (0 if name == "gpus" else 1):
-                flag = {"time_min": "time", "mem_gb": "mem", "parallel": "jobs"}.get(name, name)
-                raise UserError(f"--{flag} {value}: give a positive number")
 
 
 def jobs_dir(results_root: Path | None = None) -> Path:
@@ -71,39 +47,39 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _write_note(
-    job: Job, args: RunArgs, launcher: str, job_id: str | None, state: str, time_min: float | None = None
+    job: Job, cfg: RunConfig, job_id: str | None, state: str, time_min: float | None = None
 ) -> None:
     """`job.json`. Record paths are relative to the results folder, which may sit elsewhere on a node;
     `time_min`, the job's time limit, bounds how long a Slurm job nobody can see counts as live."""
-    root = args.results_root or results_dir()
+    root = cfg.results_root or results_dir()
     note = {
         "job": job.name,
         "encoder": job.entry.name,
         "dataset": job.dataset,
         "tasks": [t.name for t in job.tasks],
-        "records": [os.path.relpath(p, root) for p in job.records(args)],
-        "launcher": launcher,
+        "records": [os.path.relpath(p, root) for p in job.records(cfg)],
+        "launcher": cfg.launcher,
         "job_id": job_id,
         # submitted; queued (waiting in the local pool); cancelled (queued, then the `probebench run` that
         # queued it stopped); found (its records were all there)
         "state": state,
-        "threads": args.threads,
+        "threads": cfg.threads,
         "submitted": _now(),
         **({"time_min": time_min} if time_min is not None else {}),
     }
-    folder = job_folder(job, args.results_root)
+    folder = job_folder(job, cfg.results_root)
     if state == "queued":  # an earlier attempt's outcome is not this one's (`_submit` clears it too)
         (folder / "outcome.json").unlink(missing_ok=True)
     _write_json(folder / "job.json", note)
 
 
-def run_and_note(job: Job, args: RunArgs, folder: str) -> list[str]:
+def run_and_note(job: Job, cfg: RunConfig, folder: str) -> list[str]:
     """What a submitted job runs: the job's work (its progress kept in `progress.json` beside its notes,
     for the run that waits for it and for `probebench status`), then `outcome.json` saying it finished."""
     from probebench import progress
 
     progress.write_to(Path(folder))
-    lines = run_job(job, args)
+    lines = run_job(job, cfg)
     _write_json(Path(folder) / "outcome.json", {"lines": lines, "finished": _now()})
     return lines
 
@@ -175,17 +151,17 @@ class Submitted:
     gpu_ids: list[int]
 
 
-def _submit(job: Job, args: RunArgs, launcher: str, res: Resources, gpu_ids: list[int]) -> Submitted:
+def _submit(job: Job, cfg: RunConfig, res: Resources, gpu_ids: list[int]) -> Submitted:
     from submitit.core.utils import FailedJobError, FailedSubmissionError
 
-    folder = job_folder(job, args.results_root)
+    folder = job_folder(job, cfg.results_root)
     # Cleared before submitting, never after: a job may finish and write its own before we note it.
     (folder / "outcome.json").unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
-    ex = executor(launcher, folder, res, job.name, gpu_ids)
+    ex = executor(cfg.launcher, folder, res, job.name, gpu_ids)
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's refusal; it is in `exc`
-            handle = ex.submit(run_and_note, job, args, str(folder))
+            handle = ex.submit(run_and_note, job, cfg, str(folder))
     except FailedJobError as exc:  # sbatch refused it: an unknown partition, a time over the limit, ...
         said = [x for x in str(exc).splitlines() if x.strip()]
         raise UserError(
@@ -197,7 +173,7 @@ def _submit(job: Job, args: RunArgs, launcher: str, res: Resources, gpu_ids: lis
             f"{job.name}: {said}; check that this `sbatch` is Slurm's (a wrapper that changes its output "
             "hides the job id)"
         ) from None
-    _write_note(job, args, launcher, str(handle.job_id), "submitted", res.time_min)
+    _write_note(job, cfg, str(handle.job_id), "submitted", res.time_min)
     return Submitted(job, folder, handle, gpu_ids)
 
 
@@ -242,10 +218,9 @@ class Finished:
     lines: list[str]  # the job's outcome lines, or its log's path and last error line
 
 
-def launch(
+def launch_jobs(
     jobs: list[Job],
-    args: RunArgs,
-    launcher: str,
+    cfg: RunConfig,
     res: Resources,
     loaded: dict,
     echo: Callable[[str], None] = print,
@@ -255,20 +230,22 @@ def launch(
     Slurm: submit and return. Local: run them, `res.parallel` at a time, and yield each as it ends."""
     from probebench.launch.status import live_jobs
 
+    launcher = cfg.launcher
+
     if launcher == "slurm" and not all(shutil.which(c) for c in ("sbatch", "srun", "sacct")):
         raise UserError(
             "--launcher slurm: sbatch, srun or sacct is not on PATH; submit from a Slurm login node, or run "
             "the jobs here with --launcher local"
         )
-    writable_dir(jobs_dir(args.results_root), "jobs folder", "set PROBEBENCH_RESULTS to a writable folder")
-    live = live_jobs(args.results_root)  # a re-run while jobs still run must not start them twice
+    writable_dir(jobs_dir(cfg.results_root), "jobs folder", "set PROBEBENCH_RESULTS to a writable folder")
+    live = live_jobs(cfg.results_root)  # a re-run while jobs still run must not start them twice
     todo, finished, busy = [], 0, []
     for job in jobs:
         if job.name in live:
             busy.append(f"{job.name} ({live[job.name]})")
-        elif is_finished(job, args, loaded):
+        elif is_finished(job, cfg, loaded):
             finished += 1
-            _write_note(job, args, launcher, None, "found")
+            _write_note(job, cfg, None, "found")
         else:
             todo.append(job)
     echo(
@@ -278,33 +255,33 @@ def launch(
     for line in busy:
         echo(f"not submitted again, still live: {line}")
     if launcher == "slurm":
-        args = replace(args, threads=_threads(launcher, res, 1))
+        cfg = cfg.replace(threads=cfg.threads or _threads(launcher, res, 1))
         for job in todo:
-            sub = _submit(job, args, launcher, res, [])
+            sub = _submit(job, cfg, res, [])
             echo(f"submitted {job.name}: slurm job {sub.handle.job_id}, files in {sub.folder}")
         return
-    yield from _run_local(todo, args, res, watch)
+    yield from _run_local(todo, cfg, res, watch)
 
 
 def _run_local(
-    todo: list[Job], args: RunArgs, res: Resources, watch: Callable[[list, list], None] | None = None
+    todo: list[Job], cfg: RunConfig, res: Resources, watch: Callable[[list, list], None] | None = None
 ) -> Iterator[Finished]:
     """Run the jobs as local processes, `res.parallel` at a time; yield each as it ends. `watch(running,
     queued)` is called at every look at the jobs (the parent's live view of them)."""
     free, parallel = _gpu_pool(res, visible_gpus() if res.gpus else [])
     parallel = max(1, min(parallel, len(todo)))
-    args = replace(args, threads=_threads("local", res, parallel))
-    if args.opts.num_workers is None:  # a job's share of the cores is its machine: no loader workers on top
-        args = replace(args, opts=replace(args.opts, num_workers=max(0, args.threads - 1)))
+    cfg = cfg.replace(threads=cfg.threads or _threads("local", res, parallel))
+    if cfg.workers is None:  # a job's share of the cores is its machine: no loader workers on top
+        cfg = cfg.replace(workers=max(0, cfg.threads - 1))
     for job in todo:  # pending in `probebench status` until a slot frees
-        _write_note(job, args, "local", None, "queued")
+        _write_note(job, cfg, None, "queued")
     queue, running = list(todo), []
     try:
         with _stop_on_signals():
             while queue or running:
                 while queue and len(running) < parallel:
                     ids, free = free[: res.gpus], free[res.gpus :]
-                    running.append(_submit(queue[0], args, "local", res, ids))
+                    running.append(_submit(queue[0], cfg, res, ids))
                     queue.pop(0)  # only once submitted: a job whose submission failed is marked below
                 time.sleep(POLL_S)
                 if watch is not None:
@@ -316,9 +293,9 @@ def _run_local(
     finally:  # stopped (Ctrl-C, a signal, an error): no orphan job, no job left looking queued
         for sub in running:
             _stop(sub)
-            _write_note(sub.job, args, "local", str(sub.handle.job_id), "interrupted")
+            _write_note(sub.job, cfg, str(sub.handle.job_id), "interrupted")
         for job in queue:
-            _write_note(job, args, "local", None, "cancelled")
+            _write_note(job, cfg, None, "cancelled")
 
 
 def _stop(sub: Submitted) -> None:
@@ -352,26 +329,49 @@ def _finished(sub: Submitted) -> Finished:
     return Finished(sub.job, False, [f"failed   {sub.job.name}: {line} (log: {log})"])
 
 
-def run_grid(
-    entries: list, tasks: list, args: RunArgs, launcher: str, res: Resources, echo: Callable[[str], None]
-) -> int:
-    """`probebench run --launcher local|slurm`: the datasets made here once (a generated one is written
-    before any job starts), then the grid. Returns how many jobs failed (local; Slurm's run on)."""
-    from probebench.launch.grid import plan_jobs
-    from probebench.pipeline import prepare_data
+@dataclass
+class GridRun:
+    jobs: list[Job]
+    failed: int  # local jobs that failed (Slurm's run on)
+    outcomes: list  # RecordOutcome of every record finished now: "done" by a job of this run, else "skipped"
 
-    check_writable(args.results_root)
-    args = _absolute(args)
-    bound, loaded = prepare_data(tasks, args.dataset, args.datasets, args.data_root)
-    failed = 0
-    with live_view(launcher == "local") as watch:
-        for fin in launch(plan_jobs(entries, bound), args, launcher, res, loaded, echo, watch):
+
+def run_grid(entries: list, tasks: list, cfg: RunConfig, echo: Callable[[str], None]) -> GridRun:
+    """`probebench run --launcher local|slurm`: the datasets made here once (a generated one is written
+    before any job starts), then the grid. Slurm's jobs run on after this returns; local ones have ended."""
+    from probebench.launch.grid import plan_jobs
+    from probebench.pipeline.data import load_task_data
+
+    check_writable(cfg.results_root)
+    cfg = cfg.with_absolute_paths()
+    bound, loaded = load_task_data(tasks, cfg)
+    gpus = cfg.gpus  # local jobs use the GPUs there are, one each; Slurm jobs ask for none unless told
+    if gpus is None:
+        gpus = 1 if cfg.launcher == "local" and visible_gpus() else 0
+    jobs, failed, ran = plan_jobs(entries, bound), 0, set()
+    with live_view(cfg.launcher == "local") as watch:
+        for fin in launch_jobs(jobs, cfg, cfg.resources(gpus), loaded, echo, watch):
             for line in fin.lines:
                 echo(line)
             failed += not fin.ok
-    if launcher == "slurm":
+            ran.add(fin.job.name)
+    if cfg.launcher == "slurm":
         echo("follow them with `probebench status --watch`; re-run this command to resubmit what failed")
-    return failed
+        return GridRun(jobs, failed, [])
+    return GridRun(jobs, failed, _read_back(jobs, ran, cfg, loaded))
+
+
+def _read_back(jobs: list[Job], ran: set[str], cfg: RunConfig, loaded: dict) -> list:
+    """The outcome of every record the jobs have finished, read from the records (a failed job has none)."""
+    from probebench.encoders.load import resolve_encoder
+    from probebench.pipeline.runner import finished_outcomes
+
+    outcomes = []
+    for job in jobs:
+        done = finished_outcomes(resolve_encoder(job.entry, cfg.weights), list(job.tasks), loaded, cfg)
+        status = "done" if job.name in ran else "skipped"
+        outcomes += [replace(o, status=status) for o in done or []]
+    return outcomes
 
 
 @contextlib.contextmanager
@@ -411,26 +411,3 @@ def live_view(wanted: bool) -> Iterator[Callable[[list, list], None] | None]:
     redirect = {"redirect_stdout": sys.stdout.isatty(), "redirect_stderr": True}
     with Live(console=console, transient=True, **redirect) as live:
         yield lambda running, queue: live.update(table(running, queue))
-
-
-def _absolute(args: RunArgs) -> RunArgs:
-    """Paths as a job on another node, started in another folder, can use them: the datasets config (also
-    the ./datasets.yaml found here), the data root, weights, results, and `--dataset` when it names a
-    folder rather than a dataset (the same order of lookup as `get_dataset`)."""
-    from probebench.data.config import config_path
-    from probebench.data.lookup import is_named
-
-    def absolute(p: Path | None) -> Path | None:
-        return None if p is None else Path(p).resolve()
-
-    dataset = args.dataset
-    if dataset is not None and not is_named(dataset, args.datasets) and Path(dataset).expanduser().exists():
-        dataset = str(Path(dataset).expanduser().resolve())
-    return replace(
-        args,
-        dataset=dataset,
-        weights=absolute(args.weights),
-        datasets=absolute(config_path(args.datasets)),
-        data_root=absolute(args.data_root),
-        results_root=absolute(args.results_root or results_dir()),
-    )

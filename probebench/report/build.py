@@ -24,8 +24,8 @@ from probebench.report import plots
 from probebench.results import tables
 from probebench.results.papers import citations
 from probebench.results.records import outputs_dir, record_path
+from probebench.tasks.probes import LEVELS
 
-LEVELS = ("object", "part", "discovery")
 GRID_RECORDS = 6  # discovery records drawn as image grids (each a few hundred kB in the HTML)
 # Which discovery records get an image grid: photos drawn into a report are copies of the data, so a report
 # meant to be shared (a committed reference) draws only the synthetic data, or none.
@@ -102,7 +102,7 @@ def _discovery_grids(
     return out
 
 
-def _provenance(records: list, board: tables.Board) -> Section:
+def _provenance(records: list, board: tables.Leaderboard) -> Section:
     sec = Section("Provenance")
     commits = sorted(
         {f"{r.git.get('commit')}" + (" (with local changes)" if r.git.get("dirty") else "") for r in records}
@@ -196,7 +196,7 @@ def _deviations(record) -> list[str]:
     return out
 
 
-def build(root: Path | None = None, grids: str = "all") -> Report:
+def build_report(root: Path | None = None, grids: str = "all") -> Report:
     """Write results/report.html, results/report.md and results/plots/*; return their paths.
 
     grids: which discovery records get an image grid (`GRID_CHOICES`): all, only those on synthetic data,
@@ -243,7 +243,7 @@ def build(root: Path | None = None, grids: str = "all") -> Report:
     return Report(html_path, md_path, sorted(plot_dir.glob("*.png")) + sorted(plot_dir.glob("*.svg")))
 
 
-def _summary(long: pd.DataFrame, board: tables.Board) -> Section:
+def _summary(long: pd.DataFrame, board: tables.Leaderboard) -> Section:
     sec = Section("What ran")
     if long.empty:
         sec.text.append("No results yet: run `probebench run` first.")

@@ -1,6 +1,7 @@
 """The leaderboard: result records merged into the tables a researcher would put in a paper.
 
-- `build()` reads every record under results/runs/ into one long table, a row per number. It leaves out,
+- `build_leaderboard()` reads every record under results/runs/ into one long table, a row per number. It
+  leaves out,
   and says so in one line each: records of an older protocol version than the task's probe runs now,
   duplicates of the same (encoder, task, dataset, layer, feature, seed) (the newest is kept), metrics
   without a value, and files that are not records.
@@ -21,9 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from probebench.encoders.registry import family_names
 from probebench.errors import UserError
 from probebench.paths import results_dir
-from probebench.registry import family_names
 from probebench.results.papers import KEY, published
 from probebench.results.records import ResultRecord, read_records
 from probebench.results.schema import SCHEMA_VERSION
@@ -57,7 +58,7 @@ _K = re.compile(r"^(?P<base>.+)_k(?P<k>\d+)$")
 
 
 @dataclass
-class Board:
+class Leaderboard:
     long: pd.DataFrame  # LONG_COLUMNS, one row per number
     notes: list[str] = field(default_factory=list)  # one line per kind of thing left out
     problems: list[str] = field(default_factory=list)  # each record file that could not be read, by name
@@ -147,15 +148,12 @@ def _rows(r: ResultRecord) -> list[dict]:
 
 def _current_protocol(probe: str) -> str | None:
     """The protocol version the probe runs now; None for a probe this checkout does not have."""
-    from probebench.tasks.base import get_probe
+    from probebench.tasks.probes import PROBES
 
-    try:
-        return get_probe(probe).protocol_version
-    except UserError:
-        return None
+    return PROBES[probe].protocol_version if probe in PROBES else None
 
 
-def build(root: Path | None = None) -> Board:
+def build_leaderboard(root: Path | None = None) -> Leaderboard:
     """Every current record's numbers, and a line for each kind of record left out."""
     records, problems = read_records(root)
     notes = []
@@ -211,7 +209,7 @@ def build(root: Path | None = None) -> Board:
         {"primary": bool, "layer_sweep": bool, "synthetic": bool}
     )
     long = long.sort_values(["level", "task", "dataset", "metric", "variant", "encoder"], kind="stable")
-    return Board(long.reset_index(drop=True), notes, problems, list(newest.values()))
+    return Leaderboard(long.reset_index(drop=True), notes, problems, list(newest.values()))
 
 
 def select(
@@ -226,7 +224,7 @@ def select(
     """Rows matching every given filter (each a list of accepted values). A value no result has is one
     line with the close matches (a typo must not read as "no results"); a level or family that does not
     exist at all is one line too, even on an empty table."""
-    from probebench.tasks.base import LEVELS
+    from probebench.tasks.probes import LEVELS
 
     for column, accepted, known in (
         ("task", task, None),
@@ -351,7 +349,7 @@ def papers(long: pd.DataFrame, flag: float = FLAG_POINTS) -> pd.DataFrame:
     return both[[*cols, "note", "synthetic"]].reset_index(drop=True)
 
 
-def write(board: Board, root: Path | None = None) -> dict[str, Path]:
+def write(board: Leaderboard, root: Path | None = None) -> dict[str, Path]:
     """results/leaderboard.csv (long), leaderboard_wide.csv, leaderboard_families.csv and
     leaderboard_papers.csv, each written atomically."""
     from probebench.io import atomic_write
@@ -414,7 +412,7 @@ def markdown_safe(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def refresh(root: Path | None = None) -> tuple[Board, dict[str, Path]]:
+def refresh(root: Path | None = None) -> tuple[Leaderboard, dict[str, Path]]:
     """Build and write the tables under `results/.leaderboard.lock`. Many jobs finish at once on a cluster:
     each reads the records only after the previous writer is done, so the last tables written hold every
     record written before them, and no writer replaces newer tables with older ones."""
@@ -423,7 +421,7 @@ def refresh(root: Path | None = None) -> tuple[Board, dict[str, Path]]:
     root = root or results_dir()
     writable(root)
     with FileLock(root / ".leaderboard.lock"):
-        board = build(root)
+        board = build_leaderboard(root)
         return board, write(board, root)
 
 

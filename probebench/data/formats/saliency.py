@@ -29,7 +29,7 @@ def read_saliency(root: Path, name: str, images: str, masks: str, split: str = "
     )
     if not img_dir.is_dir() or not mask_dir.is_dir():
         raise UserError(f"{root} is not a saliency set: it needs {images}/ and {masks}/")
-    # every mask-named entry, regular or not: `foreground` refuses one that is not a file, by name
+    # every mask-named entry, regular or not: `saliency_foreground` refuses one that is not a file, by name
     by_stem = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()}
     samples = []
     for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
@@ -44,13 +44,13 @@ def read_saliency(root: Path, name: str, images: str, masks: str, split: str = "
         ["background", "foreground"],
         samples,
         description=f"saliency set at {root}",
-        # how a mask becomes foreground (`foreground`): TokenCut's reading, which the published numbers use
+        # how a mask becomes foreground: TokenCut's reading, which the published numbers use
         extra={"mask_classes": ["background", "foreground"], "saliency_convention": "tokencut"},
     )
     return check_annotations(ds)
 
 
-def foreground(root: Path, sample: Sample, convention: str = "tokencut") -> np.ndarray:
+def saliency_foreground(root: Path, sample: Sample, convention: str = "tokencut") -> np.ndarray:
     """(H, W) bool foreground mask under the named ground-truth convention."""
     if convention not in CONVENTIONS:
         raise UserError(f"unknown saliency convention {convention!r}; use one of {', '.join(CONVENTIONS)}")

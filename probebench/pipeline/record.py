@@ -1,0 +1,215 @@
+"""What a record holds: the encoder and its weights, the task and its protocol version, each role's data, the
+metrics, and every knob that made the number (layer, token, pooling, resolution, precision, norm, threads).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from probebench.encoders.load import ResolvedEncoder
+from probebench.extraction.request import Extraction
+from probebench.pipeline.plan import PlannedRecord
+from probebench.results.records import git_commit, read_record, versions
+from probebench.results.schema import Primary, ResultRecord, RoleInfo, TaskInfo
+from probebench.tasks.catalog import Task
+from probebench.tasks.contract import Context, Evaluation
+
+
+@dataclass
+class RecordOutcome:
+    encoder: str
+    task: str
+    dataset: str
+    status: str  # "done", "skipped"
+    path: Path
+    metrics: dict
+    primary: str = ""
+    layer: str = ""
+    undefined: dict[str, str] = field(default_factory=dict)  # metric -> why the data cannot define it
+
+    def line(self) -> str:
+        """`done     <encoder> x <dataset> x <task>[ x layer<n>]: <primary>=<value> [<95% interval>]`, or
+        `<primary>=undefined (<why>)`."""
+        head = f"{self.status:8s} {self.encoder} x {self.dataset} x {self.task}"
+        head += f" x {self.layer}: " if self.layer else ": "
+        value = self.metrics.get(self.primary)
+        if self.primary in self.undefined:
+            return f"{head}{self.primary}=undefined ({self.undefined[self.primary]})"
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            return f"{head}{self.primary}=(missing)"
+        ci = self.metrics.get(f"{self.primary}_ci95")
+        interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if isinstance(ci, list | tuple) and len(ci) == 2 else ""
+        return f"{head}{self.primary}={value:.2f}{interval}"
+
+
+_TOKEN_TEXT = {
+    "cls": "class token",
+    "pooled": "mean of patch tokens",
+    "both": "class token and mean of patch tokens, concatenated",
+    "head": "the model's own pooling of its last block (timm forward_head, pre-logits)",
+    "tokens": "all tokens (prefix tokens and patch tokens)",
+    "encoded": "mean of the final-normed patch tokens (CNNs: global average pool)",
+    "projected": "projection head output",
+    "patch grids": "patch-token grids of the probed layers, before the final normalisation",
+    "keys": "last block's keys and class attention (patch tokens where there are no keys), and patch tokens",
+}
+
+
+def build_record(
+    spec: ResolvedEncoder,
+    target: PlannedRecord,
+    layers: list[int],
+    feature: str,
+    seed: int,
+    evaluation: Evaluation,
+    results: dict[tuple[str, str], Extraction],
+    ctx: Context,
+    described: dict[str, dict],
+    chash: str,
+    timings: dict,
+    device,
+) -> ResultRecord:
+    """The record of one evaluation, in three steps: each role's data (`role_infos`), every knob that made
+    the number (`record_knobs`), then the record around them."""
+    task, entry = target.task, spec.entry
+    facts = results[next(iter(target.feeds.values()))].store.encoder_facts
+    roles = role_infos(target, results, ctx, described)
+    value = evaluation.metrics.get(task.primary.name)
+    return ResultRecord(
+        encoder={
+            **entry.model_dump(mode="json"),
+            "weights_id": spec.weights_id,
+            "weights_path": spec.weights_path,
+            **{k: facts[k] for k in facts if k != "preprocess"},
+        },
+        task=TaskInfo(
+            name=task.name,
+            probe=task.probe.name,
+            level=task.level,
+            protocol_version=task.probe.protocol_version,
+            description=task.description,
+            source=task.source,
+        ),
+        dataset=roles[list(roles)[-1] if "test" not in roles else "test"].dataset,
+        roles=roles,
+        metrics=evaluation.metrics,
+        primary=Primary(
+            name=task.primary.name,
+            value=float(value) if value is not None else None,
+            higher_is_better=task.primary.higher_is_better,
+        ),
+        probe=evaluation.details,
+        knobs=record_knobs(spec, target, layers, feature, results, device),
+        seed=seed,
+        timings=timings,
+        outputs=sorted(evaluation.outputs),
+        undefined=dict(evaluation.undefined),
+        warnings=list(
+            dict.fromkeys(
+                [*(w for r in roles.values() for w in r.dataset.get("warnings", [])), *ctx.warnings]
+            )
+        ),
+        config_hash=chash,
+        versions=versions(),
+        git=git_commit(),
+    )
+
+
+def role_infos(
+    target: PlannedRecord,
+    results: dict[tuple[str, str], Extraction],
+    ctx: Context,
+    described: dict[str, dict],
+) -> dict[str, RoleInfo]:
+    """Each role's data as the record names it: the dataset, the split, the images read and skipped, and the
+    cache entry its features came from."""
+    roles = {}
+    for role, (_, split) in target.task.bindings.items():
+        res = results[target.feeds[role]]
+        roles[role] = RoleInfo(
+            dataset=described[ctx.roles[role].dataset.name],
+            split=split,
+            n_images=len(ctx.roles[role].rows),
+            skipped_images=len(res.skipped),
+            skipped_files=res.skipped[:100],
+            cache_key=res.store.key,
+            cache_path=str(res.store.root),
+        )
+    return roles
+
+
+def record_knobs(
+    spec: ResolvedEncoder,
+    target: PlannedRecord,
+    layers: list[int],
+    feature: str,
+    results: dict[tuple[str, str], Extraction],
+    device,
+) -> dict:
+    """The task's knobs with what the run resolved written over them: the feature and layer read, the
+    token, norm, preprocessing and where each value came from, resolution, framing, precision, threads."""
+    task = target.task
+    extraction = results[next(iter(target.feeds.values()))]
+    key_parts = extraction.store.key_parts
+    # what the probe read: the run's image feature, a probe's own `feature` knob (part retrieval: encoded,
+    # projected, cls), or tokens
+    read = feature if task.probe.reads_feature else task.knobs.get("feature", task.probe.reads)
+    return {
+        **task.knobs,  # first: what the run resolved (layers, geometry) is written over the raw knobs
+        "feature": read,
+        "layer": layers[0] if len(layers) == 1 else layers,
+        "layer_sweep": target.sweep,  # one of a --layer sweep's records, not the task's own
+        "layers_cached": extraction.layers,
+        "norm": key_parts["norm"],
+        "token": _TOKEN_TEXT[read],
+        "final_norm": extraction.store.encoder_facts["final_norm"],
+        "preprocess": key_parts["preprocess"],
+        "resolution": _resolution(task, spec, key_parts),
+        # where each preprocessing value came from: the library's config, the entry, or the task
+        "preprocess_from": spec.provenance
+        | ({"input_size": "fixed by the task"} if task.resolution is not None else {}),
+        "geometry": key_parts["geometry"],
+        "precision": extraction.precision,
+        "probe_device": str(device),
+        # CPU results move in the last digits with the thread count (reduction order), and HEAP's short
+        # schedule on 100 images can move a CorLoc point with them
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _resolution(task: Task, spec: ResolvedEncoder, key_parts: dict) -> dict:
+    """The input size the features were read at and why: the task fixed it, or it is the encoder's own
+    (and then where that value came from)."""
+    if key_parts["geometry"]["mode"] != "resize":
+        return {"input_size": None, "policy": "native: each image at its own size"}
+    size = key_parts["preprocess"]["input_size"]
+    if task.resolution is not None:
+        return {"input_size": size, "policy": f"fixed by the task for every encoder ({task.resolution} px)"}
+    origin = spec.provenance.get("input_size", "the encoder's configuration")
+    return {"input_size": size, "policy": f"the encoder's own evaluation size, from {origin}"}
+
+
+def outcome_of(
+    spec: ResolvedEncoder, target: PlannedRecord, status: str, metrics: dict, undefined: dict
+) -> RecordOutcome:
+    layer = f"layer{target.layers[0]}" if target.sweep else ""
+    return RecordOutcome(
+        spec.entry.name,
+        target.task.name,
+        target.task.dataset,
+        status,
+        target.path,
+        metrics,
+        target.task.primary.name,
+        layer,
+        dict(undefined),
+    )
+
+
+def skipped_outcome(spec: ResolvedEncoder, target: PlannedRecord) -> RecordOutcome:
+    record = read_record(target.path)  # `finished` has read it: a damaged one is recomputed, not skipped
+    return outcome_of(spec, target, "skipped", record.metrics, record.undefined)
