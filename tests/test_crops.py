@@ -119,37 +119,37 @@ def _coco(tmp_path):
 
 
 def test_box_crops_keep_each_part_box_and_leave_out_crowds_and_tiny_ones(tmp_path):
-    from probebench.data.views.crops import CropSpec, make_view
+    from probebench.data.views.crops import CropSpec, make_crop_view
 
-    view = make_view(_coco(tmp_path), CropSpec(source="boxes"))
+    view = make_crop_view(_coco(tmp_path), CropSpec(source="boxes"))
     assert view.name.startswith("toy.crops-boxes-") and view.extra["view_of"] == "toy"
     assert view.classes == ["wheel", "door"]
     assert [(s.path, s.label, s.ann["crop"]) for s in view.samples] == [
         ("1.jpg", 0, [10, 10, 40, 30]),
         ("2.jpg", 1, [60, 30, 100, 70]),
     ]
-    assert make_view(_coco(tmp_path), CropSpec(source="boxes", min_side=2)).name != view.name
+    assert make_crop_view(_coco(tmp_path), CropSpec(source="boxes", min_side=2)).name != view.name
 
 
 def test_keypoint_crops_by_name_and_unknown_names_are_one_line(tmp_path):
-    from probebench.data.views.crops import CropSpec, make_view
+    from probebench.data.views.crops import CropSpec, make_crop_view
     from probebench.errors import UserError
 
     ds = _coco(tmp_path)
-    view = make_view(ds, CropSpec(source="keypoints", keypoints=["nose", "left_eye"], min_visibility=2))
+    view = make_crop_view(ds, CropSpec(source="keypoints", keypoints=["nose", "left_eye"], min_visibility=2))
     assert view.classes == ["nose", "left_eye"]
     assert [(s.label, s.ann["crop"]) for s in view.samples] == [(0, [8, 8, 32, 32]), (1, [58, 8, 82, 32])]
-    by_id = make_view(ds, CropSpec(source="keypoints", keypoints=[1, 2], min_visibility=2))
+    by_id = make_crop_view(ds, CropSpec(source="keypoints", keypoints=[1, 2], min_visibility=2))
     assert [s.ann["crop"] for s in by_id.samples] == [s.ann["crop"] for s in view.samples], "1-based ids"
     with pytest.raises(UserError, match="no keypoint 'tail' \\(its keypoints: nose, left_eye, right_eye\\)"):
-        make_view(ds, CropSpec(source="keypoints", keypoints=["tail"]))
+        make_crop_view(ds, CropSpec(source="keypoints", keypoints=["tail"]))
 
 
 def test_mask_crops_are_the_boxes_of_each_part(tiny_embedded):
     from probebench.data.formats.masks import load_label_map
-    from probebench.data.views.crops import CropSpec, make_view
+    from probebench.data.views.crops import CropSpec, make_crop_view
 
-    view = make_view(tiny_embedded, CropSpec(source="masks"))
+    view = make_crop_view(tiny_embedded, CropSpec(source="masks"))
     assert view.classes == tiny_embedded.extra["mask_classes"][1:] and view.synthetic
     assert {s.split for s in view.samples} == {"train", "test"} and len(view) > len(tiny_embedded)
     for s in view.samples[::7]:

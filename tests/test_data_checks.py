@@ -20,7 +20,7 @@ from probebench.data.formats.masks import read_mask_folder
 from probebench.data.formats.saliency import read_saliency
 from probebench.data.formats.voc import read_voc
 from probebench.data.labelmaps import label_map
-from probebench.data.views.crops import CropSpec, make_view
+from probebench.data.views.crops import CropSpec, make_crop_view
 from probebench.errors import UserError
 
 
@@ -162,7 +162,7 @@ def test_keypoints_are_named_per_category(data):
     assert ds.extra["keypoint_names"] == ["a", "b", "c", "tail"]
     first = ds.samples[0].ann["keypoints"]
     assert [kp[3] for kp in first[:2]] == [3, 0], "the dog's tail is 'tail', its second keypoint is 'a'"
-    view = make_view(ds, CropSpec(source="keypoints", keypoints=["b", "c"], min_visibility=2))
+    view = make_crop_view(ds, CropSpec(source="keypoints", keypoints=["b", "c"], min_visibility=2))
     assert view.classes == ["b", "c"] and len(view.samples) == 14  # the dog has neither
 
 
@@ -237,7 +237,7 @@ def test_keypoints_outside_the_image_are_dropped_and_counted(data):
     ds = read_tiny_coco(data)
     assert len(ds.samples[0].ann["keypoints"]) == 0 and len(ds.samples[1].ann["keypoints"]) == 6
     assert "6 keypoint(s) outside their image (first in im0.jpg)" in ds.warnings[0]
-    view = make_view(ds, CropSpec(source="keypoints", keypoints=["a", "b", "c"], min_visibility=2))
+    view = make_crop_view(ds, CropSpec(source="keypoints", keypoints=["a", "b", "c"], min_visibility=2))
     assert {tuple(s.ann["crop"]) for s in view.samples if s.path == "im0.jpg"} == set()
 
 
@@ -262,12 +262,12 @@ def test_a_coco_instance_with_a_broken_box_goes_with_its_keypoints_and_polygon(d
 def test_keypoint_ids_out_of_range_or_repeated_are_one_line(data, keypoints, expected):
     ds = read_tiny_coco(data)
     with pytest.raises((UserError, ValueError), match=expected):
-        make_view(ds, CropSpec(source="keypoints", keypoints=keypoints))
+        make_crop_view(ds, CropSpec(source="keypoints", keypoints=keypoints))
 
 
 def test_the_crop_filters_count_what_they_leave_out(data):
     ds = read_tiny_coco(data)
-    view = make_view(ds, CropSpec(source="keypoints", keypoints=["a", "b", "c"], min_visibility=2))
+    view = make_crop_view(ds, CropSpec(source="keypoints", keypoints=["a", "b", "c"], min_visibility=2))
     counts = view.describe()["crop_counts"]
     assert counts["keypoints"] == 24 and counts["crops"] == len(view.samples)
     assert counts["crops"] + counts["outside_distance_filter"] + counts["too_few_in_group"] == 24
@@ -327,7 +327,7 @@ def test_cub_part_ids_are_the_files_and_named(tmp_path):
         img, part, x, y, vis = line.split()
         if img == "1" and vis == "1":
             locs[int(part)] = (float(x), float(y))
-    view = make_view(ds, CropSpec(source="keypoints", keypoints=[2, "right eye"]))
+    view = make_crop_view(ds, CropSpec(source="keypoints", keypoints=[2, "right eye"]))
     assert view.classes == ["beak", "right eye"]
     for crop in (s for s in view.samples if s.path == first.path):
         part_id = [2, 11][crop.label]  # the file's 1-based ids

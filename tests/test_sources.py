@@ -125,7 +125,7 @@ def test_transformers_source_and_same_tokens_as_timm():
     order, prefix-token handling and where the final norm is applied."""
     import timm
 
-    from probebench.encoders.timm_models import timm_preprocess, wrap_timm
+    from probebench.encoders.timm_models import wrap_timm
 
     ref = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
     commit = "b" * 40
@@ -139,7 +139,7 @@ def test_transformers_source_and_same_tokens_as_timm():
     assert spec.weights_id == f"acme/vit-tiny@{commit}"  # the branch is recorded as the commit it resolved to
     hf = build_encoder(spec)
     assert hf.preprocess.mean == (0.5, 0.5, 0.5) and hf.preprocess.input_size == 224
-    tm = wrap_timm(ref, timm_preprocess(ref))
+    tm = wrap_timm(ref, hf.preprocess)  # the same weights read through timm's adapter
     x = images(2)
     for norm in (True, False):
         a = hf(x, layers=[3, -1], norm=norm, keys=True)

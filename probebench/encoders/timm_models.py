@@ -26,20 +26,6 @@ from probebench.encoders.tokens import TokenEncoder
 from probebench.errors import UserError
 
 
-def timm_preprocess(model: nn.Module) -> Preprocess:
-    """Preprocessing from the model's own pretrained config (mean, std, size, crop_pct, interpolation)."""
-    import timm.data
-
-    cfg = timm.data.resolve_model_data_config(model)
-    return Preprocess(
-        input_size=int(cfg["input_size"][-1]),
-        crop_pct=float(cfg.get("crop_pct", 0.875)),
-        interpolation=str(cfg.get("interpolation", "bicubic")),
-        mean=tuple(float(v) for v in cfg["mean"]),
-        std=tuple(float(v) for v in cfg["std"]),
-    )
-
-
 def allow_any_size(model: nn.Module) -> nn.Module:
     """Let a timm ViT take inputs of any size that is a multiple of its patch: the position embedding (and
     RoPE) is resampled to the input's grid on each call (timm's own `dynamic_img_size`; a no-op at the

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from probebench.data.base import ImageDataset
 from probebench.data.lookup import get_dataset
-from probebench.data.views.crops import make_view, no_crops_in
-from probebench.data.views.windows import window_view
+from probebench.data.views import view_for
+from probebench.data.views.crops import no_crops_in
 from probebench.errors import UserError
 from probebench.pipeline.config import RunConfig
 from probebench.tasks.catalog import Task
@@ -22,10 +22,8 @@ def with_views(tasks: list[Task], loaded: dict[str, ImageDataset]) -> dict[str, 
     for task in tasks:
         for dataset, split in task.bindings.values():
             fed = task.fed(dataset)
-            if fed not in out and task.crops is not None:
-                out[fed] = make_view(loaded[dataset], task.crops)
-            elif fed not in out and (windows := task.needs.windows) is not None:
-                out[fed] = window_view(loaded[dataset], windows)
+            if fed not in out:
+                out[fed] = view_for(loaded[dataset], task.crops, task.needs.windows)
             if task.crops is not None and split not in out[fed].splits:  # no image of the split has one
                 raise UserError(no_crops_in(out[fed], split))
     return out

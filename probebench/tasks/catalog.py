@@ -20,8 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from probebench.config import NAME_RE, parse_entries, read_config
-from probebench.data.views.crops import CropSpec, view_name
-from probebench.data.views.windows import window_view_name
+from probebench.data.views import view_name
+from probebench.data.views.crops import CropSpec
 from probebench.errors import UserError, suggest
 from probebench.paths import user_file
 from probebench.tasks.contract import Metric, Needs, Probe
@@ -117,10 +117,7 @@ class Task:
 
     def fed(self, dataset: str) -> str:
         """The name of the data a role on `dataset` reads: the dataset, its crop view or its window view."""
-        if self.crops is not None:
-            return view_name(dataset, self.crops)
-        windows = self.needs.windows
-        return window_view_name(dataset, windows) if windows is not None else dataset
+        return view_name(dataset, self.crops, self.needs.windows)
 
     @property
     def dataset(self) -> str:

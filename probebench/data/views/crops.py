@@ -166,7 +166,7 @@ class CropSpec(BaseModel):
         return self
 
 
-def view_name(dataset: str, spec: CropSpec) -> str:
+def crop_view_name(dataset: str, spec: CropSpec) -> str:
     """The crop view's dataset name: its cache folder and its line in the record."""
     digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:8]
     return f"{dataset}.crops-{spec.source}-{digest}"
@@ -255,7 +255,7 @@ def no_crops_in(view: ImageDataset, split: str) -> str:
     )
 
 
-def make_view(dataset: ImageDataset, spec: CropSpec) -> ImageDataset:
+def make_crop_view(dataset: ImageDataset, spec: CropSpec) -> ImageDataset:
     """The crops `spec` asks for, as a dataset of their own (cached and fingerprinted like any other)."""
     if spec.source == "keypoints":
         ids, labels = _keypoint_ids(dataset, spec.keypoints)
@@ -276,7 +276,7 @@ def make_view(dataset: ImageDataset, spec: CropSpec) -> ImageDataset:
             description=f"part crops ({spec.source}) of {dataset.name}",
             extra={"source": dataset.name, "crop_counts": counts},
         )
-    view.name = view_name(dataset.name, spec)
+    view.name = crop_view_name(dataset.name, spec)
     view.extra = {**view.extra, "view_of": dataset.name, "crops": spec.model_dump()}
     view.warnings = list(dataset.warnings)
     if not view.samples:
