@@ -22,7 +22,7 @@ import time
 import torch
 
 from probebench.encoders.base import Preprocess
-from probebench.encoders.load import create_timm_model
+from probebench.encoders.sources import create_timm_model
 from probebench.encoders.timm_models import wrap_timm
 
 MODELS = ("vit_small_patch16_224", "vit_small_patch16_dinov3")

@@ -19,7 +19,7 @@ DINOV3 = "vit_small_patch16_dinov3.lvd1689m"
 def _hub_timm(name: str, **kwargs) -> torch.nn.Module:
     """`name` with random weights in the Hugging Face cache, where `timm.create_model(pretrained=True)`
     and probebench's resolver look for it (the real layout, loaded with HF_HUB_OFFLINE=1)."""
-    from probebench.encoders.load import create_timm_model
+    from probebench.encoders.sources import create_timm_model
 
     model = create_timm_model(name, seed=0, pretrained=False, **kwargs)
     snap = hf_snapshot(f"timm/{name}", commit="d" * 40)
@@ -130,7 +130,7 @@ def test_a_model_without_a_class_token_reads_pooled_patches_and_its_own_head(
 
 def test_the_head_feature_is_the_models_own_forward_head():
     from probebench.encoders.base import Preprocess
-    from probebench.encoders.load import create_timm_model
+    from probebench.encoders.sources import create_timm_model
     from probebench.encoders.timm_models import wrap_timm
 
     for arch in ("vit_base_patch16_siglip_224", "vit_medium_patch16_reg4_gap_256", "vit_tiny_patch16_224"):
@@ -301,8 +301,8 @@ def test_openai_clip_runs_the_quickgelu_it_was_trained_with():
     """open_clip builds `ViT-B-32` with GELU and only warns that the 'openai' weights used QuickGELU; the
     loader and the card build it with QuickGELU (a different activation is a different model)."""
     from probebench.encoders.card import bare_encoder
-    from probebench.encoders.load import quick_gelu, resolve_encoder
     from probebench.encoders.registry import load_registry
+    from probebench.encoders.sources import quick_gelu, resolve_encoder
 
     assert quick_gelu("ViT-B-32", "openai") and not quick_gelu("ViT-B-16", "laion2b_s34b_b88k")
     entry = load_registry()["clip_vitb32"]

@@ -77,7 +77,7 @@ def _grids(patch: int, trained: int) -> list[tuple[int, int]]:
 
 # -- timm ----------------------------------------------------------------------------------------------------
 def _timm_model(case: str, small: bool):
-    from probebench.encoders.load import create_timm_model
+    from probebench.encoders.sources import create_timm_model
 
     arch, _, variant = case.partition("+")
     kwargs = registry_arch_kwargs(arch) if not variant else {}

@@ -327,7 +327,7 @@ def _write_hub_layout(entry) -> None:
     """The entry's weights, randomly initialised, where the library that loads them looks (HF hub cache)."""
     src = entry.source
     if src.kind == "timm":
-        from probebench.encoders.load import create_timm_model
+        from probebench.encoders.sources import create_timm_model
 
         model = create_timm_model(src.model, pretrained=False)
         snap = hf_snapshot(f"timm/{src.model}", commit="e" * 40)
@@ -364,7 +364,7 @@ def test_every_hub_entry_loads_from_its_real_cache_layout(entry):
     feats = check_contract(enc, size)
     assert enc.class_token == (feats.cls[enc.num_blocks - 1].shape[1] > 0 and enc.prefix_tokens[0] == "class")
     if entry.source.kind == "open_clip":  # OpenAI's weights were trained with QuickGELU: they must run it
-        from probebench.encoders.load import quick_gelu
+        from probebench.encoders.sources import quick_gelu
 
         acts = {type(m).__name__ for m in enc.model.modules() if "GELU" in type(m).__name__}
         assert acts == (

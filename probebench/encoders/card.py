@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from probebench.encoders.base import Encoder
-from probebench.encoders.load import ResolvedEncoder, create_timm_model, resolve_encoder
+from probebench.encoders.load import ResolvedEncoder, resolve_encoder
 from probebench.encoders.registry import EncoderEntry, load_families
+from probebench.encoders.sources import create_timm_model
 from probebench.errors import WeightsUnavailable
 
 
@@ -25,7 +26,7 @@ def bare_encoder(spec: ResolvedEncoder) -> Encoder | None:
         import open_clip
 
         from probebench.encoders.clip_models import OpenClipViT
-        from probebench.encoders.load import quick_gelu
+        from probebench.encoders.sources import quick_gelu
 
         model = open_clip.create_model(
             src.model, pretrained=None, force_quick_gelu=quick_gelu(src.model, src.pretrained)
@@ -35,7 +36,7 @@ def bare_encoder(spec: ResolvedEncoder) -> Encoder | None:
         from transformers import AutoConfig, AutoModel
 
         from probebench.encoders.hf_models import HFViT
-        from probebench.encoders.load import _hf_cached
+        from probebench.encoders.sources import _hf_cached
 
         cfg = _hf_cached(src.repo, ("config.json",), revision=src.revision)
         if cfg is None:
