@@ -301,8 +301,9 @@ def test_openai_clip_runs_the_quickgelu_it_was_trained_with():
     """open_clip builds `ViT-B-32` with GELU and only warns that the 'openai' weights used QuickGELU; the
     loader and the card build it with QuickGELU (a different activation is a different model)."""
     from probebench.encoders.card import bare_encoder
+    from probebench.encoders.load import resolve_encoder
     from probebench.encoders.registry import load_registry
-    from probebench.encoders.sources import quick_gelu, resolve_encoder
+    from probebench.encoders.sources import quick_gelu
 
     assert quick_gelu("ViT-B-32", "openai") and not quick_gelu("ViT-B-16", "laion2b_s34b_b88k")
     entry = load_registry()["clip_vitb32"]
