@@ -107,11 +107,12 @@ def writable_dir(path: Path, what: str, fix: str) -> Path:
 
 def check_writable(results_root: Path | None = None) -> None:
     """The results folder and the feature cache, before a run's work starts."""
-    writable_dir(
-        (results_root or results_dir()) / "runs",
-        "results folder",
-        "set PROBEBENCH_RESULTS to a writable folder or run from one",
+    fix = (
+        "pass --results a writable folder"
+        if results_root is not None
+        else "set PROBEBENCH_RESULTS to a writable folder or run from one"
     )
+    writable_dir((results_root or results_dir()) / "runs", "results folder", fix)
     home_fix = (
         "point PROBEBENCH_HOME at a writable folder"
         if os.environ.get("PROBEBENCH_HOME")

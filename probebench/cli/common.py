@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from probebench.data.base import MAX_PIXELS
 from probebench.errors import UserError
 
 
@@ -107,7 +106,6 @@ BatchSize = Annotated[int, typer.Option("--batch-size", help="Images per forward
 Workers = Annotated[int | None, typer.Option("--workers", help="Image-decoding processes (0: this one).")]
 Device = Annotated[str | None, typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda if any).")]
 Strict = Annotated[bool, typer.Option("--strict", help="Fail on an unreadable image instead of skipping it.")]
-DEFAULT_MAX_PIXELS = MAX_PIXELS
 
 
 # -- printing ----------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import typer
 
 from probebench.cli.app import app
 from probebench.cli.common import (
-    DEFAULT_MAX_PIXELS,
     BatchSize,
     DataRoot,
     Datasets,
@@ -31,6 +30,7 @@ from probebench.cli.common import (
     metavar,
     one_of,
 )
+from probebench.data.base import MAX_PIXELS
 from probebench.errors import UserError
 
 # `probebench run`'s parameters whose RunConfig field has another name (a repeated option is named once)
@@ -87,7 +87,7 @@ def run_command(
     weights: Weights = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute finished results.")] = False,
     strict: Strict = False,
-    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    max_pixels: MaxPixels = MAX_PIXELS,
     shard_size: Annotated[
         int, typer.Option("--shard-size", help="Images per cache shard (a resumed run redoes one).")
     ] = 256,
@@ -192,7 +192,7 @@ def extract_command(
     device: Device = None,
     weights: Weights = None,
     strict: Strict = False,
-    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    max_pixels: MaxPixels = MAX_PIXELS,
     registry: Registry = None,
     datasets: Datasets = None,
     data_root: DataRoot = None,
