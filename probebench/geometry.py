@@ -15,9 +15,11 @@ A `Geometry` records, per image, every number of that journey:
 where `cell` is the input pixels per grid cell (the patch size; a CNN stage's total stride, whose map is
 ceil(input / stride) cells when the input is not a multiple of it).
 
-and maps points, boxes and masks both ways. Pixel coordinates are continuous with (0, 0) the top-left corner
-of the top-left pixel, so pixel (i, j) has its centre at (i + 0.5, j + 0.5); boxes are [x0, y0, x1, y1) in
-pixels, grid boxes [c0, r0, c1, r1) in cells.
+and maps points both ways (`image_to_grid`, `grid_to_image`, `cell_of`: where a keypoint falls on the grid,
+where a patch centre lies in the image). Pixel coordinates are continuous with (0, 0) the top-left corner of
+the top-left pixel, so pixel (i, j) has its centre at (i + 0.5, j + 0.5). Discovery's boxes and masks reach
+the image by the discovery methods' own conventions (LOST's clipping, FOUND's upsampling), in
+`probebench.discovery.base`.
 """
 
 from __future__ import annotations
@@ -94,68 +96,6 @@ class Geometry:
         off = (rc[:, 0] < 0) | (rc[:, 0] >= self.grid_h) | (rc[:, 1] < 0) | (rc[:, 1] >= self.grid_w)
         rc[off] = -1
         return rc
-
-    # -- boxes ------------------------------------------------------------------------------------------
-    def boxes_to_grid(self, boxes: np.ndarray) -> np.ndarray:
-        """Image boxes (N, 4) [x0, y0, x1, y1) -> continuous grid boxes (N, 4), clipped to the grid."""
-        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        lo, hi = self.image_to_grid(b[:, :2]), self.image_to_grid(b[:, 2:])
-        out = np.concatenate([lo, hi], axis=1)
-        out[:, [0, 2]] = out[:, [0, 2]].clip(0, self.grid_w)
-        out[:, [1, 3]] = out[:, [1, 3]].clip(0, self.grid_h)
-        return out
-
-    def grid_boxes_to_image(self, boxes: np.ndarray) -> np.ndarray:
-        """Grid boxes (N, 4) [c0, r0, c1, r1) in cells -> image boxes (N, 4) in pixels, clipped to the image
-        (LOST's rule: cell indices times the patch size, then clipped to the unpadded image)."""
-        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        out = np.concatenate([self.grid_to_image(b[:, :2]), self.grid_to_image(b[:, 2:])], axis=1)
-        out[:, [0, 2]] = out[:, [0, 2]].clip(0, self.width)
-        out[:, [1, 3]] = out[:, [1, 3]].clip(0, self.height)
-        return out
-
-    # -- masks ------------------------------------------------------------------------------------------
-    def mask_to_grid(self, mask: np.ndarray, fill: int = 255) -> np.ndarray:
-        """A label map (H, W) at image size -> (grid_h, grid_w): the label under each cell's centre (nearest),
-        `fill` for cells whose centre lies outside the image (padding)."""
-        mask = np.asarray(mask)
-        if mask.shape[:2] != (self.height, self.width):
-            raise ValueError(f"mask of shape {mask.shape} for an image of {self.width}x{self.height}")
-        centres_u = (np.arange(self.grid_w) + 0.5)[:, None].repeat(2, 1)
-        centres_v = (np.arange(self.grid_h) + 0.5)[:, None].repeat(2, 1)
-        xs = np.floor(self.grid_to_image(centres_u)[:, 0]).astype(np.int64)
-        ys = np.floor(self.grid_to_image(centres_v)[:, 1]).astype(np.int64)
-        out = np.full((self.grid_h, self.grid_w), fill, dtype=mask.dtype)
-        okx, oky = (xs >= 0) & (xs < self.width), (ys >= 0) & (ys < self.height)
-        out[np.ix_(oky, okx)] = mask[np.ix_(ys[oky], xs[okx])]
-        return out
-
-    def grid_to_mask(self, grid: np.ndarray, fill: float = 0, mode: str = "nearest") -> np.ndarray:
-        """Values on the grid (grid_h, grid_w) -> (H, W) at image size: each pixel centre takes the cell it
-        falls in (`nearest`) or a bilinear blend of the cell centres (`bilinear`, for scores); pixels that
-        the crop cut away take `fill`."""
-        grid = np.asarray(grid)
-        px = np.stack([np.arange(self.width) + 0.5, np.zeros(self.width)], 1)
-        py = np.stack([np.zeros(self.height), np.arange(self.height) + 0.5], 1)
-        u, v = self.image_to_grid(px)[:, 0], self.image_to_grid(py)[:, 1]
-        inside = (
-            (u[None, :] >= 0) & (u[None, :] < self.grid_w) & (v[:, None] >= 0) & (v[:, None] < self.grid_h)
-        )
-        if mode == "nearest":
-            cu = np.clip(np.floor(u).astype(np.int64), 0, self.grid_w - 1)
-            cv = np.clip(np.floor(v).astype(np.int64), 0, self.grid_h - 1)
-            out = grid[np.ix_(cv, cu)]
-        elif mode == "bilinear":
-            # grid_sample's align_corners=False places cell centres at (i + 0.5) / n in [0, 1].
-            gu = torch.as_tensor(u / self.grid_w * 2 - 1, dtype=torch.float32)
-            gv = torch.as_tensor(v / self.grid_h * 2 - 1, dtype=torch.float32)
-            where = torch.stack(torch.meshgrid(gu, gv, indexing="xy"), -1)[None]  # (1, H, W, 2)
-            src = torch.as_tensor(grid, dtype=torch.float32)[None, None]
-            out = F.grid_sample(src, where, mode="bilinear", padding_mode="border", align_corners=False)
-            out = out[0, 0].numpy()
-        else:
-            raise ValueError(f"unknown mode {mode!r}; use nearest or bilinear")
-        return np.where(inside, out, np.asarray(fill, dtype=out.dtype))
 
 
 # -- framings: PIL image -> (input tensor, Geometry) ------------------------------------------------------

@@ -169,46 +169,109 @@ def make_record(
     protocol: str = "1",
     created: str = "2026-11-25T00:00:00+00:00",
     knobs: dict | None = None,
+    details: dict | None = None,
     synthetic: bool = True,
 ):
-    """A hand-made result record (the leaderboard and report tests merge these)."""
-    from probebench.results.schema import Primary, ResultRecord, RoleInfo, TaskInfo
+    """A hand-made result record (the leaderboard and report tests merge these): a ViT-S/16 read at 224 px,
+    `knobs` written over the resolved knobs, `details` the probe's (none fitted unless given)."""
+    from probebench.results.schema import ResultRecord
 
-    data = {"name": dataset, "synthetic": synthetic}
-    role = RoleInfo(
-        dataset=data,
-        split="test",
-        n_images=10,
-        skipped_images=0,
-        skipped_files=[],
-        cache_key="k",
-        cache_path="p",
-    )
-    return ResultRecord(
-        encoder={"name": encoder, "family": family, "weights_id": f"sha-{encoder}"},
-        task=TaskInfo(
-            name=task, probe=probe, level=level, protocol_version=protocol, description="", source="x"
-        ),
-        dataset=data,
-        roles={"test": role},
-        metrics=metrics,
-        primary=Primary(name=primary, value=metrics.get(primary), higher_is_better=True),
-        probe={},
-        knobs={"layer": 11, "feature": "cls", **(knobs or {})},
-        seed=0,
-        timings={},
-        config_hash="h",
-        versions={},
-        git={"commit": "abc"},
-        created=created,
-    )
+    data = {
+        "name": dataset,
+        "root": "/nowhere",
+        "num_samples": 10,
+        "splits": {"test": 10},
+        "num_classes": 2,
+        "synthetic": synthetic,
+        "fingerprint": "f",
+    }
+    role = {
+        "dataset": data,
+        "split": "test",
+        "n_images": 10,
+        "skipped_images": 0,
+        "skipped_files": [],
+        "cache_key": "k",
+        "cache_path": "p",
+    }
+    facts = {
+        "library": "timm",
+        "num_blocks": 12,
+        "patch_size": 16,
+        "num_prefix_tokens": 1,
+        "prefix_tokens": ["class"],
+        "class_token": True,
+        "feature_dim": 384,
+        "final_norm": "final LayerNorm (model.norm)",
+        "has_keys": True,
+        "keys_kind": "projected",
+        "positions": "absolute embedding",
+        "has_attention": True,
+        "has_projection": False,
+        "pooling": "none",
+    }
+    size = 224
+    resolved = {
+        "task": {},
+        "feature": "cls",
+        "layer": 11,
+        "layer_sweep": False,
+        "layers_cached": [11],
+        "norm": True,
+        "preprocess": {
+            "input_size": size,
+            "crop_pct": 0.875,
+            "interpolation": "bicubic",
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+        },
+        "resolution": {"input_size": size, "policy": "encoder", "source": "timm's pretrained config"},
+        "preprocess_from": {},
+        "geometry": {"mode": "resize", "max_side": None},
+        "precision": "fp32",
+        "probe_device": "cpu",
+        "threads": 1,
+    }
+    raw = {
+        "encoder": {
+            "name": encoder,
+            "family": family,
+            "method": "test",
+            "arch": "vit_small_patch16_224",
+            "source": {"kind": "random", "arch": "vit_small_patch16_224"},
+            "weights_id": f"sha-{encoder}",
+            "weights_path": None,
+            "facts": facts,
+        },
+        "task": {
+            "name": task,
+            "probe": probe,
+            "level": level,
+            "protocol_version": protocol,
+            "description": "",
+            "source": "x",
+        },
+        "dataset": data,
+        "roles": {"test": role},
+        "metrics": metrics,
+        "primary": {"name": primary, "value": metrics.get(primary), "higher_is_better": True},
+        "probe": details or {"probe": "not fitted"},
+        "knobs": {**resolved, **(knobs or {})},
+        "seed": 0,
+        "timings": {"extract_s": 0.0, "evaluate_s": 0.0, "features_cached": True, "images_per_s": None},
+        "config_hash": "h",
+        "versions": {},
+        "git": {"commit": "abc", "dirty": False},
+        "created": created,
+    }
+    return ResultRecord.model_validate(raw, context={"recorded": True})
 
 
 def save_record(root: Path, record, name: str | None = None) -> Path:
     """Write `record` under root/runs/ as the pipeline names it (or as `name`), keeping its `created`."""
     from probebench.results.records import record_path, write_record
 
-    path = record_path(record.encoder["name"], record.dataset["name"], record.task.name, root)
+    path = record_path(record.encoder.name, record.dataset.name, record.task.name, root)
     write_record(path.with_name(name) if name else path, record)
     if record.created:  # write_record stamps the time; keep the one the test chose
         raw = json.loads(path.with_name(name or path.name).read_text())
@@ -231,7 +294,18 @@ def make_discovery_record(encoder: str, corloc: dict[str, float], **kwargs):
         level="discovery",
         primary=f"{next(iter(corloc))}_corloc",
         protocol=get_probe("discovery").protocol_version,
-        knobs={"methods": list(corloc)},
+        details={
+            "probe": "object discovery",
+            "train_images": 10,
+            "methods": list(corloc),
+            "skipped_methods": {},
+            "trained": {},
+            "keys": "keys",
+            "keys_layer": 11,
+            "attention": True,
+            "dinoseg_head": None,
+            "ground_truth": {"boxes": "all", "exclude_hard": False},
+        },
         **kwargs,
     )
 

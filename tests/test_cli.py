@@ -56,23 +56,26 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
     rec = json.loads((runs / "lite0__embedded__knn.json").read_text())
     assert rec["dataset"]["synthetic"] is True and rec["dataset"]["name"] == "embedded"
     assert rec["encoder"]["weights_id"] == rec["encoder"]["source"]["sha256"]
-    assert rec["knobs"]["feature"] == "pooled" and rec["knobs"]["temperature"] == 0.07
-    assert rec["knobs"]["preprocess"]["input_size"] == 96 and rec["knobs"]["ks"] == [10, 20, 100, 200]
+    assert rec["knobs"]["feature"] == "pooled" and rec["knobs"]["task"]["temperature"] == 0.07
+    assert rec["knobs"]["preprocess"]["input_size"] == 96 and rec["knobs"]["task"]["ks"] == [10, 20, 100, 200]
     assert {"torch", "timm", "numpy"} <= set(rec["versions"]) and "commit" in rec["git"]
+    assert rec["schema_version"] == 4 and rec["deviations"] == [] and rec["probe"]["probe"] == "knn"
     assert rec["seed"] == 0 and rec["timings"]["extract_s"] >= 0 and rec["knobs"]["threads"] >= 1
     assert {"top1_k10", "top1_k10_ci95", "mean_per_class_k200", "n_test"} <= set(rec["metrics"])
     lo, hi = rec["metrics"]["top1_k10_ci95"]
     assert lo <= rec["metrics"]["top1_k10"] <= hi
     rnd = json.loads((runs / "tiny_random__embedded__knn.json").read_text())
-    assert rnd["knobs"]["feature"] == "cls" and rnd["knobs"]["final_norm"].startswith("final LayerNorm")
+    assert rnd["knobs"]["feature"] == "cls"
+    assert rnd["encoder"]["facts"]["final_norm"].startswith("final LayerNorm")
     lin = json.loads((runs / "lite0__embedded__linear.json").read_text())
     assert lin["probe"]["variant"] == "plain" and lin["probe"]["chosen_c"] in C_GRID
-    assert len(lin["probe"]["val_curve"]) >= 12 and lin["probe"]["refit_on"] == "train+val"
+    assert len(lin["probe"]["val_curve"]) >= 12 and lin["deviations"] == ["linear-no-augmentation"]
+    assert not any(isinstance(v, str) and " " in v for v in lin["probe"].values()), "no prose in details"
     assert json.loads((runs / "lite0__embedded__linear_bn.json").read_text())["probe"]["variant"] == "bn"
     att = json.loads((runs / "tiny_random__embedded__attentive.json").read_text())
     assert att["knobs"]["feature"] == "tokens" and len(att["probe"]["val_curve"]) == att["probe"]["epochs"]
     assert 1 <= att["probe"]["chosen_epoch"] <= att["probe"]["epochs"]
-    assert att["probe"]["heads"] >= 1 and att["probe"]["selected_on"] == "val carved from train"
+    assert att["probe"]["heads"] >= 1 and "attentive-epoch-on-val" in att["deviations"]
     first = {p.name: json.loads(p.read_text())["metrics"] for p in runs.glob("lite0__*.json")}
 
     code, out, _ = call(monkeypatch, capsys, "run", "-e", "lite0", "--workers", "0")

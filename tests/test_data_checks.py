@@ -14,12 +14,12 @@ import tiny_data
 from conftest import SHARED_DATA
 from PIL import Image
 
+from probebench.data.annotations import label_map
 from probebench.data.formats.coco import read_coco
 from probebench.data.formats.cub import read_cub
 from probebench.data.formats.masks import read_mask_folder
 from probebench.data.formats.saliency import read_saliency
 from probebench.data.formats.voc import read_voc
-from probebench.data.labelmaps import label_map
 from probebench.data.views.crops import CropSpec, make_crop_view
 from probebench.errors import UserError
 

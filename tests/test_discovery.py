@@ -396,12 +396,10 @@ def test_discovery_runs_every_method_and_writes_per_image_outputs(
         assert f"{method}_retrieval_miou" in m
     assert m["whole_corloc"] == pytest.approx(100 * np.mean([_whole_hits(tiny_embedded)]))
     assert record["primary"]["name"] == "heap_corloc" and record["task"]["level"] == "discovery"
-    assert record["knobs"]["geometry"]["mode"] == "native" and record["probe"]["keys"].startswith(
-        "last block"
-    )
-    assert (
-        record["probe"]["heap"]["loss_first"]["total"] > 0 and record["probe"]["found"]["parameters"] == 193
-    )
+    assert record["knobs"]["geometry"]["mode"] == "native" and record["probe"]["keys"] == "keys"
+    trained = record["probe"]["trained"]
+    assert trained["heap"]["loss_first"]["total"] > 0 and trained["found"]["parameters"] == 193
+    assert record["deviations"] == ["found-no-bilateral-solver", "found-no-augmentation", "saliency-padded"]
     folder = path.with_suffix("")
     lines = [json.loads(x) for x in (folder / "boxes.jsonl").read_text().splitlines()]
     assert len(lines) == m["n_images"] == len(tiny_embedded.split_indices("test"))
@@ -422,13 +420,13 @@ def test_discovery_runs_every_method_and_writes_per_image_outputs(
 
 def _whole_hits(dataset) -> float:
     """The whole-image box's CorLoc on the embedded test images, from their ground truth alone."""
-    from probebench.data import objects
+    from probebench.data import annotations
 
     hits = []
     for row in dataset.split_indices("test"):
         s = dataset.samples[row]
         w, h = s.ann["size"]
-        hits.append(correct(np.array([0.0, 0.0, w, h]), objects.boxes(dataset, s)))
+        hits.append(correct(np.array([0.0, 0.0, w, h]), annotations.boxes(dataset, s)))
     return float(np.mean(hits))
 
 
@@ -451,7 +449,7 @@ def test_encoders_without_attention_skip_found_and_dinoseg_and_say_so(
     record = json.loads(next(results_dir().rglob("lite0__embedded__disc.json")).read_text())
     assert set(record["probe"]["skipped_methods"]) == {"found", "dinoseg"}
     assert "found_corloc" not in record["metrics"] and "lost_corloc" in record["metrics"]
-    assert record["probe"]["keys"].startswith("patch tokens")
+    assert record["probe"]["keys"] == "patch tokens" and record["deviations"] == ["saliency-padded"]
     assert any("stand in for keys" in w for w in record["warnings"])
 
 
@@ -466,7 +464,7 @@ def test_bad_discovery_knobs_are_one_line(tmp_path, monkeypatch, capsys):
 
 # -- ground truth -------------------------------------------------------------------------------------------
 def test_ground_truth_boxes_follow_losts_conventions():
-    from probebench.data import objects
+    from probebench.data import annotations
     from probebench.data.base import ImageDataset, Sample
 
     voc = Sample(
@@ -476,22 +474,22 @@ def test_ground_truth_boxes_follow_losts_conventions():
         {"boxes": [[0, 0, 10, 10, 0], [5, 5, 50, 40, 1]], "difficult": [1, 0], "truncated": [0, 0]},
     )
     ds = ImageDataset("v", Path("."), ["a", "b"], [voc])
-    assert objects.boxes(ds, voc).tolist() == [[0, 0, 10, 10], [5, 5, 50, 40]]
-    assert objects.boxes(ds, voc, exclude_hard=True).tolist() == [[5, 5, 50, 40]]
-    assert objects.boxes(ds, voc, "union").tolist() == [[0, 0, 50, 40]]
+    assert annotations.boxes(ds, voc).tolist() == [[0, 0, 10, 10], [5, 5, 50, 40]]
+    assert annotations.boxes(ds, voc, exclude_hard=True).tolist() == [[5, 5, 50, 40]]
+    assert annotations.boxes(ds, voc, "union").tolist() == [[0, 0, 50, 40]]
     all_hard = Sample("b.jpg", 0, "test", {"boxes": [[0, 0, 1, 1, 0]], "difficult": [0], "truncated": [1]})
-    assert objects.boxes(ds, all_hard, exclude_hard=True) is None  # the image leaves CorLoc
+    assert annotations.boxes(ds, all_hard, exclude_hard=True) is None  # the image leaves CorLoc
     coco = Sample(
         "c.jpg", 0, "train", {"boxes": [[1.4, 2.6, 10.5, 20.2, 0], [0, 0, 5, 5, 0]], "iscrowd": [0, 1]}
     )
-    assert objects.boxes(ds, coco).tolist() == [[1, 3, 10, 20]]  # crowd dropped, rounded
+    assert annotations.boxes(ds, coco).tolist() == [[1, 3, 10, 20]]  # crowd dropped, rounded
 
 
 def test_a_voc_segmentation_folder_reads_with_its_palette_classes(tmp_path):
     from PIL import Image
 
+    from probebench.data.annotations import label_map
     from probebench.data.formats import read_dataset
-    from probebench.data.labelmaps import label_map
 
     voc = tmp_path / "VOCdevkit" / "VOC2012"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):

@@ -48,5 +48,5 @@ def test_real_features_find_fruit_that_random_ones_do_not(one_thread):
     real, control = (out[n].metrics for n in ("efficientnet_lite0", "random_vitt"))
     assert real["heap_corloc"] > control["heap_corloc"] + 10, (real, control)
     assert real["heap_corloc"] > real["heap_untrained_corloc"] + 5, real
-    curve = json.loads(out["efficientnet_lite0"].path.read_text())["probe"]["heap"]
+    curve = json.loads(out["efficientnet_lite0"].path.read_text())["probe"]["trained"]["heap"]
     assert curve["loss_last"]["total"] < curve["loss_first"]["total"], curve

@@ -109,3 +109,21 @@ def test_the_matcher_reads_ellipses_and_refuses_other_lines():
     assert matches(["a", "..."], ["a", "x"]) is None
     assert matches(["a", "c"], ["a", "b", "c"]) is not None
     assert matches(["a"], ["a", "b"]) is not None
+
+
+def test_each_deviation_id_has_its_sentence_in_the_protocols_page_and_every_emitted_id_is_known():
+    """A record lists deviations by id; the report prints the catalogue's sentence and the protocols page
+    repeats it. An id a shipped probe emits without a sentence would print as a bare id."""
+    from probebench.tasks.deviations import DEVIATIONS
+
+    page = (ROOT / "docs" / "protocols.md").read_text()
+    for name, sentence in DEVIATIONS.items():
+        assert f"| `{name}` | {sentence} |" in page, name
+    listed = re.compile(r"(?:deviations\s*=|DEPARTURES\s*=|deviations\.append\()\s*(\[[^\]]*\]|\"[^\"]*\")")
+    emitted = {
+        quoted
+        for path in (ROOT / "probebench" / "tasks" / "probes").glob("*.py")
+        for group in listed.findall(path.read_text())
+        for quoted in re.findall(r'"([^"]+)"', group)
+    }
+    assert emitted == set(DEVIATIONS), emitted ^ set(DEVIATIONS)  # none unknown, none unused

@@ -69,15 +69,16 @@ def test_a_model_named_directly_runs_end_to_end_and_keeps_its_exact_name(registr
     assert not any(c in p.name for p in features_dir().rglob("*") for c in ":/@")
     knn = json.loads(runs["knn.json"].read_text())
     assert knn["encoder"]["name"] == name and knn["encoder"]["family"] == "unlabelled"
-    assert knn["encoder"]["prefix_tokens"] == ["class", "register", "register", "register", "register"]
+    assert knn["encoder"]["facts"]["prefix_tokens"] == ["class", *["register"] * 4]
     assert knn["knobs"]["feature"] == "cls"  # the class token, never a register
-    assert "timm's pretrained config" in knn["knobs"]["resolution"]["policy"]
+    assert "timm's pretrained config" in knn["knobs"]["resolution"]["source"]
     assert knn["knobs"]["preprocess_from"]["mean"] == f"timm's pretrained config of {DINOV3}"
     rotated = json.loads(runs["disc_rotated.json"].read_text())
-    assert "rotated by the block's RoPE" in rotated["probe"]["keys"]
+    assert rotated["encoder"]["facts"]["keys_kind"] == "rotated by the block's RoPE"
+    assert rotated["probe"]["keys"] == "keys"
     assert rotated["probe"]["attention"] and not rotated["probe"]["skipped_methods"]
     plain = json.loads(runs["disc_unrotated.json"].read_text())
-    assert "before RoPE (un-rotated)" in plain["probe"]["keys"]
+    assert plain["encoder"]["facts"]["keys_kind"] == "before RoPE (un-rotated)"
     assert plain["roles"]["test"]["cache_key"] != rotated["roles"]["test"]["cache_key"]
     assert name in (results_dir() / "leaderboard.csv").read_text()
     # the same name again is the same records: nothing is recomputed
@@ -112,8 +113,8 @@ def test_a_model_without_a_class_token_reads_pooled_patches_and_its_own_head(
 
     runs = results_dir() / "runs"
     rec = json.loads((runs / "reg_gap__embedded__knn.json").read_text())
-    assert rec["knobs"]["feature"] == "pooled" and rec["encoder"]["class_token"] is False
-    assert rec["encoder"]["prefix_tokens"] == ["register"] * 4
+    assert rec["knobs"]["feature"] == "pooled" and rec["encoder"]["facts"]["class_token"] is False
+    assert rec["encoder"]["facts"]["prefix_tokens"] == ["register"] * 4
     disc = json.loads((runs / "reg_gap__embedded__disc.json").read_text())
     assert (
         disc["probe"]["methods"] == ["lost"]
@@ -122,7 +123,8 @@ def test_a_model_without_a_class_token_reads_pooled_patches_and_its_own_head(
     code, _, err = call_cli(monkeypatch, capsys, *run, "-t", "knn", "--feature", "head")
     assert code == 0, err
     head = json.loads((runs / "reg_gap__embedded__knn__feature-head.json").read_text())
-    assert head["knobs"]["token"].startswith("the model's own pooling")
+    assert head["knobs"]["feature"] == "head"
+    assert head["encoder"]["facts"]["pooling"].startswith("timm forward_head")
     assert head["config_hash"] != rec["config_hash"]
     code, _, err = call_cli(monkeypatch, capsys, *run, "-t", "knn", "--feature", "cls")
     assert code == 2 and "no class token (registers are not one)" in err and err.count("\n") == 1
@@ -257,14 +259,10 @@ def test_a_fixed_resolution_is_what_the_encoder_reads_and_the_record_says_so(
     own = json.loads((runs / "tiny_random__embedded__knn.json").read_text())
     fixed = json.loads((runs / "tiny_random__embedded__knn_at_32.json").read_text())
     assert (
-        own["knobs"]["resolution"]["input_size"] == 96
-        and "own evaluation size" in own["knobs"]["resolution"]["policy"]
+        own["knobs"]["resolution"]["input_size"] == 96 and own["knobs"]["resolution"]["policy"] == "encoder"
     )
-    assert "registry entry" in own["knobs"]["resolution"]["policy"]
-    assert fixed["knobs"]["resolution"] == {
-        "input_size": 32,
-        "policy": "fixed by the task for every encoder (32 px)",
-    }
+    assert "registry entry" in own["knobs"]["resolution"]["source"]
+    assert fixed["knobs"]["resolution"] == {"input_size": 32, "policy": "task", "source": None}
     assert fixed["knobs"]["preprocess"]["input_size"] == 32
     assert own["roles"]["test"]["cache_key"] != fixed["roles"]["test"]["cache_key"]
     bad = tmp_path / "bad.yaml"

@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from probebench.data.annotations import label_map
 from probebench.data.formats.coco import read_coco
 from probebench.data.formats.cub import read_cub
 from probebench.data.formats.masks import read_mask_folder
 from probebench.data.formats.saliency import read_saliency, saliency_foreground
 from probebench.data.formats.voc import read_voc
-from probebench.data.labelmaps import label_map
 from probebench.errors import UserError
 from probebench.tasks.catalog import parse_tasks
 from probebench.tasks.probes import get_probe

@@ -80,47 +80,16 @@ GEOS = {
 
 
 @pytest.mark.parametrize("name", list(GEOS))
-def test_points_and_boxes_round_trip(name):
+def test_points_round_trip(name):
     geo = GEOS[name]
     pts = np.random.default_rng(1).uniform(0, 1, (50, 2)) * [geo.width, geo.height]
     assert np.allclose(geo.grid_to_image(geo.image_to_grid(pts)), pts)
-    cells = np.array([[0, 0, 2, 3], [1, 1, 4, 3], [3, 2, 4, 3]])  # inside the image in the first three
-    if name == "cnn_partial_cell":
-        cells = np.array([[0, 0, 1, 1], [1, 1, 2, 2]])
-    assert np.allclose(geo.boxes_to_grid(geo.grid_boxes_to_image(cells)), cells)
-    boxes = np.array([[25.0, 6.0, 60.5, 40.0]])  # inside the resize framing's crop too
-    assert np.allclose(geo.grid_boxes_to_image(geo.boxes_to_grid(boxes)), boxes)
 
 
-def test_grid_boxes_are_clipped_to_the_unpadded_image():
-    geo = GEOS["native"]
-    assert geo.grid_boxes_to_image([[0, 0, 5, 4]]).tolist() == [[0, 0, 70, 50]]  # the padding is cut off
-    assert geo.grid_boxes_to_image([[1, 2, 3, 3]]).tolist() == [[16, 32, 48, 48]]
-
-
-@pytest.mark.parametrize("name", list(GEOS))
-def test_grid_to_mask_to_grid_is_the_identity(name):
-    geo = GEOS[name]
-    grid = np.random.default_rng(2).integers(1, 9, (geo.grid_h, geo.grid_w))
-    mask = geo.grid_to_mask(grid, fill=0)
-    back = geo.mask_to_grid(mask, fill=255)
-    inside = back != 255  # cells whose centre lies in the image (the padding has none)
-    assert inside.sum() >= geo.grid_h * geo.grid_w - geo.grid_h - geo.grid_w
-    assert np.array_equal(back[inside], grid[inside])
-
-
-def test_mask_to_grid_samples_cell_centres_and_fills_padding():
+def test_a_point_in_the_padding_is_off_the_grid_and_a_cell_centre_maps_back():
     geo = GEOS["native"]  # 70x50 image, 16 px cells, grid 4x5: the last column and row are partly padding
-    mask = np.zeros((50, 70), np.uint8)
-    mask[16:32, 32:48] = 3  # exactly cell (1, 2)
-    out = geo.mask_to_grid(mask)
-    expect = np.zeros((4, 5), np.uint8)
-    expect[1, 2] = 3
-    expect[3, :] = 255  # row 3's centres are at y = 56 > 50: padding
-    expect[:, 4] = 255  # column 4's centres at x = 72 > 70
-    assert np.array_equal(out, expect)
-    up = geo.grid_to_mask(out.astype(float), mode="bilinear")
-    assert up.shape == (50, 70) and up[24, 40] > 2.5 and up[2, 2] == 0
+    assert geo.cell_of([[40.0, 24.0], [69.9, 49.9], [-1.0, 3.0]]).tolist() == [[1, 2], [3, 4], [-1, -1]]
+    assert geo.grid_to_image([[2.5, 1.5]]).tolist() == [[40.0, 24.0]]
 
 
 def test_geometry_rows_round_trip_and_regrid():

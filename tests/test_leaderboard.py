@@ -14,6 +14,7 @@ from conftest import save_record as _save
 
 from probebench.results import tables
 from probebench.results.papers import published
+from probebench.results.render import render_table
 
 
 @pytest.fixture
@@ -159,8 +160,8 @@ def test_write_and_render(root):
         ["leaderboard.csv", "leaderboard_wide.csv", "leaderboard_families.csv", "leaderboard_papers.csv"]
     )
     assert len(pd.read_csv(paths["leaderboard.csv"])) == len(board.long)
-    md = tables.render(tables.wide(board.long), "markdown")
+    md = render_table(tables.wide(board.long), "markdown")
     assert md.splitlines()[0].startswith("| encoder") and "80.00" in md
-    assert json.loads(tables.render(board.long, "json"))[0]["encoder"]
+    assert json.loads(render_table(board.long, "json"))[0]["encoder"]
     filtered = tables.select(board.long, family=["mim"], task=["linear"])
     assert set(filtered.encoder) == {"b_mim", "c_mim"}

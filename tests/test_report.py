@@ -68,7 +68,7 @@ def root(tmp_path) -> Path:
             }
         lines.append(json.dumps(line))
     (out / "boxes.jsonl").write_text("\n".join(lines) + "\n")
-    images = Path(rec.roles["test"].dataset.get("root", r / "no-images"))
+    images = Path(rec.roles["test"].dataset.root)
     assert not images.exists()  # the grid then draws on a grey canvas
     return r
 
@@ -272,12 +272,7 @@ def test_the_report_says_when_encoders_of_one_table_read_different_sizes(tmp_pat
     each encoder's records read."""
     r = tmp_path / "results"
     for enc, size in (("lite1", 240), ("vit", 224)):
-        knobs = {
-            "geometry": {"mode": "resize", "max_side": None},
-            "preprocess": {"input_size": size},
-            "resolution": {"input_size": size, "policy": "the encoder's own evaluation size"},
-            "precision": "fp32",
-        }
+        knobs = {"resolution": {"input_size": size, "policy": "encoder", "source": "timm's config"}}
         save_record(r, make_record(enc, "linear", {"top1": 50.0}, knobs=knobs))
     md = build_report(r).markdown.read_text()
     obj = md[md.index("## Object level") : md.index("## Part level") if "## Part level" in md else None]
@@ -285,6 +280,5 @@ def test_the_report_says_when_encoders_of_one_table_read_different_sizes(tmp_pat
     assert "What each encoder's records read" in md
     same = tmp_path / "same"
     for enc in ("a", "b"):
-        knobs = {"geometry": {"mode": "resize"}, "preprocess": {"input_size": 224}}
-        save_record(same, make_record(enc, "linear", {"top1": 50.0}, knobs=knobs))
+        save_record(same, make_record(enc, "linear", {"top1": 50.0}))
     assert "different sizes" not in build_report(same).markdown.read_text()

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from conftest import TINY_REGISTRY, call_cli, use_registry
 from PIL import Image
 
+from probebench.data.annotations import label_classes, label_map, reduce_zero_label, resize_nearest
 from probebench.data.base import ImageDataset, Sample
-from probebench.data.labelmaps import label_classes, label_map, reduce_zero_label, resize_nearest
 from probebench.data.loader import ImageRows
 from probebench.data.views.windows import WindowSpec, rescaled_size, window_boxes, window_view
 from probebench.encoders.base import block_index, is_layer
@@ -231,7 +231,12 @@ def test_the_probe_runs_end_to_end_on_cached_windows(
     assert four["knobs"]["layer"] == [3, 5, 7, 11] and last["knobs"]["layer"] == 11
     assert four["knobs"]["norm"] is False and four["knobs"]["geometry"]["mode"] == "native"
     assert four["dataset"]["view_of"] == "embedded" and four["dataset"]["windows"]["crop"] == 64
-    assert four["probe"]["windows"] == {"train": 20, "test": 10} and four["probe"]["deviations"]
+    assert four["probe"]["windows"] == {"train": 20, "test": 10}
+    assert four["deviations"] == [
+        "segmentation-no-augmentation",
+        "segmentation-fp32",
+        "segmentation-loss-labelled-pixels",
+    ]
     assert ("background" in four["metrics"]["per_class_iou"]) == (level == "object")
 
 

@@ -20,6 +20,17 @@ from probebench.tasks.knobs import Choice, Int, Knob, List
 REGISTRY = TINY_REGISTRY.replace("tiny_random", "tiny_vit") + "  preprocess: {input_size: 64}\n"
 
 
+def _label_under_cell_centres(mask: np.ndarray, geo) -> np.ndarray:
+    """(grid_h * grid_w,) the label under each cell's centre, 255 where the centre is in the padding."""
+    rows, cols = np.mgrid[: geo.grid_h, : geo.grid_w]
+    xy = geo.grid_to_image(np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5], 1))
+    x, y = np.floor(xy[:, 0]).astype(int), np.floor(xy[:, 1]).astype(int)
+    inside = (x < mask.shape[1]) & (y < mask.shape[0])
+    out = np.full(len(xy), 255, dtype=mask.dtype)
+    out[inside] = mask[y[inside], x[inside]]
+    return out
+
+
 @register_probe
 class ToyDense(Probe):
     """A dense task of a new shape: two layers at once, a mask on the token grid, native geometry, no class
@@ -53,7 +64,7 @@ class ToyDense(Probe):
                 np.concatenate([g[i] for g in grids], axis=-1).reshape(-1, sum(g[i].shape[-1] for g in grids))
             )
             mask = load_label_map(role.dataset.root, role.dataset.samples[row])
-            y.append(geos[i].mask_to_grid(mask).reshape(-1))
+            y.append(_label_under_cell_centres(mask, geos[i]))
         return np.concatenate(x).astype(np.float32), np.concatenate(y), [g.shape[:2] for g in grids[-1]]
 
     def evaluate(self, ctx: Context) -> Evaluation:
@@ -112,7 +123,7 @@ def test_toy_dense_task_goes_through_pipeline_record_and_leaderboard(registry, t
     assert "done     tiny_vit x embedded x toy_parts: miou=" in out
     rec = json.loads((runs_dir() / "tiny_vit__embedded__toy_parts.json").read_text())
     assert (
-        rec["schema_version"] == 3 and rec["task"]["level"] == "part" and rec["task"]["source"] == str(tasks)
+        rec["schema_version"] == 4 and rec["task"]["level"] == "part" and rec["task"]["source"] == str(tasks)
     )
     assert rec["primary"]["name"] == "miou" and rec["primary"]["value"] == rec["metrics"]["miou"]
     assert rec["knobs"]["layer"] == [1, 11] and rec["knobs"]["geometry"] == {
@@ -146,7 +157,7 @@ def test_a_user_task_entry_sets_knobs_and_its_result_says_so(registry, tmp_path,
     assert code == 0, err
     assert "knn5: top1_k5=" in out, "the primary metric follows the task's knobs"
     rec = json.loads((runs_dir() / "lite0__embedded__knn5.json").read_text())
-    assert rec["knobs"]["ks"] == [5] and set(rec["metrics"]) >= {"top1_k5", "top1_k5_ci95"}
+    assert rec["knobs"]["task"]["ks"] == [5] and set(rec["metrics"]) >= {"top1_k5", "top1_k5_ci95"}
     assert "top1_k20" not in rec["metrics"]
 
 
@@ -223,7 +234,7 @@ def test_attentive_probe_on_an_inner_layer(registry, monkeypatch, capsys, encode
     )
     assert code == 0, err
     rec = json.loads((runs_dir() / f"{encoder}__embedded__attentive__layer2.json").read_text())
-    assert rec["knobs"]["layer"] == 2 and rec["knobs"]["epochs"] == 3
+    assert rec["knobs"]["layer"] == 2 and rec["knobs"]["task"]["epochs"] == 3
     assert "top1=" in out and "x layer2" in out
 
 
@@ -243,7 +254,7 @@ def test_a_changed_probe_constant_or_knob_reruns_instead_of_reusing(registry, tm
     monkeypatch.setattr("probebench.learners.defaults.LINEAR_TOL", 1e-3)
     assert statuses() == {"knn:skipped", "linear:done"}
     rec = json.loads((runs_dir() / "lite0__embedded__linear.json").read_text())
-    assert rec["knobs"]["tol"] == 1e-3 and rec["probe"]["tol"] == 1e-3
+    assert rec["knobs"]["task"]["tol"] == 1e-3 and rec["probe"]["tol"] == 1e-3
     tasks = tmp_path / "tasks.yaml"
     tasks.write_text("k7: {probe: knn, dataset: embedded, knobs: {ks: [7]}}\n")
     code, out, err = call(monkeypatch, capsys, "run", "-e", "lite0", "-t", "k7", "--tasks", str(tasks))
@@ -258,15 +269,22 @@ def test_leaderboard_names_records_it_cannot_read_and_counts_them(registry, monk
     assert code == 0, err
     (runs_dir() / "old.json").write_text(json.dumps({"encoder": {"name": "x"}, "metrics": {}}))
     (runs_dir() / "cut.json").write_text('{"schema_version": 2, "enc')
-    for name, foreign in {"empty": {}, "list": [1, 2], "typed": {"schema_version": 3, "encoder": 5}}.items():
+    foreigners = {
+        "empty": {},
+        "list": [1, 2],
+        "typed": {"schema_version": 4, "encoder": 5},
+        "v3": {"schema_version": 3},
+    }
+    for name, foreign in foreigners.items():
         (runs_dir() / f"{name}.json").write_text(json.dumps(foreign))
     (runs_dir() / "binary.json").write_bytes(b"\xff\xfe\x00")
     code, out, err = call(monkeypatch, capsys, "leaderboard")
     assert code == 0 and "knn" in out and "top1/k=20" in out and "Traceback" not in err
-    assert "old.json: record schema 1, expected 3" in err and "cut.json: not valid JSON" in err
+    assert "old.json: record schema 1, expected 4" in err and "cut.json: not valid JSON" in err
+    assert "v3.json: record schema 3, expected 4; re-run it" in err
     assert "binary.json: not UTF-8 text" in err
     assert "list.json: record schema none" in err and "typed.json: not a valid record" in err
-    assert "left out 6 file(s) in runs/ that are not readable records" in err
+    assert "left out 7 file(s) in runs/ that are not readable records" in err
 
 
 def _tiny(kind: str, tmp_path):

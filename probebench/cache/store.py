@@ -24,13 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from probebench.cache.manifest import check_entry, check_files
+from probebench.encoders.facts import EncoderFacts
 from probebench.io import atomic_write, read_json
 from probebench.paths import features_dir, safe_name, slug
 
@@ -81,42 +82,6 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _check_entry(manifest: object, key: object) -> None:
-    """A manifest and key file as written by `FeatureStore.open`, else ValueError saying what is wrong."""
-    if not isinstance(key, dict) or not isinstance(key.get("key"), str):
-        raise ValueError("key.json is damaged (no key)")
-    if not isinstance(manifest, dict):
-        raise ValueError("manifest.json is damaged (not an object)")
-    n, size, shards = manifest.get("n"), manifest.get("shard_size"), manifest.get("shards")
-    if manifest.get("key") != key["key"] or not isinstance(shards, dict):
-        raise ValueError("manifest.json is damaged (key or shards)")
-    if not isinstance(n, int) or n < 0 or not isinstance(size, int) or size < 1:
-        raise ValueError("manifest.json is damaged (row or shard counts)")
-    for shard in shards.values():
-        _check_files(shard.get("files") if isinstance(shard, dict) else None)
-
-
-# A shard file's name: `<array>.<shard>.npy`, nothing that could name a file outside the entry.
-_SHARD_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*\.npy$")
-
-
-def _check_files(files: object) -> None:
-    """A shard's file table as `write_shard` writes it, else ValueError: plain file names (never a path),
-    each with its size and checksum."""
-    if not isinstance(files, dict):
-        raise ValueError("manifest.json is damaged (a shard without its files)")
-    for name, meta in files.items():
-        if not isinstance(name, str) or not _SHARD_FILE.match(name) or ".." in name:
-            raise ValueError(f"manifest.json is damaged (file name {name!r})")
-        if not (
-            isinstance(meta, dict)
-            and isinstance(meta.get("bytes"), int)
-            and isinstance(meta.get("sha256"), str)
-            and isinstance(meta.get("shape"), list)
-        ):
-            raise ValueError(f"manifest.json is damaged (the entry of {name})")
-
-
 class FeatureStore:
     """One cache entry. Create with `FeatureStore.open(encoder, dataset, key, key_parts, n, shard_size)`."""
 
@@ -127,7 +92,7 @@ class FeatureStore:
         try:
             self.manifest = read_json(root / "manifest.json", MAX_MANIFEST_BYTES)
             key = read_json(root / "key.json")
-            _check_entry(self.manifest, key)
+            check_entry(self.manifest, key)
             self._key_parts = {k: v for k, v in key.items() if k != "key"}
         except ValueError as exc:  # BadFile is a ValueError
             self.damaged = str(exc)
@@ -179,10 +144,10 @@ class FeatureStore:
         return "encoder" in self.manifest
 
     @property
-    def encoder_facts(self) -> dict:
+    def encoder_facts(self) -> EncoderFacts | None:
         """The encoder's facts as extraction found them (`Encoder.describe`: blocks, patch size, prefix
-        tokens, pooling, ...); empty before the first extraction into the entry."""
-        return self.manifest.get("encoder", {})
+        tokens, pooling, ...); None before the first extraction into the entry."""
+        return EncoderFacts.from_manifest(self.manifest["encoder"]) if self.started else None
 
     @property
     def layers(self) -> list[int]:
@@ -279,7 +244,7 @@ class FeatureStore:
                 note = read_json(path)
                 shard = int(path.stem.split("-")[1])
                 files = note["files"]
-                _check_files(files)
+                check_files(files)
             except (ValueError, KeyError, IndexError, TypeError):  # BadFile is a ValueError
                 continue  # unreadable: never listed (its shard is extracted again)
             whole = all(

@@ -69,12 +69,13 @@ def leaderboard_command(
     """Merge results/runs/*.json into results/leaderboard*.csv and print one view of it, filtered (each
     filter repeatable)."""
     from probebench.results import tables
+    from probebench.results.render import render_table
 
     board, paths = tables.refresh()
     levels = [v.value for v in level] if level else None
     long = tables.select(board.long, task=task, level=levels, family=family, encoder=encoder, dataset=dataset)
     shown = tables.VIEWS[view.value](long)
-    typer.echo(tables.render(shown, fmt.value) if not shown.empty else "(no results)")
+    typer.echo(render_table(shown, fmt.value) if not shown.empty else "(no results)")
     left_out(board)
     typer.echo(f"written: {', '.join(str(p) for p in paths.values())}", err=True)
 

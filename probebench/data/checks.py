@@ -145,7 +145,7 @@ def check_label_values(dataset: ImageDataset, shown: int = SHOWN) -> list[str]:
     """Every label map of `dataset` decoded and its values checked against the class list (what a
     segmentation task would refuse, after extraction): the first `shown` problems, one line each. Reads
     every label map, so it is `doctor`'s check, not every run's."""
-    from probebench.data.labelmaps import label_map
+    from probebench.data.annotations import label_map
 
     if dataset.extra.get("saliency_convention"):  # binary masks, read by their own convention
         return []

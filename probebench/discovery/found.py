@@ -34,11 +34,6 @@ GAMMA = 0.95
 STOP_SEED_LOSS = 100
 W_BS = 1.5
 W_SELF = 4.0
-DEVIATIONS = [
-    "no bilateral solver: its refinement of the coarse and the self-training targets is the identity",
-    "no training augmentation (random scaling, 224 px crops, Gaussian blur): cached keys at each image's own "
-    "size",
-]
 
 
 def head_weights(attention: np.ndarray, epsilon: float = EPSILON) -> np.ndarray:

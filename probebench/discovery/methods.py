@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from probebench.discovery.configs import LOSSES, FoundConfig, HeapConfig
+from probebench.discovery.configs import LOSSES, FoundConfig, HeapConfig, config_from_knobs
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,43 +62,13 @@ def _untrained(name: str, needs_attention: bool = False) -> DiscoveryMethod:
     return DiscoveryMethod(name, fit, needs_attention=needs_attention)
 
 
-def found_config(knobs: dict) -> FoundConfig:
-    return FoundConfig(
-        iterations=knobs["found_iterations"],
-        batch=knobs["found_batch"],
-        epochs=knobs["found_epochs"],
-        lr=knobs["found_lr"],
-        threshold=knobs["seed_threshold"],
-    )
-
-
 def _fit_found(train: Source, n: int, knobs: dict, seed: int) -> Fitted:
     from probebench.discovery import found
 
-    cfg = found_config(knobs)
+    cfg = config_from_knobs(FoundConfig, "found", knobs)
     head, curve = found.train_found(train, n, cfg, seed)
     details = {"config": vars(cfg), **curve, "parameters": _parameters(head)}
     return Fitted(lambda f: found.predict_found(head, f), details)
-
-
-def heap_config(knobs: dict, losses: tuple[str, ...] = LOSSES) -> HeapConfig:
-    """The probe's flat `heap_*` knobs as HEAP's settings (FOUND's seed threshold is shared)."""
-    return HeapConfig(
-        groups=knobs["heap_groups"],
-        layers=knobs["heap_layers"],
-        dim=knobs["heap_dim"],
-        heads=knobs["heap_heads"],
-        tau=knobs["heap_tau"],
-        tau_contrast=knobs["heap_tau_contrast"],
-        fg_rule=knobs["heap_fg_rule"],
-        seed_threshold=knobs["seed_threshold"],
-        losses=losses,
-        inter_topk=knobs["heap_topk"],
-        iterations=knobs["heap_iterations"],
-        batch=knobs["heap_batch"],
-        lr=knobs["heap_lr"],
-        weight_decay=knobs["heap_weight_decay"],
-    )
 
 
 def _heap(name: str, losses: tuple[str, ...], untrained: bool = False) -> DiscoveryMethod:
@@ -107,7 +77,7 @@ def _heap(name: str, losses: tuple[str, ...], untrained: bool = False) -> Discov
 
         from probebench.discovery import heap
 
-        cfg = heap_config(knobs, losses)
+        cfg = config_from_knobs(HeapConfig, "heap", knobs, losses=losses)
         if untrained:  # the group head at its initialisation: what training adds
             torch.manual_seed(seed)
             head = heap.HeapHead(train([0])[0].keys.shape[-1], cfg).eval()

@@ -36,9 +36,9 @@ def bare_encoder(spec: ResolvedEncoder) -> Encoder | None:
         from transformers import AutoConfig, AutoModel
 
         from probebench.encoders.hf_models import HFViT
-        from probebench.encoders.sources import _hf_cached
+        from probebench.encoders.hub import hf_cached
 
-        cfg = _hf_cached(src.repo, ("config.json",), revision=src.revision)
+        cfg = hf_cached(src.repo, ("config.json",), revision=src.revision)
         if cfg is None:
             return None
         config = AutoConfig.from_pretrained(cfg.parent, trust_remote_code=False)
@@ -54,7 +54,8 @@ def bare_encoder(spec: ResolvedEncoder) -> Encoder | None:
 
 
 def protocol_card(entry: EncoderEntry, weights: Path | None = None) -> list[tuple[str, str]]:
-    """(field, value) lines of the card, in reading order."""
+    """(field, value) lines of the card, in reading order: what the encoder is and where its weights come
+    from, its preprocessing, what its architecture holds, and its precision and deviations."""
     try:
         spec = resolve_encoder(entry, weights, download=False)
         why_no_weights = None
@@ -63,25 +64,51 @@ def protocol_card(entry: EncoderEntry, weights: Path | None = None) -> list[tupl
             resolve_encoder(entry, weights, strict_available=False, download=False),
             str(exc),
         )
+    lines = _identity_lines(entry, spec, why_no_weights) + _preprocess_lines(spec)
+    encoder = bare_encoder(spec)  # the layout is the architecture's: no need to load the weights
+    if encoder is None:
+        lines.append(("model", "architecture facts unknown: its config is not on this machine"))
+    else:
+        lines += _architecture_lines(entry, encoder.describe())
+    lines += [
+        (
+            "precision",
+            f"fp32 on the CPU; on a GPU: {entry.precision} autocast"
+            if entry.precision != "fp32"
+            else "fp32 everywhere (the entry fixes it)",
+        ),
+        ("deviations", entry.notes or "-"),
+    ]
+    return lines
+
+
+def _identity_lines(
+    entry: EncoderEntry, spec: ResolvedEncoder, why_no_weights: str | None
+) -> list[tuple[str, str]]:
+    """The encoder, its family and paper, the library that builds it, and its weights."""
     family = load_families().get(entry.family)
     src = entry.source
     library = {"timm": "timm", "checkpoint": "timm", "package": "timm", "random": "timm"}.get(
         src.kind, src.kind
     )
-    version = _version(library)
     what = {
         "timm": lambda: src.model,
         "transformers": lambda: f"{src.repo}@{src.revision}",
         "open_clip": lambda: f"{src.model}/{src.pretrained}",
     }.get(src.kind, lambda: f"{src.arch} ({src.kind} source)")()
-    lines = [
+    return [
         ("encoder", f"{entry.name}: {entry.method}, {entry.arch}"),
         ("family", f"{entry.family}" + (f" ({family.description})" if family else "")),
         ("paper", entry.paper or "-"),
-        ("library", f"{library} {version}: {what}"),
+        ("library", f"{library} {_version(library)}: {what}"),
         ("weights", spec.weights_id if why_no_weights is None else f"not on this machine ({why_no_weights})"),
     ]
+
+
+def _preprocess_lines(spec: ResolvedEncoder) -> list[tuple[str, str]]:
+    """Each preprocessing value with where it came from, and the input size each suite reads."""
     pre, origin = spec.preprocess, spec.provenance
+    lines = []
     if pre is None:  # a transformers model whose preprocessor_config.json is not cached: never a guess
         lines.append(("preprocess", "unknown: the model's preprocessor_config.json is not on this machine"))
     else:
@@ -97,59 +124,37 @@ def protocol_card(entry: EncoderEntry, weights: Path | None = None) -> list[tupl
             "every encoder); native-geometry tasks: each image at its own size",
         )
     )
-    encoder = bare_encoder(spec)  # the layout is the architecture's: no need to load the weights
-    if encoder is None:
-        lines.append(("model", "architecture facts unknown: its config is not on this machine"))
-    else:
-        facts = encoder.describe()
-        prefix = facts["prefix_tokens"]
-        lines += [
-            (
-                "patch size",
-                f"{facts['patch_size']} px" + (" (total stride)" if not facts["has_keys"] else ""),
-            ),
-            ("blocks", str(facts["num_blocks"])),
-            ("feature dim", str(facts["feature_dim"])),
-            (
-                "prefix tokens",
-                ", ".join(_counted(prefix)) if prefix else "none (no class token, no registers)",
-            ),
-            ("keys", facts["keys_kind"]),
-            (
-                "class attention",
-                "the last block's softmax from the class token, with its own position terms"
-                if facts["has_attention"]
-                else "none: "
-                + ("no class token" if facts["has_keys"] else "not a transformer")
-                + " (DINO-seg, FOUND and HEAP's seed are skipped, with the reason in the record)",
-            ),
-            ("positions", facts["positions"]),
-            ("final norm", facts["final_norm"]),
-            (
-                "image feature",
-                (entry.feature or ("cls" if facts["class_token"] else "pooled"))
-                + (
-                    " (the entry's choice)"
-                    if entry.feature
-                    else " (default: class token if any, else pooled)"
-                ),
-            ),
-            (
-                "pooling head",
-                facts["pooling"] + (" ('--feature head')" if facts["pooling"] != "none" else ""),
-            ),
-            ("projection", "yes (part retrieval's 'projected')" if _has_projection(entry, facts) else "none"),
-        ]
-    lines += [
-        (
-            "precision",
-            f"fp32 on the CPU; on a GPU: {entry.precision} autocast"
-            if entry.precision != "fp32"
-            else "fp32 everywhere (the entry fixes it)",
-        ),
-        ("deviations", entry.notes or "-"),
-    ]
     return lines
+
+
+def _architecture_lines(entry: EncoderEntry, facts: dict) -> list[tuple[str, str]]:
+    """What the built architecture holds (`Encoder.describe`): patch, blocks, tokens, keys, attention,
+    positions, norm, the image feature, pooling and projection heads."""
+    prefix = facts["prefix_tokens"]
+    return [
+        ("patch size", f"{facts['patch_size']} px" + (" (total stride)" if not facts["has_keys"] else "")),
+        ("blocks", str(facts["num_blocks"])),
+        ("feature dim", str(facts["feature_dim"])),
+        ("prefix tokens", ", ".join(_counted(prefix)) if prefix else "none (no class token, no registers)"),
+        ("keys", facts["keys_kind"]),
+        (
+            "class attention",
+            "the last block's softmax from the class token, with its own position terms"
+            if facts["has_attention"]
+            else "none: "
+            + ("no class token" if facts["has_keys"] else "not a transformer")
+            + " (DINO-seg, FOUND and HEAP's seed are skipped, with the reason in the record)",
+        ),
+        ("positions", facts["positions"]),
+        ("final norm", facts["final_norm"]),
+        (
+            "image feature",
+            (entry.feature or ("cls" if facts["class_token"] else "pooled"))
+            + (" (the entry's choice)" if entry.feature else " (default: class token if any, else pooled)"),
+        ),
+        ("pooling head", facts["pooling"] + (" ('--feature head')" if facts["pooling"] != "none" else "")),
+        ("projection", "yes (part retrieval's 'projected')" if _has_projection(entry, facts) else "none"),
+    ]
 
 
 def _version(library: str) -> str:

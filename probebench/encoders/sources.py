@@ -10,7 +10,6 @@ and a model in the registry's `Source` union.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,15 @@ from typing import TYPE_CHECKING
 import torch
 
 from probebench.encoders.base import Encoder, Preprocess
+from probebench.encoders.hub import (
+    HF_WEIGHT_FILES,
+    blob_id,
+    download_weights,
+    hf_cached,
+    hub_call,
+    hub_json,
+    missing_hub,
+)
 from probebench.encoders.registry import EncoderEntry
 from probebench.encoders.weights import (
     check_sha256,
@@ -27,44 +35,14 @@ from probebench.encoders.weights import (
     package_file,
     read_state_dict,
     select_weights,
-    sha256_file,
     torch_hub_checkpoint_dir,
 )
 from probebench.errors import UserError, WeightsUnavailable
-from probebench.io import BadFile, read_json
 
 if TYPE_CHECKING:
     from probebench.encoders.load import ResolvedEncoder
 
 log = logging.getLogger(__name__)
-
-
-_HF_WEIGHT_FILES = (
-    "model.safetensors",
-    "pytorch_model.bin",
-    "open_clip_model.safetensors",
-    "open_clip_pytorch_model.bin",
-)
-
-
-def _hf_cached(repo: str, filenames: tuple[str, ...], revision: str | None = None) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    for name in filenames:
-        hit = try_to_load_from_cache(repo, name, revision=revision)
-        if isinstance(hit, str):
-            return Path(hit)
-    return None
-
-
-def _blob_id(path: Path) -> str:
-    """The hub cache names LFS blobs by their sha256: reuse it rather than re-hashing hundreds of MB."""
-    real = Path(os.path.realpath(path))
-    return (
-        real.name
-        if len(real.name) == 64 and all(c in "0123456789abcdef" for c in real.name)
-        else sha256_file(real)
-    )
 
 
 def _timm_cfg(arch: str):
@@ -91,17 +69,6 @@ def _timm_preprocess(arch: str, arch_kwargs: dict) -> Preprocess:
         str(data["interpolation"]),
         tuple(data["mean"]),
         tuple(data["std"]),
-    )
-
-
-def _missing_hub(entry: EncoderEntry, repo: str, files: tuple[str, ...]) -> WeightsUnavailable:
-    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub"
-    )
-    return WeightsUnavailable(
-        f"encoder {entry.name!r}: {repo}/{' or '.join(files)} is not in the Hugging Face cache ({cache}) and "
-        "the hub cannot be reached; run once with network access, or copy the cache folder "
-        f"models--{repo.replace('/', '--')} there"
     )
 
 
@@ -135,17 +102,17 @@ def _locate_timm(entry: EncoderEntry, weights: Path | None, download: bool) -> L
 
     src = entry.source
     repo = _timm_cfg(src.model).hf_hub_id
-    path = _hf_cached(repo, _HF_WEIGHT_FILES) if repo else None
+    path = hf_cached(repo, HF_WEIGHT_FILES) if repo else None
     if path is None:
-        raise _missing_hub(entry, repo or src.model, _HF_WEIGHT_FILES[:2])
-    return Located(_blob_id(path), str(path))
+        raise missing_hub(entry, repo or src.model, HF_WEIGHT_FILES[:2])
+    return Located(blob_id(path), str(path))
 
 
 def _build_timm(spec: ResolvedEncoder) -> Encoder:
     from probebench.encoders.timm_models import wrap_timm
 
     entry = spec.entry
-    model = _hub_call(entry, lambda: create_timm_model(entry.source.model, pretrained=True))
+    model = hub_call(entry, lambda: create_timm_model(entry.source.model, pretrained=True))
     return wrap_timm(model, spec.preprocess, name=entry.name, pos_embed=entry.pos_embed)
 
 
@@ -154,10 +121,10 @@ def _locate_transformers(entry: EncoderEntry, weights: Path | None, download: bo
     import transformers
 
     src = entry.source
-    cfg = _hf_cached(src.repo, ("config.json",), revision=src.revision)
+    cfg = hf_cached(src.repo, ("config.json",), revision=src.revision)
     if cfg is None:
-        raise _missing_hub(entry, src.repo, ("config.json",))
-    model_type = _hub_json(entry, cfg).get("model_type")
+        raise missing_hub(entry, src.repo, ("config.json",))
+    model_type = hub_json(entry, cfg).get("model_type")
     if src.model_type is not None and model_type != src.model_type:
         raise UserError(
             f"encoder {entry.name!r}: {src.repo} is a {model_type!r} model, the entry says "
@@ -171,25 +138,11 @@ def _transformers_config(entry: EncoderEntry) -> LibraryConfig:
     from probebench.encoders.hf_models import hf_preprocess
 
     src = entry.source
-    proc = _hf_cached(src.repo, ("preprocessor_config.json",), revision=src.revision)
+    proc = hf_cached(src.repo, ("preprocessor_config.json",), revision=src.revision)
     if proc is None:
-        raise _missing_hub(entry, src.repo, ("preprocessor_config.json",))
+        raise missing_hub(entry, src.repo, ("preprocessor_config.json",))
     where = f"preprocessor_config.json of {src.repo}@{proc.parent.name}"
-    return LibraryConfig(hf_preprocess(_hub_json(entry, proc)), where)
-
-
-def _hub_json(entry: EncoderEntry, path: Path) -> dict:
-    """A JSON file of the hub cache, read as untrusted input: anything but a JSON object is one line."""
-    try:
-        value = read_json(path)
-    except BadFile as exc:
-        value = exc
-    if not isinstance(value, dict):
-        raise UserError(
-            f"encoder {entry.name!r}: {path} is not a JSON object ({value}); delete it from the cache so "
-            "that it is downloaded again"
-        )
-    return value
+    return LibraryConfig(hf_preprocess(hub_json(entry, proc)), where)
 
 
 def _build_transformers(spec: ResolvedEncoder) -> Encoder:
@@ -198,7 +151,7 @@ def _build_transformers(spec: ResolvedEncoder) -> Encoder:
     from probebench.encoders.hf_models import HFViT
 
     src = spec.entry.source
-    model = _hub_call(
+    model = hub_call(
         spec.entry,
         lambda: AutoModel.from_pretrained(
             src.repo, revision=src.revision, trust_remote_code=False, add_pooling_layer=False
@@ -223,10 +176,10 @@ def _locate_open_clip(entry: EncoderEntry, weights: Path | None, download: bool)
                 f"{src.model!r}"
             )
         repo = tag_cfg.get("hf_hub", "").rstrip("/")
-        path = _hf_cached(repo, _HF_WEIGHT_FILES) if repo else None
+        path = hf_cached(repo, HF_WEIGHT_FILES) if repo else None
         if path is None:
-            raise _missing_hub(entry, repo or src.pretrained, _HF_WEIGHT_FILES[2:])
-    return Located(_blob_id(path), str(path), {"open_clip": open_clip.__version__})
+            raise missing_hub(entry, repo or src.pretrained, HF_WEIGHT_FILES[2:])
+    return Located(blob_id(path), str(path), {"open_clip": open_clip.__version__})
 
 
 def _open_clip_config(entry: EncoderEntry) -> LibraryConfig:
@@ -241,7 +194,7 @@ def _build_open_clip(spec: ResolvedEncoder) -> Encoder:
     from probebench.encoders.clip_models import OpenClipViT
 
     src = spec.entry.source
-    model = _hub_call(
+    model = hub_call(
         spec.entry,
         lambda: open_clip.create_model(
             src.model,
@@ -273,7 +226,7 @@ def _locate_checkpoint(entry: EncoderEntry, weights: Path | None, download: bool
                 f"encoder {entry.name!r}: weights file {src.filename} not found at {path}; {src.manual} "
                 f"Put it at {torch_hub_checkpoint_dir() / src.filename} or pass --weights PATH"
             )
-        _download(entry, src.url, path)
+        download_weights(entry, src.url, path)
     digest = check_sha256(path, src.sha256, f"encoder {entry.name!r}")
     if src.sha256 is None:
         log.warning(
@@ -332,18 +285,6 @@ def _open_clip_preprocess(model: str, pretrained: str) -> Preprocess:
     return Preprocess(int(size), 1.0, merged.get("interpolation", "bicubic"), tuple(mean), tuple(std))
 
 
-def _download(entry: EncoderEntry, url: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        torch.hub.download_url_to_file(url, str(path), progress=True)  # writes a temp file, then renames
-    except Exception as exc:  # noqa: BLE001 - urllib raises many types; all mean "could not download"
-        raise WeightsUnavailable(
-            f"encoder {entry.name!r}: cannot download {url} ({type(exc).__name__}); "
-            "download it elsewhere and "
-            f"put it at {path}, or pass --weights PATH"
-        ) from None
-
-
 def create_timm_model(name: str, seed: int | None = None, **kwargs):
     """`timm.create_model` in the library's dynamic-size mode where the model class has one (ViT, EVA,
     DINOv3, PE: position embedding and RoPE made for each input's grid); classes without it (BEiT, CNNs)
@@ -382,45 +323,6 @@ def _build_timm_arch(spec: ResolvedEncoder) -> Encoder:
         if src.kind == "checkpoint" and src.projection is not None:
             head = build_projection_head(dig(raw, src.mapping.state_dict_key), src.projection, what)
     return wrap_timm(model, spec.preprocess, name=entry.name, projection_head=head, pos_embed=entry.pos_embed)
-
-
-def _hub_repo(entry: EncoderEntry) -> str:
-    """The hub repository a hub source's weights come from (timm's `timm/<name>` for timm models)."""
-    src = entry.source
-    if src.kind == "transformers":
-        return src.repo
-    if src.kind == "timm":
-        import timm.models
-
-        return timm.models.get_pretrained_cfg(src.model).hf_hub_id or src.model
-    import open_clip
-
-    return (
-        (open_clip.get_pretrained_cfg(src.model, src.pretrained) or {}).get("hf_hub", src.model).rstrip("/")
-    )
-
-
-def _hub_call(entry: EncoderEntry, fn):
-    """Run a library's loader; turn 'not cached and offline', and cached weights that do not fit the
-    architecture, into one actionable line."""
-    try:
-        return fn()
-    except (OSError, RuntimeError, ValueError) as exc:
-        text = str(exc).lower()
-        if "error(s) in loading state_dict" in text or "size mismatch" in text:
-            detail = " ".join(str(exc).split())[:160]
-            folder = f"models--{_hub_repo(entry).replace('/', '--')}"
-            raise UserError(
-                f"encoder {entry.name!r}: the cached weights do not fit its architecture ({detail}...); "
-                f"delete the model's folder ({folder}) from the Hugging Face cache so that it is downloaded "
-                "again"
-            ) from None
-        if any(s in text for s in ("offline", "connect", "cache", "resolve", "not found", "does not appear")):
-            raise WeightsUnavailable(
-                f"encoder {entry.name!r}: weights are not cached and the hub cannot be reached "
-                f"({type(exc).__name__}); run once with network access or copy the files into the cache"
-            ) from None
-        raise
 
 
 # One row per source kind of the registry schema: a new kind is a row here and its two functions.

@@ -132,16 +132,7 @@ def extract_features(
     if ranks.world > 1 and device.type == "cuda":
         device = torch.device("cuda", ranks.local_rank)  # torchrun: one GPU per process on its node
         torch.cuda.set_device(device)
-    # Rank 0 opens (or creates) the entry and lists the shards a dead rank of an earlier run finished; the
-    # others look only then, so every rank sees one entry in one state.
-    if ranks.main:
-        store = store if store is not None else open_entry(spec, dataset, req, opts, precision)
-        store.adopt_sidecars()
-    distributed.barrier()
-    if not ranks.main:
-        store = (
-            FeatureStore(store.root) if store is not None else open_entry(spec, dataset, req, opts, precision)
-        )
+    store = _open_store(spec, dataset, req, opts, precision, ranks, store)
     missing = store.missing_shards()
     if not missing:
         return Extraction(store, store.layers, True, time.perf_counter() - t0, None, store.skipped, precision)
@@ -152,33 +143,12 @@ def extract_features(
         )
     encoder = encoder if encoder is not None else build_encoder(spec)
     if store.started:  # refilling an existing entry: its own layers and tokens, not the request's
-        held = store.key_parts
-        req = FeatureRequest(
-            layers=tuple(held["layers"]),
-            tokens=tuple(held["tokens"]),
-            optional=tuple(held.get("optional", ())),
-            norm=req.norm,
-            patch_dtype=req.patch_dtype,
-            geometry=req.geometry,
-            max_side=req.max_side,
-            input_size=req.input_size,
-            rotated_keys=req.rotated_keys,
-        )
+        req = _held_request(store.key_parts, req)
     layers = encoder.resolve_layers(list(req.layers))
     if hasattr(encoder, "rotate_keys"):  # before `describe`: the record's keys_kind says which keys these are
         encoder.rotate_keys = req.rotated_keys
     req = _available(req, encoder)
-    token_arrays = [array_name("patches", layer) for layer in layers if "patches" in req.tokens]
-    token_arrays += [t for t in ("keys", "attention") if t in req.tokens]
-    strides = {array_name("patches", layer): encoder.stride(layer) for layer in layers}
-    strides["keys"] = strides["attention"] = encoder.patch_size
-    store.set_meta(
-        persist=ranks.main,
-        layers=layers,
-        encoder=encoder.describe(),
-        token_arrays=token_arrays,
-        token_strides={name: strides[name] for name in token_arrays},
-    )
+    _write_facts(store, encoder, layers, req, persist=ranks.main)
     run = Backoff(_forward_fn(encoder, layers, req, device, amp_dtype), opts.batch_size)
     # Whole shards per rank: with the batch size dividing the shard size (the default), every batch holds
     # the same images as in one process, so the features are the same bits.
@@ -208,6 +178,58 @@ def extract_features(
     skipped = sorted(set(store.skipped) | set(shards.skipped))
     return Extraction(
         store, layers, False, time.perf_counter() - t0, len(rows) / max(seconds, 1e-9), skipped, precision
+    )
+
+
+def _open_store(
+    spec: ResolvedEncoder,
+    dataset: ImageDataset,
+    req: FeatureRequest,
+    opts: ExtractionOptions,
+    precision: str,
+    ranks: distributed.Ranks,
+    store: FeatureStore | None,
+) -> FeatureStore:
+    """The entry to fill (`store`, or the one the request's key names). Rank 0 opens (or creates) it and
+    lists the shards a dead rank of an earlier run finished; the others look only then, so every rank sees
+    one entry in one state."""
+    if ranks.main:
+        store = store if store is not None else open_entry(spec, dataset, req, opts, precision)
+        store.adopt_sidecars()
+    distributed.barrier()
+    if not ranks.main:
+        store = (
+            FeatureStore(store.root) if store is not None else open_entry(spec, dataset, req, opts, precision)
+        )
+    return store
+
+
+def _held_request(held: dict, req: FeatureRequest) -> FeatureRequest:
+    """The request that refills an existing entry: the entry's own layers and token kinds (`held`, its key
+    parts), the run's framing and precision choices."""
+    return replace(
+        req,
+        layers=tuple(held["layers"]),
+        tokens=tuple(held["tokens"]),
+        optional=tuple(held.get("optional", ())),
+    )
+
+
+def _write_facts(
+    store: FeatureStore, encoder: Encoder, layers: list[int], req: FeatureRequest, persist: bool
+) -> None:
+    """What the entry holds once the model is built: the blocks, the encoder's facts, and each token array
+    with its stride (input pixels per grid cell)."""
+    token_arrays = [array_name("patches", layer) for layer in layers if "patches" in req.tokens]
+    token_arrays += [t for t in ("keys", "attention") if t in req.tokens]
+    strides = {array_name("patches", layer): encoder.stride(layer) for layer in layers}
+    strides["keys"] = strides["attention"] = encoder.patch_size
+    store.set_meta(
+        persist=persist,
+        layers=layers,
+        encoder=encoder.describe(),
+        token_arrays=token_arrays,
+        token_strides={name: strides[name] for name in token_arrays},
     )
 
 

@@ -137,20 +137,9 @@ def attentive_probe(
     step = 0
     with progress.stage("attentive probe: epochs", total=epochs, unit="epoch") as advance:
         for epoch in range(epochs):
-            head.train()
             order = fit_rows[torch.randperm(len(fit_rows), generator=gen).numpy()]
-            for i in range(0, len(order), batch_size):
-                batch = np.sort(order[i : i + batch_size])  # sorted reads are sequential in the memory map
-                if len(batch) < 2:
-                    continue  # BatchNorm needs two rows to train
-                for group in opt.param_groups:
-                    group["lr"] = _lr(step, steps, warmup, lr)
-                x = torch.as_tensor(read_train(batch), dtype=torch.float32, device=device)
-                loss = F.cross_entropy(head(x), labels[batch].to(device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
+            schedule = (step, steps, warmup, lr)
+            step = _train_epoch(head, opt, read_train, labels, order, batch_size, schedule, device)
             val_pred = _predict(head, read_train, val_rows, device).argmax(1)
             acc = float((val_pred == labels[val_rows]).float().mean() * 100) if len(val_rows) else 0.0
             curve.append(acc)
@@ -169,13 +158,40 @@ def attentive_probe(
         "batch_size": batch_size,
         "lr": lr,
         "base_lr_per_256": base_lr,
-        "optimizer": "SGD momentum 0.9, weight decay 0, linear warm-up + cosine",
         "chosen_epoch": best[1] + 1,
         "val_curve": curve,
         "val_fraction": val_fraction,
         "n_fit": len(fit_rows),
         "n_val": len(val_rows),
-        "selected_on": "val carved from train",
         "total_s": round(time.perf_counter() - t0, 3),
     }
     return metrics, details
+
+
+def _train_epoch(
+    head: AttentiveHead,
+    opt: torch.optim.Optimizer,
+    read_train: TokenReader,
+    labels: torch.Tensor,
+    order: np.ndarray,
+    batch_size: int,
+    schedule: tuple[int, int, int, float],
+    device: torch.device,
+) -> int:
+    """One pass over `order` (train rows, shuffled) in batches; `schedule` is (step, steps, warmup, peak lr)
+    of the warm-up + cosine schedule. Returns the step count after the epoch."""
+    step, steps, warmup, lr = schedule
+    head.train()
+    for i in range(0, len(order), batch_size):
+        batch = np.sort(order[i : i + batch_size])  # sorted reads are sequential in the memory map
+        if len(batch) < 2:
+            continue  # BatchNorm needs two rows to train
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, steps, warmup, lr)
+        x = torch.as_tensor(read_train(batch), dtype=torch.float32, device=device)
+        loss = F.cross_entropy(head(x), labels[batch].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+    return step

@@ -14,7 +14,8 @@ Variants: "plain", and "bn", MAE's linear probe head `BatchNorm1d(affine=False)`
 optimisation a BatchNorm without affine is exactly a standardisation by the fitting set's mean and (biased)
 variance, eps 1e-6 as in MAE, so "bn" standardises and then fits the same model. MAE trains that head with
 LARS for 90 epochs on augmented images without weight decay; here the head is fit on cached features of
-unaugmented images with the C sweep above (its largest C is almost unregularised). Recorded as a deviation.
+unaugmented images with the C sweep above (its largest C is almost unregularised): the deviation
+`linear-no-augmentation`.
 """
 
 from __future__ import annotations
@@ -168,10 +169,7 @@ def linear_probe(
     details = {
         "probe": "linear",
         "variant": variant,
-        "objective": "mean cross-entropy + ||W||^2 / (2 C N), full-batch L-BFGS",
         "c_grid": [float(c) for c in grid],
-        "search": "every grid point, increasing C, warm-started",
-        "selection": "best val top-1, ties to the lower val cross-entropy, then the smaller C",
         "chosen_c": float(grid[best]),
         "chosen_index": best,
         "val_curve": [
@@ -188,12 +186,10 @@ def linear_probe(
         "val_fraction": val_fraction,
         "n_fit": len(fit_rows),
         "n_val": len(val_rows),
-        "refit_on": "train+val",
         "refit_iterations": final.iterations,
         "all_converged": all(d[2].converged for d in done.values()) and final.converged,
         "max_iter": max_iter,
         "tol": tol,
-        "dtype": "float32 features and weights, float64 loss",
         "sweep_s": round(t_sweep, 3),
         "total_s": round(time.perf_counter() - t0, 3),
     }

@@ -219,7 +219,6 @@ def train_head(
         "lr": lr,
         "weight_decay": weight_decay,
         "warmup_iters": warmup_iters,
-        "optimizer": "AdamW betas (0.9, 0.999), no weight decay on the bias; linear warm-up, poly decay",
         "loss_curve": curve,
         "train_s": round(time.perf_counter() - t0, 3),
     }

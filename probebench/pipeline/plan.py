@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probebench.encoders.base import block_indices
+from probebench.encoders.facts import EncoderFacts
 from probebench.encoders.registry import EncoderEntry
 from probebench.errors import UserError
 from probebench.extraction.request import FeatureRequest
@@ -18,10 +19,10 @@ from probebench.results.records import record_path
 from probebench.tasks.catalog import Task
 
 
-def default_feature(entry: EncoderEntry, encoder: dict) -> str:
-    """The entry's choice, else the class token when the model has one (DINO's kNN), else pooled patches.
-    `encoder`: the encoder's facts (`Encoder.describe`); registers are never the image feature."""
-    return entry.feature or ("cls" if encoder.get("class_token") else "pooled")
+def default_feature(entry: EncoderEntry, facts: EncoderFacts) -> str:
+    """The entry's choice, else the class token when the model has one (DINO's kNN), else pooled patches:
+    registers are never the image feature."""
+    return entry.feature or ("cls" if facts.class_token else "pooled")
 
 
 @dataclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -14,7 +15,20 @@ from probebench.encoders.load import ResolvedEncoder
 from probebench.extraction.request import Extraction
 from probebench.pipeline.plan import PlannedRecord
 from probebench.results.records import git_commit, read_record, versions
-from probebench.results.schema import Primary, ResultRecord, RoleInfo, TaskInfo
+from probebench.results.schema import (
+    DatasetInfo,
+    EncoderInfo,
+    GeometryKnobs,
+    GitInfo,
+    Knobs,
+    PreprocessKnobs,
+    Primary,
+    Resolution,
+    ResultRecord,
+    RoleInfo,
+    TaskInfo,
+    Timings,
+)
 from probebench.tasks.catalog import Task
 from probebench.tasks.contract import Context, Evaluation
 
@@ -24,7 +38,7 @@ class RecordOutcome:
     encoder: str
     task: str
     dataset: str
-    status: str  # "done", "skipped"
+    status: Literal["done", "skipped"]
     path: Path
     metrics: dict
     primary: str = ""
@@ -46,19 +60,6 @@ class RecordOutcome:
         return f"{head}{self.primary}={value:.2f}{interval}"
 
 
-_TOKEN_TEXT = {
-    "cls": "class token",
-    "pooled": "mean of patch tokens",
-    "both": "class token and mean of patch tokens, concatenated",
-    "head": "the model's own pooling of its last block (timm forward_head, pre-logits)",
-    "tokens": "all tokens (prefix tokens and patch tokens)",
-    "encoded": "mean of the final-normed patch tokens (CNNs: global average pool)",
-    "projected": "projection head output",
-    "patch grids": "patch-token grids of the probed layers, before the final normalisation",
-    "keys": "last block's keys and class attention (patch tokens where there are no keys), and patch tokens",
-}
-
-
 def build_record(
     spec: ResolvedEncoder,
     target: PlannedRecord,
@@ -70,7 +71,7 @@ def build_record(
     ctx: Context,
     described: dict[str, dict],
     chash: str,
-    timings: dict,
+    timings: Timings,
     device,
 ) -> ResultRecord:
     """The record of one evaluation, in three steps: each role's data (`role_infos`), every knob that made
@@ -80,12 +81,12 @@ def build_record(
     roles = role_infos(target, results, ctx, described)
     value = evaluation.metrics.get(task.primary.name)
     return ResultRecord(
-        encoder={
-            **entry.model_dump(mode="json"),
-            "weights_id": spec.weights_id,
-            "weights_path": spec.weights_path,
-            **{k: facts[k] for k in facts if k != "preprocess"},
-        },
+        encoder=EncoderInfo(
+            **dict(entry),
+            weights_id=spec.weights_id,
+            weights_path=spec.weights_path,
+            facts=facts,
+        ),
         task=TaskInfo(
             name=task.name,
             probe=task.probe.name,
@@ -107,15 +108,14 @@ def build_record(
         seed=seed,
         timings=timings,
         outputs=sorted(evaluation.outputs),
+        deviations=list(dict.fromkeys(evaluation.deviations)),
         undefined=dict(evaluation.undefined),
         warnings=list(
-            dict.fromkeys(
-                [*(w for r in roles.values() for w in r.dataset.get("warnings", [])), *ctx.warnings]
-            )
+            dict.fromkeys([*(w for r in roles.values() for w in r.dataset.warnings), *ctx.warnings])
         ),
         config_hash=chash,
         versions=versions(),
-        git=git_commit(),
+        git=GitInfo(**git_commit()),
     )
 
 
@@ -131,7 +131,7 @@ def role_infos(
     for role, (_, split) in target.task.bindings.items():
         res = results[target.feeds[role]]
         roles[role] = RoleInfo(
-            dataset=described[ctx.roles[role].dataset.name],
+            dataset=DatasetInfo.model_validate(described[ctx.roles[role].dataset.name]),
             split=split,
             n_images=len(ctx.roles[role].rows),
             skipped_images=len(res.skipped),
@@ -149,48 +149,42 @@ def record_knobs(
     feature: str,
     results: dict[tuple[str, str], Extraction],
     device,
-) -> dict:
-    """The task's knobs with what the run resolved written over them: the feature and layer read, the
-    token, norm, preprocessing and where each value came from, resolution, framing, precision, threads."""
+) -> Knobs:
+    """The task's own knobs, and what the run resolved: the feature and layers read, norm, preprocessing
+    and where each value came from, resolution, geometry, precision, threads."""
     task = target.task
     extraction = results[next(iter(target.feeds.values()))]
     key_parts = extraction.store.key_parts
-    # what the probe read: the run's image feature, a probe's own `feature` knob (part retrieval: encoded,
-    # projected, cls), or tokens
-    read = feature if task.probe.reads_feature else task.knobs.get("feature", task.probe.reads)
-    return {
-        **task.knobs,  # first: what the run resolved (layers, geometry) is written over the raw knobs
-        "feature": read,
-        "layer": layers[0] if len(layers) == 1 else layers,
-        "layer_sweep": target.sweep,  # one of a --layer sweep's records, not the task's own
-        "layers_cached": extraction.layers,
-        "norm": key_parts["norm"],
-        "token": _TOKEN_TEXT[read],
-        "final_norm": extraction.store.encoder_facts["final_norm"],
-        "preprocess": key_parts["preprocess"],
-        "resolution": _resolution(task, spec, key_parts),
-        # where each preprocessing value came from: the library's config, the entry, or the task
-        "preprocess_from": spec.provenance
+    return Knobs(
+        task=task.knobs,
+        # what the probe read: the run's image feature, a probe's own `feature` knob (part retrieval:
+        # encoded, projected, cls), or what it reads otherwise (tokens, patch grids, keys)
+        feature=feature if task.probe.reads_feature else task.knobs.get("feature", task.probe.reads),
+        layer=layers[0] if len(layers) == 1 else layers,
+        layer_sweep=target.sweep,
+        layers_cached=extraction.layers,
+        norm=key_parts["norm"],
+        preprocess=PreprocessKnobs.model_validate(key_parts["preprocess"]),
+        resolution=_resolution(task, spec, key_parts),
+        preprocess_from=spec.provenance
         | ({"input_size": "fixed by the task"} if task.resolution is not None else {}),
-        "geometry": key_parts["geometry"],
-        "precision": extraction.precision,
-        "probe_device": str(device),
-        # CPU results move in the last digits with the thread count (reduction order), and HEAP's short
-        # schedule on 100 images can move a CorLoc point with them
-        "threads": torch.get_num_threads(),
-    }
+        geometry=GeometryKnobs.model_validate(key_parts["geometry"]),
+        precision=extraction.precision,
+        probe_device=str(device),
+        threads=torch.get_num_threads(),
+    )
 
 
-def _resolution(task: Task, spec: ResolvedEncoder, key_parts: dict) -> dict:
+def _resolution(task: Task, spec: ResolvedEncoder, key_parts: dict) -> Resolution:
     """The input size the features were read at and why: the task fixed it, or it is the encoder's own
     (and then where that value came from)."""
     if key_parts["geometry"]["mode"] != "resize":
-        return {"input_size": None, "policy": "native: each image at its own size"}
+        return Resolution(input_size=None, policy="native")
     size = key_parts["preprocess"]["input_size"]
     if task.resolution is not None:
-        return {"input_size": size, "policy": f"fixed by the task for every encoder ({task.resolution} px)"}
+        return Resolution(input_size=size, policy="task")
     origin = spec.provenance.get("input_size", "the encoder's configuration")
-    return {"input_size": size, "policy": f"the encoder's own evaluation size, from {origin}"}
+    return Resolution(input_size=size, policy="encoder", source=origin)
 
 
 def outcome_of(

@@ -38,6 +38,7 @@ from probebench.pipeline.plan import (
 )
 from probebench.pipeline.record import RecordOutcome, build_record, outcome_of, skipped_outcome
 from probebench.results.records import finished, git_commit, write_record
+from probebench.results.schema import Timings
 from probebench.tasks.catalog import Task
 from probebench.tasks.contract import Context, Evaluation, RoleData
 
@@ -78,13 +79,7 @@ def run_encoder(
     `cfg.feature` (cls, pooled, both, head) overrides the entry's default image feature for probes that read
     one.
     """
-    tasks = [tasks] if isinstance(tasks, Task) else list(tasks)
-    if isinstance(data, ImageDataset):
-        tasks, loaded = bind_to_dataset(tasks, data)
-    elif data is None:
-        tasks, loaded = load_task_data(tasks, cfg)
-    else:
-        loaded = with_views(tasks, data)
+    tasks, loaded = _task_data([tasks] if isinstance(tasks, Task) else list(tasks), data, cfg)
     git_commit()  # pin the commit now: the code that runs is the code imported when the run starts
     plan, stores, notes = _planned(spec, tasks, loaded, cfg)
     if not cfg.force:
@@ -101,20 +96,20 @@ def run_encoder(
     keys = {k: r.store.feature_identity for k, r in results.items()}
     described = {name: ds.describe() for name, ds in loaded.items()}
     outcomes = []
-    for target in [t for x in plan.targets for t in expand_sweep(x, facts["num_blocks"])]:
-        at = block_indices(target.layers, facts["num_blocks"])
+    for target in [t for x in plan.targets for t in expand_sweep(x, facts.num_blocks)]:
+        at = block_indices(target.layers, facts.num_blocks)
         chash = config_hash(target, at, cfg.feature or "default", cfg.seed, _role_keys(target, keys), notes)
         if not cfg.force and finished(target.path, chash):
             outcomes.append(skipped_outcome(spec, target))
         else:
             t1 = time.perf_counter()
             evaluation, ctx = _evaluate(spec, plan, target, at, results, loaded, chosen, cfg)
-            timings = {
-                "extract_s": round(t_extract, 3),
-                "evaluate_s": round(time.perf_counter() - t1, 3),
-                "features_cached": all(r.cached for r in results.values()),
-                "images_per_s": next((r.images_per_s for r in results.values() if r.images_per_s), None),
-            }
+            timings = Timings(
+                extract_s=round(t_extract, 3),
+                evaluate_s=round(time.perf_counter() - t1, 3),
+                features_cached=all(r.cached for r in results.values()),
+                images_per_s=next((r.images_per_s for r in results.values() if r.images_per_s), None),
+            )
             device, _, _ = device_and_precision(cfg.extraction)
             record = build_record(
                 spec,
@@ -135,6 +130,18 @@ def run_encoder(
         if report is not None:
             report(outcomes[-1])
     return outcomes
+
+
+def _task_data(
+    tasks: list[Task], data: ImageDataset | dict[str, ImageDataset] | None, cfg: RunConfig
+) -> tuple[list[Task], dict[str, ImageDataset]]:
+    """The tasks and the datasets they read: every task bound to one given dataset, the given datasets with
+    the views the tasks make of them, or loaded as `cfg` says."""
+    if isinstance(data, ImageDataset):
+        return bind_to_dataset(tasks, data)
+    if data is None:
+        return load_task_data(tasks, cfg)
+    return tasks, with_views(tasks, data)
 
 
 def _evaluate(
@@ -285,7 +292,7 @@ def _all_finished(
     """The skipped outcomes when every planned record is already finished, else None; nothing is extracted
     and no model is built. Sweeps and negative layers need the block count, known once any planned cache
     entry has been started; the last block and non-negative layers do not."""
-    num_blocks = next((s.encoder_facts["num_blocks"] for s in stores.values() if s.started), None)
+    num_blocks = next((s.encoder_facts.num_blocks for s in stores.values() if s.started), None)
     relative = any(
         t.sweep or any(isinstance(x, str) and x != "last" or isinstance(x, int) and x < 0 for x in t.layers)
         for t in plan.targets

@@ -24,7 +24,10 @@ from probebench.report import plots
 from probebench.results import tables
 from probebench.results.papers import citations
 from probebench.results.records import outputs_dir, record_path
-from probebench.tasks.probes import LEVELS
+from probebench.results.render import markdown_text, render_table
+from probebench.results.schema import ResultRecord
+from probebench.tasks.contract import LEVELS
+from probebench.tasks.deviations import deviation_text
 
 GRID_RECORDS = 6  # discovery records drawn as image grids (each a few hundred kB in the HTML)
 # Which discovery records get an image grid: photos drawn into a report are copies of the data, so a report
@@ -92,7 +95,7 @@ def _discovery_grids(
     for row in seen.drop_duplicates(["encoder", "task", "dataset"]).head(GRID_RECORDS).itertuples():
         folder = outputs_dir(record_path(row.encoder, row.dataset, row.task, root))
         rec = records.get((row.encoder, row.task, row.dataset))
-        image_root = Path(rec.roles["test"].dataset.get("root", "")) if rec is not None else None
+        image_root = Path(rec.roles["test"].dataset.root) if rec is not None else None
         synthetic = " (synthetic)" if row.synthetic else ""
         title = f"{row.encoder} on {row.dataset}{synthetic}, task {row.task}"
         fig = plots.discovery_grid(folder, image_root, title)
@@ -104,13 +107,11 @@ def _discovery_grids(
 
 def _provenance(records: list, board: tables.Leaderboard) -> Section:
     sec = Section("Provenance")
-    commits = sorted(
-        {f"{r.git.get('commit')}" + (" (with local changes)" if r.git.get("dirty") else "") for r in records}
-    )
+    commits = sorted({f"{r.git.commit}" + (" (with local changes)" if r.git.dirty else "") for r in records})
     sec.text.append(f"Records: {len(records)}, from commit(s) {', '.join(commits) or '-'}.")
     sec.text += [f"Left out: {note}" for note in board.notes]
     weights = pd.DataFrame(
-        sorted({(r.encoder["name"], r.encoder["family"], str(r.encoder.get("weights_id"))) for r in records}),
+        sorted({(r.encoder.name, r.encoder.family, str(r.encoder.weights_id)) for r in records}),
         columns=["encoder", "family", "weights (sha256, or the random-init seed)"],
     )
     sec.tables.append(("Each encoder's weights", weights))
@@ -134,21 +135,12 @@ def _provenance(records: list, board: tables.Leaderboard) -> Section:
     return sec
 
 
-def input_size(record) -> int | None:
-    """The input size a record's features were read at (`resize` framing), None for native geometry."""
-    knobs = record.knobs
-    if (knobs.get("geometry") or {}).get("mode", "resize") != "resize":
-        return None
-    resolution = knobs.get("resolution") or {}
-    return resolution.get("input_size") or (knobs.get("preprocess") or {}).get("input_size")
-
-
 def _sizes_note(records: list) -> str | None:
     """One sentence where the encoders of a level's tables read images at different sizes."""
     sizes: dict[int, set[str]] = {}
     for r in records:
-        if (size := input_size(r)) is not None:
-            sizes.setdefault(int(size), set()).add(r.encoder["name"])
+        if (size := r.knobs.resolution.input_size) is not None:
+            sizes.setdefault(size, set()).add(r.encoder.name)
     if len(sizes) < 2:
         return None
     parts = [f"{size} px ({', '.join(sorted(names))})" for size, names in sorted(sizes.items())]
@@ -164,22 +156,22 @@ def _reading(records: list) -> pd.DataFrame:
     """What each encoder's records read: prefix tokens, keys, positions, pooling, sizes and precision."""
     rows = {}
     for r in records:
-        e = r.encoder
+        facts = r.encoder.facts
         row = rows.setdefault(
-            e["name"],
+            r.encoder.name,
             {
-                "encoder": e["name"],
-                "library": e.get("library", ""),
-                "prefix tokens": ", ".join(e.get("prefix_tokens", [])) or "none",
-                "keys": e.get("keys_kind", ""),
-                "positions": e.get("positions", ""),
-                "pooling head": e.get("pooling", ""),
+                "encoder": r.encoder.name,
+                "library": facts.library,
+                "prefix tokens": ", ".join(facts.prefix_tokens) or "none",
+                "keys": facts.keys_kind,
+                "positions": facts.positions,
+                "pooling head": facts.pooling,
                 "sizes read": set(),
                 "precision": set(),
             },
         )
-        row["sizes read"].add(str(input_size(r) or "native"))
-        row["precision"].add(str(r.knobs.get("precision", "")))
+        row["sizes read"].add(str(r.knobs.resolution.input_size or "native"))
+        row["precision"].add(r.knobs.precision)
     out = pd.DataFrame(list(rows.values()))
     if not out.empty:
         for col in ("sizes read", "precision"):
@@ -187,13 +179,9 @@ def _reading(records: list) -> pd.DataFrame:
     return out
 
 
-def _deviations(record) -> list[str]:
-    """Every deviation a record writes down (probe details named *deviation*), and its warnings."""
-    out = list(record.warnings)
-    for key, value in record.probe.items():
-        if "deviation" in key and value:
-            out += [str(v) for v in value] if isinstance(value, list) else [str(value)]
-    return out
+def _deviations(record: ResultRecord) -> list[str]:
+    """Every deviation a record lists (each id's sentence), and its warnings."""
+    return [*(deviation_text(d) for d in record.deviations), *record.warnings]
 
 
 def build_report(root: Path | None = None, grids: str = "all") -> Report:
@@ -209,9 +197,7 @@ def build_report(root: Path | None = None, grids: str = "all") -> Report:
     board, _ = tables.refresh(root)
     long = board.long
     records = board.records  # the ones the tables hold: no older protocol, no duplicate
-    by_key = {
-        (r.encoder["name"], r.task.name, r.dataset.get("view_of", r.dataset["name"])): r for r in records
-    }
+    by_key = {(r.encoder.name, r.task.name, r.dataset.filed_under): r for r in records}
     sections = [_summary(long, board)]
     if (fig := plots.object_vs_part(long)) is not None:
         sections[0].figures.append(
@@ -328,7 +314,7 @@ def _html(sections: list[Section], long: pd.DataFrame) -> str:
 def _markdown(sections: list[Section], root: Path) -> str:
     made = datetime.now(timezone.utc).isoformat(timespec="seconds")
     out = ["# probebench report", "", f"Written {made} from the records under results/runs/.", ""]
-    text = tables.markdown_text  # names, warnings and captions may come from hand-edited records and data
+    text = markdown_text  # names, warnings and captions may come from hand-edited records and data
     for sec in sections:
         out += [f"## {text(sec.title)}", ""]
         for t in sec.text:
@@ -338,5 +324,5 @@ def _markdown(sections: list[Section], root: Path) -> str:
             out += [f"![{text(caption)}]({link})", "", f"*{text(caption)}*", ""]
         for caption, df in sec.tables:
             out += [f"### {text(caption)}", ""]
-            out += [tables.render(df, "markdown") if not df.empty else "(none)", ""]
+            out += [render_table(df, "markdown") if not df.empty else "(none)", ""]
     return "\n".join(out)

@@ -109,11 +109,12 @@ def read_record(path: Path) -> ResultRecord:
                 else f"expected {SCHEMA_VERSION}; re-run it"
             )
         )
+    why = _metric_problem(raw)  # first: the most specific account of a hand edit
     try:
-        record = ResultRecord.model_validate(raw)
+        record = ResultRecord.model_validate(raw, context={"recorded": True})
     except ValidationError as exc:
-        raise BadRecord(f"{Path(path).name}: not a valid record ({exc.error_count()} problem(s))") from None
-    if why := _metric_problem(raw):
+        why = why or f"not a valid record ({exc.error_count()} problem(s))"
+    if why:
         raise BadRecord(f"{Path(path).name}: {why}")
     return record
 
@@ -122,13 +123,16 @@ def _metric_problem(raw: dict) -> str | None:
     """What makes a record's numbers unreadable (a hand edit, another tool): a metric that is not a finite
     number, list or table, or a primary value that is not its metric's. Tables skip such a number without a
     word otherwise."""
-    for name, value in raw["metrics"].items():
+    metrics, primary = raw.get("metrics"), raw.get("primary")
+    if not isinstance(metrics, dict) or not isinstance(primary, dict):
+        return None  # the schema names it
+    for name, value in metrics.items():
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not (number and math.isfinite(value)) and not isinstance(value, list | dict):
             return f"metric {name!r} is {json.dumps(value)[:40]}, not a number; re-run it"
-    primary = raw["primary"]
-    if primary["value"] is not None and raw["metrics"].get(primary["name"]) != primary["value"]:
-        return f"primary value {json.dumps(primary['value'])[:40]} is not its metric {primary['name']!r}'s"
+    name, value = primary.get("name"), primary.get("value")
+    if isinstance(name, str) and value is not None and metrics.get(name) != value:
+        return f"primary value {json.dumps(value)[:40]} is not its metric {name!r}'s"
     return None
 
 

@@ -25,8 +25,10 @@ import pandas as pd
 from probebench.encoders.registry import family_names
 from probebench.errors import UserError
 from probebench.paths import results_dir
+from probebench.results.details import AttentiveDetails, DiscoveryDetails, LinearDetails
 from probebench.results.papers import KEY, published
 from probebench.results.records import ResultRecord, read_records
+from probebench.results.render import render_table
 from probebench.results.schema import SCHEMA_VERSION
 
 FLAG_POINTS = 1.0  # a difference from the paper beyond this many points is flagged
@@ -53,7 +55,6 @@ LONG_COLUMNS = [
     "weights",
     "why",  # a metric the data cannot define has no value, and this says why
 ]
-FORMATS = ("csv", "markdown", "json")
 _K = re.compile(r"^(?P<base>.+)_k(?P<k>\d+)$")
 
 
@@ -78,10 +79,10 @@ def split_metric(name: str, methods: list[str]) -> tuple[str, str]:
 
 def _setting(record: ResultRecord) -> str:
     """The hyper-parameter the probe chose: the C or the epoch."""
-    if "chosen_c" in record.probe:
-        return f"C={record.probe['chosen_c']:.3g}"
-    if "chosen_epoch" in record.probe:
-        return f"epoch={record.probe['chosen_epoch']}/{record.probe['epochs']}"
+    if isinstance(record.probe, LinearDetails):
+        return f"C={record.probe.chosen_c:.3g}"
+    if isinstance(record.probe, AttentiveDetails):
+        return f"epoch={record.probe.chosen_epoch}/{record.probe.epochs}"
     return ""
 
 
@@ -91,23 +92,23 @@ def _rows(r: ResultRecord) -> list[dict]:
         for k, v in r.metrics.items()
         if k.endswith("_ci95") and isinstance(v, list | tuple) and len(v) == 2
     }
-    methods = r.knobs.get("methods") or []
-    layer = r.knobs.get("layer")
+    methods = r.probe.methods if isinstance(r.probe, DiscoveryDetails) else []
+    layer = r.knobs.layer
     common = {
-        "encoder": r.encoder["name"],
-        "family": r.encoder["family"],
+        "encoder": r.encoder.name,
+        "family": r.encoder.family,
         "task": r.task.name,
         "level": r.task.level,
-        "dataset": r.dataset.get("view_of", r.dataset["name"]),  # crops are filed under their dataset
+        "dataset": r.dataset.filed_under,  # crops are filed under their dataset
         "synthetic": r.synthetic,
         "protocol": r.task.protocol_version,
-        "commit": r.git.get("commit"),
+        "commit": r.git.commit,
         "layer": json.dumps(layer) if isinstance(layer, list) else layer,
-        "layer_sweep": bool(r.knobs.get("layer_sweep", False)),
-        "feature": r.knobs.get("feature"),
+        "layer_sweep": r.knobs.layer_sweep,
+        "feature": r.knobs.feature,
         "seed": r.seed,
         "setting": _setting(r),
-        "weights": r.encoder.get("weights_id"),
+        "weights": r.encoder.weights_id,
     }
     rows = []
     for name, value in r.metrics.items():
@@ -178,14 +179,13 @@ def build_leaderboard(root: Path | None = None) -> Leaderboard:
     # The same result recorded twice (a copy from another machine, a renamed file): keep the newest.
     newest: dict[tuple, ResultRecord] = {}
     for r in sorted(current, key=lambda r: r.created or ""):
-        layer = r.knobs.get("layer")
         key = (
-            r.encoder["name"],
+            r.encoder.name,
             r.task.name,
-            r.dataset.get("view_of", r.dataset["name"]),
-            json.dumps(layer),
-            bool(r.knobs.get("layer_sweep", False)),
-            r.knobs.get("feature"),
+            r.dataset.filed_under,
+            json.dumps(r.knobs.layer),
+            r.knobs.layer_sweep,
+            r.knobs.feature,
             r.seed,
         )
         newest[key] = r
@@ -195,14 +195,14 @@ def build_leaderboard(root: Path | None = None) -> Leaderboard:
     undefined = [r for r in newest.values() if r.primary.value is None and r.primary.name in r.undefined]
     if undefined:
         said = "; ".join(
-            sorted(f"{r.encoder['name']} x {r.task.name}: {r.undefined[r.primary.name]}" for r in undefined)
+            sorted(f"{r.encoder.name} x {r.task.name}: {r.undefined[r.primary.name]}" for r in undefined)
         )
         notes.append(
             f"{len(undefined)} record(s) have no number for their primary metric, as it is undefined: {said}"
         )
     empty = [r for r in newest.values() if r.primary.value is None and r.primary.name not in r.undefined]
     if empty:
-        names = ", ".join(sorted(f"{r.encoder['name']} x {r.task.name}" for r in empty))
+        names = ", ".join(sorted(f"{r.encoder.name} x {r.task.name}" for r in empty))
         notes.append(f"{len(empty)} record(s) have no value for their primary metric: {names}")
     # Typed even when empty: an empty object column used as a mask would be read as a column list.
     long = pd.DataFrame(rows, columns=LONG_COLUMNS).astype(
@@ -224,7 +224,7 @@ def select(
     """Rows matching every given filter (each a list of accepted values). A value no result has is one
     line with the close matches (a typo must not read as "no results"); a level or family that does not
     exist at all is one line too, even on an empty table."""
-    from probebench.tasks.probes import LEVELS
+    from probebench.tasks.contract import LEVELS
 
     for column, accepted, known in (
         ("task", task, None),
@@ -365,51 +365,8 @@ def write(board: Leaderboard, root: Path | None = None) -> dict[str, Path]:
     paths = {}
     for name, df in tables.items():
         paths[name] = root / name
-        atomic_write(paths[name], csv_safe(df).to_csv(index=False, float_format="%.2f").encode())
+        atomic_write(paths[name], render_table(df, "csv").encode())
     return paths
-
-
-# A spreadsheet runs a text cell that starts with one of these as a formula (`=HYPERLINK(...)`).
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _number_text(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
-def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
-    """Text cells that a spreadsheet would run as a formula, prefixed with a quote (OWASP's advice); numbers,
-    and text that reads as a number (-0.5), are left as they are."""
-
-    def cell(v):
-        if isinstance(v, str) and v.startswith(_FORMULA) and not _number_text(v):
-            return "'" + v
-        return v
-
-    out = df.map(cell) if len(df) else df.copy()
-    out.columns = [cell(c) for c in out.columns]
-    return out
-
-
-# `_` is left alone: names are full of it, and inside a word it starts no emphasis (CommonMark).
-_MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*[]|"} | {"<": "&lt;", ">": "&gt;", "&": "&amp;"})
-
-
-def markdown_text(text: str) -> str:
-    """Text as Markdown shows it literally: no tag (raw HTML renders in most Markdown viewers), link, code
-    span, emphasis by `*` or table cell break can come from a name or a warning. Line breaks become
-    spaces."""
-    return " ".join(str(text).split("\n")).translate(_MARKDOWN)
-
-
-def markdown_safe(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.map(lambda v: markdown_text(v) if isinstance(v, str) else v) if len(df) else df.copy()
-    out.columns = [markdown_text(c) for c in out.columns]
-    return out
 
 
 def refresh(root: Path | None = None) -> tuple[Leaderboard, dict[str, Path]]:
@@ -442,17 +399,3 @@ def writable(folder: Path) -> None:
         raise UserError(
             f"cannot write to {folder} (permission denied); set PROBEBENCH_RESULTS to a writable folder"
         )
-
-
-def render(df: pd.DataFrame, fmt: str) -> str:
-    """A table as csv, markdown (a GitHub table) or json (a list of row objects)."""
-    if fmt == "csv":
-        return csv_safe(df).to_csv(index=False, float_format="%.2f")
-    if fmt == "markdown":  # tabulate leaves NaN as "nan"; an empty cell reads better
-        df = markdown_safe(df)
-        return (
-            df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=".2f", missingval="")
-        )
-    if fmt == "json":
-        return df.to_json(orient="records", indent=1, double_precision=4)
-    raise ValueError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")

@@ -16,18 +16,23 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal, get_args
 
 from probebench.data.base import ImageDataset
 from probebench.data.views.windows import WindowSpec
 from probebench.tasks.knobs import Knob
 from probebench.tasks.knobs import defaults as knob_defaults
 
+Level = Literal["object", "part", "discovery"]
+LEVELS: tuple[Level, ...] = get_args(Level)  # the report's order
+ImageFeature = Literal["cls", "pooled", "both", "head"]  # what `--feature` chooses
+
 if TYPE_CHECKING:  # the contract is read by the task catalogue, which must not import torch or the cache
     import numpy as np
     import torch
 
     from probebench.cache.store import FeatureStore
+    from probebench.encoders.facts import EncoderFacts
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +51,7 @@ class Needs:
 
     tokens: tuple[str, ...]
     layers: tuple[int | str, ...] | None = None
-    geometry: str = "resize"
+    geometry: Literal["resize", "native"] = "resize"
     max_side: int | None = None
     labels: bool = True  # every image of the task's splits must carry a class label
     norm: bool = True
@@ -76,11 +81,11 @@ class RoleData:
 class Context:
     roles: dict[str, RoleData]
     layers: list[int]  # absolute block indices: one for single-layer probes, the fixed set otherwise
-    feature: str  # cls, pooled or both (probes that read one vector per image)
+    feature: ImageFeature  # for probes that read one vector per image
     knobs: dict
     seed: int
     device: torch.device
-    encoder: dict  # the encoder's facts (num_blocks, patch_size, num_prefix_tokens, ...)
+    encoder: EncoderFacts  # the facts of the cache entry read (num_blocks, patch_size, prefix tokens, ...)
     warnings: list[str] = field(default_factory=list)  # written into the record
 
     def warn(self, message: str) -> None:
@@ -100,13 +105,14 @@ class Evaluation:
     details: dict
     outputs: dict[str, bytes] = field(default_factory=dict)  # file name -> content, kept beside the record
     undefined: dict[str, str] = field(default_factory=dict)  # metric -> why it has no number
+    deviations: list[str] = field(default_factory=list)  # ids of `probebench.tasks.deviations.DEVIATIONS`
 
 
 class Probe(ABC):
     """A probe type. Subclasses set the class attributes and implement `defaults`, `needs`, `evaluate`."""
 
     name: ClassVar[str]
-    level: ClassVar[str]  # object, part or discovery
+    level: ClassVar[Level]
     description: ClassVar[str]
     protocol_version: ClassVar[str]  # bump when the protocol changes in a way no knob captures
     roles: ClassVar[tuple[str, ...]] = ("train", "test")

@@ -223,7 +223,7 @@ def _box_samples(dataset: ImageDataset, spec: CropSpec) -> tuple[list[Sample], l
 
 
 def _mask_samples(dataset: ImageDataset, spec: CropSpec) -> tuple[list[Sample], list[str]]:
-    from probebench.data.labelmaps import ignore_index, label_map
+    from probebench.data.annotations import ignore_index, label_map
 
     names = dataset.extra.get("mask_classes")
     if not names:

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from probebench.errors import suggest
+from probebench.tasks.contract import LEVELS
 
 if TYPE_CHECKING:
     from probebench.tasks.contract import Probe
-
-LEVELS = ("object", "part", "discovery")
 
 
 @dataclass(frozen=True)

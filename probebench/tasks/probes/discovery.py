@@ -14,21 +14,21 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from probebench.data import objects
-from probebench.data.labelmaps import ANNOTATIONS, ignore_index, label_classes
+from probebench.data import annotations
+from probebench.data.annotations import ANNOTATIONS, ignore_index, label_classes
 from probebench.discovery.configs import (
     DINOSEG_HEAD,
-    FG_RULES,
     LOST_K,
     TOKENCUT_EPS,
     TOKENCUT_TAU,
     FoundConfig,
     HeapConfig,
+    config_knobs,
 )
 from probebench.discovery.methods import METHODS, Fitted
 from probebench.errors import UserError
@@ -92,9 +92,6 @@ class DiscoveryProbe(Probe):
     reads = "keys"
 
     def knobs(self) -> dict[str, Knob]:
-        cfg, fnd = HeapConfig(), FoundConfig()
-        count = Int(1, ge=1, le=1_000_000)  # iterations, epochs
-        batch = Int(16, ge=1, le=4096)
         return {
             "methods": List(
                 ["heap", "found", "lost", "tokencut", "dinoseg", "centre", "whole"],
@@ -103,7 +100,7 @@ class DiscoveryProbe(Probe):
             ),
             "primary": Choice("corloc", PRIMARY),  # the first method's metric a leaderboard shows
             "max_side": Int(0, ge=0, le=16_384),  # 0: every image at its own size, as LOST; else capped
-            "gt_boxes": Choice("instances", objects.BOX_MODES),
+            "gt_boxes": Choice("instances", annotations.BOX_MODES),
             "exclude_hard": Bool(False),
             # class label maps for retrieval; "none" skips it
             "retrieval_annotation": Choice("object_mask", (*ANNOTATIONS, "none")),
@@ -116,23 +113,9 @@ class DiscoveryProbe(Probe):
             "tokencut_tau": Float(TOKENCUT_TAU, ge=-1.0, le=1.0),  # a cosine similarity
             "tokencut_eps": Float(TOKENCUT_EPS, gt=0.0, le=1.0),
             "dinoseg_head": Int(DINOSEG_HEAD, ge=0, le=1024),
-            "seed_threshold": Float(fnd.threshold, ge=-1.0, le=1.0),  # a cosine similarity
-            "found_iterations": replace(count, default=fnd.iterations),
-            "found_batch": replace(batch, default=fnd.batch),
-            "found_epochs": replace(count, default=fnd.epochs),
-            "found_lr": Float(fnd.lr, gt=0.0, le=100.0),
-            "heap_groups": Int(cfg.groups, ge=2, le=256),  # foreground and background need two
-            "heap_layers": Int(cfg.layers, ge=1, le=64),
-            "heap_dim": Int(cfg.dim, ge=1, le=8192),
-            "heap_heads": Int(cfg.heads, ge=1, le=256),
-            "heap_tau": Float(cfg.tau, gt=0.0, le=100.0),
-            "heap_tau_contrast": Float(cfg.tau_contrast, gt=0.0, le=100.0),
-            "heap_fg_rule": Choice(cfg.fg_rule, FG_RULES),
-            "heap_topk": Int(cfg.inter_topk, ge=1, le=100_000),
-            "heap_iterations": replace(count, default=cfg.iterations),
-            "heap_batch": replace(batch, default=cfg.batch),
-            "heap_lr": Float(cfg.lr, gt=0.0, le=100.0),
-            "heap_weight_decay": Float(cfg.weight_decay, ge=0.0, le=10.0),
+            # FOUND's and HEAP's settings, with the domains their classes declare
+            **config_knobs(FoundConfig, "found"),
+            **config_knobs(HeapConfig, "heap"),
         }
 
     def check(self, knobs: dict) -> None:
@@ -177,7 +160,7 @@ class DiscoveryProbe(Probe):
         if test.keys != "keys":
             ctx.warn(f"no attention keys: the patch tokens of block {layer} stand in for keys")
         ds = test.role.dataset
-        if not (objects.has_boxes(ds) or objects.has_foreground(ds)):
+        if not (annotations.has_boxes(ds) or annotations.has_foreground(ds)):
             raise UserError(
                 f"discovery on {ds.name!r}: its images have neither boxes nor foreground masks to score "
                 "against; use a dataset with boxes (VOC, COCO) or masks (saliency sets, mask folders)"
@@ -186,37 +169,32 @@ class DiscoveryProbe(Probe):
             raise UserError("discovery: the train role has no images to fit HEAP and FOUND on")
         n = len(train.role.rows)
         fitted = {m: METHODS[m].fit(train, n, k, ctx.seed) for m in methods}
-        details: dict = {"train_images": n, **{m: f.details for m, f in fitted.items() if f.details}}
+        trained = {m: f.details for m, f in fitted.items() if f.details}
         outputs = {name: data for f in fitted.values() for name, data in f.outputs.items()}
         undefined: dict[str, str] = {}
         metrics, per_image, answers = _score(fitted, test, k, ctx, outputs, undefined)
         reference = _source(ctx.roles["reference"], layer)
         metrics |= _retrieval(fitted, reference, test, answers, k, undefined)
-        details |= {
+        details = {
             "probe": "object discovery",
+            "train_images": n,
             "methods": methods,
             "skipped_methods": skipped,
-            "keys": "last block's keys as its attention kernel receives them, heads concatenated, prefix "
-            f"tokens dropped ({ctx.encoder.get('keys_kind', 'projected')})"
-            if test.keys == "keys"
-            else f"patch tokens of block {layer} (the encoder has no keys; LOST layer-normalises them over "
-            "the whole map first, as its ResNet and VGG path)",
-            "attention": "class token -> patches, last block, per head" if test.attention else None,
+            "trained": trained,
+            "keys": "keys" if test.keys == "keys" else "patch tokens",
+            "keys_layer": layer,
+            "attention": test.attention,
             "dinoseg_head": k["dinoseg_head"] if "dinoseg" in methods else None,
-            "geometry": "native: each image at its own size, zero-padded to a multiple of the patch size"
-            + (f", longer side capped at {k['max_side']}" if k["max_side"] else ""),
             "ground_truth": {"boxes": k["gt_boxes"], "exclude_hard": k["exclude_hard"]},
-            "found_deviations": _found_deviations() if "found" in methods else [],
-            "bilateral_solver": "absent: no maintained implementation installs here",
-            "saliency": "TokenCut's metric (ground truth > 0, beta^2 0.3, F averaged over images per "
-            "threshold); each method's whole mask (FOUND's 'multi' map), on images padded to the patch "
-            "(TokenCut's saliency script resizes them to a multiple of the patch instead)",
         }
+        deviations = ["found-no-bilateral-solver", "found-no-augmentation"] if "found" in methods else []
+        if any(f"{m}_saliency_max_f" in metrics for m in methods):
+            deviations.append("saliency-padded")
         if k["outputs"]:
             outputs["boxes.jsonl"] = (
                 "\n".join(json.dumps(r, allow_nan=False) for r in per_image).encode() + b"\n"
             )
-        return Evaluation(metrics, details, outputs if k["outputs"] else {}, undefined)
+        return Evaluation(metrics, details, outputs if k["outputs"] else {}, undefined, deviations)
 
 
 def _score(fitted: dict[str, Fitted], test: _Source, k: dict, ctx: Context, outputs: dict, undefined: dict):
@@ -225,8 +203,8 @@ def _score(fitted: dict[str, Fitted], test: _Source, k: dict, ctx: Context, outp
     from probebench.discovery.base import to_image
 
     ds = test.role.dataset
-    with_boxes = objects.has_boxes(ds) or objects.has_foreground(ds)
-    with_fg = objects.has_foreground(ds)
+    with_boxes = annotations.has_boxes(ds) or annotations.has_foreground(ds)
+    with_fg = annotations.has_foreground(ds)
     corloc = {m: CorLoc() for m in fitted}
     sal = {m: Saliency() for m in fitted}
     regions: dict[str, list] = {m: [] for m in fitted}
@@ -236,11 +214,11 @@ def _score(fitted: dict[str, Fitted], test: _Source, k: dict, ctx: Context, outp
     for pos in range(len(test.role.rows)):
         (feats,) = test([pos])
         sample = ds.samples[int(test.role.rows[pos])]
-        truth = objects.boxes(ds, sample, k["gt_boxes"], k["exclude_hard"]) if with_boxes else None
+        truth = annotations.boxes(ds, sample, k["gt_boxes"], k["exclude_hard"]) if with_boxes else None
         if truth is not None and len(truth) == 0:  # nothing to find: no box can be right, so not counted
             no_boxes += 1
             truth = None
-        fg = objects.foreground(ds, sample) if with_fg else None
+        fg = annotations.foreground(ds, sample) if with_fg else None
         line = {"image": sample.path, "size": [feats.geometry.width, feats.geometry.height]}
         if truth is not None:
             line["gt_boxes"] = truth.round(2).tolist()
@@ -269,14 +247,7 @@ def _score(fitted: dict[str, Fitted], test: _Source, k: dict, ctx: Context, outp
     if no_boxes and with_boxes:
         ctx.warn(f"{no_boxes} test image(s) have no ground-truth box and are left out of CorLoc")
     for m in fitted:
-        if corloc[m].hits:
-            metrics[f"{m}_corloc"], metrics[f"{m}_corloc_ci95"] = corloc[m].metrics(ctx.seed)
-        elif with_boxes:
-            undefined[f"{m}_corloc"] = "no test image has a ground-truth box"
-        if with_fg:
-            values, why = sal[m].metrics()
-            metrics |= {f"{m}_{name}": v for name, v in values.items()}
-            undefined |= {f"{m}_{name}": why for name in SALIENCY if why}
+        metrics |= _method_metrics(m, corloc[m], sal[m] if with_fg else None, with_boxes, ctx, undefined)
         for why, n in Counter(unanswered[m]).items():
             ctx.warn(f"{m}: {n} test image(s) {why}: no box (each a miss) and an empty mask")
     if with_fg:
@@ -289,6 +260,23 @@ def _score(fitted: dict[str, Fitted], test: _Source, k: dict, ctx: Context, outp
             if maps:
                 outputs[f"{m}_regions.npz"] = _regions_npz(maps)
     return metrics, per_image, answers
+
+
+def _method_metrics(
+    method: str, corloc: CorLoc, saliency: Saliency | None, with_boxes: bool, ctx: Context, undefined: dict
+) -> dict:
+    """One method's CorLoc (with its interval) and saliency metrics, `<method>_<metric>`; what the test
+    images cannot define goes to `undefined` with the reason."""
+    out = {}
+    if corloc.hits:
+        out[f"{method}_corloc"], out[f"{method}_corloc_ci95"] = corloc.metrics(ctx.seed)
+    elif with_boxes:
+        undefined[f"{method}_corloc"] = "no test image has a ground-truth box"
+    if saliency is not None:
+        values, why = saliency.metrics()
+        out |= {f"{method}_{name}": v for name, v in values.items()}
+        undefined |= {f"{method}_{name}": why for name in SALIENCY if why}
+    return out
 
 
 def _retrieval(
@@ -307,7 +295,7 @@ def _retrieval(
         label_classes(ref.role.dataset, annotation)
     except UserError:
         return {}
-    if len(names) < 2 or not objects.has_foreground(test.role.dataset):
+    if len(names) < 2 or not annotations.has_foreground(test.role.dataset):
         return {}
     subset = [names.index(c) for c in k["retrieval_classes"] if c in names]
     out = {}
@@ -319,7 +307,7 @@ def _retrieval(
             d = method.predict(feats)
             mask = to_image(d, feats.geometry)[1] > 0.5
             desc = SegRetrieval.descriptor(feats.tokens, d.mask.astype(np.float64))
-            engine.add_reference(desc, mask, objects.classes(ref.role.dataset, sample, annotation))
+            engine.add_reference(desc, mask, annotations.classes(ref.role.dataset, sample, annotation))
         conf = np.zeros((len(names), len(names)), dtype=np.int64)
         for pos in range(len(test.role.rows)):
             (feats,) = test([pos])
@@ -327,7 +315,7 @@ def _retrieval(
             d = answers[m][pos]
             mask = to_image(d, feats.geometry)[1] > 0.5
             pred = engine.predict(SegRetrieval.descriptor(feats.tokens, d.mask.astype(np.float64)), mask)
-            truth = objects.classes(test.role.dataset, sample, annotation)
+            truth = annotations.classes(test.role.dataset, sample, annotation)
             conf += confusion(pred, truth, len(names), engine.ignore)
         for name, classes in (("retrieval_miou", None), ("retrieval_miou_subset", subset)):
             if name.endswith("subset") and not subset:
@@ -339,12 +327,6 @@ def _retrieval(
                 out[f"{m}_{name}"] = 100.0 * value
         out[f"{m}_retrieval_references"] = len(engine.labels)
     return out
-
-
-def _found_deviations() -> list[str]:
-    from probebench.discovery.found import DEVIATIONS
-
-    return DEVIATIONS
 
 
 def _regions_npz(maps: list) -> bytes:

@@ -30,7 +30,9 @@ def _one_class(ctx: Context, metrics: list[str]) -> Evaluation | None:
     names = ", ".join(train.dataset.classes[int(c)] for c in present) or "none"
     why = f"the training images hold {len(present)} class ({names}): classification needs two or more"
     return Evaluation(
-        {"n_test": len(test.rows)}, {"n_train": len(train.rows)}, undefined=dict.fromkeys(metrics, why)
+        {"n_test": len(test.rows)},
+        {"probe": "not fitted", "n_train": len(train.rows)},
+        undefined=dict.fromkeys(metrics, why),
     )
 
 
@@ -80,7 +82,7 @@ class KnnProbe(Probe):
             ctx.knobs["temperature"],
             seed=ctx.seed,
         )
-        return Evaluation(metrics, {"probe": "knn", "similarity": "cosine", "n_train": len(train.rows)})
+        return Evaluation(metrics, {"probe": "knn", "n_train": len(train.rows)})
 
 
 class LinearProbe(Probe):
@@ -144,7 +146,9 @@ class LinearProbe(Probe):
             val_fraction=k["val_fraction"],
             bn_eps=k["bn_eps"],
         )
-        return Evaluation(metrics, {**details, "n_train": len(train.rows)})
+        return Evaluation(
+            metrics, {**details, "n_train": len(train.rows)}, deviations=["linear-no-augmentation"]
+        )
 
 
 class AttentiveProbe(Probe):
@@ -207,5 +211,7 @@ class AttentiveProbe(Probe):
             device=ctx.device,
         )
         return Evaluation(
-            metrics, {**details, "n_train": len(train.rows), "tokens": "all (prefix + patches)"}
+            metrics,
+            {**details, "n_train": len(train.rows)},
+            deviations=["attentive-no-augmentation", "attentive-epoch-on-val"],
         )

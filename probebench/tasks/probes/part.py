@@ -54,7 +54,7 @@ class PartRetrievalProbe(Probe):
         if why:
             return Evaluation(
                 {"n_crops": len(test.rows)},
-                {"probe": "part_retrieval"},
+                {"probe": "not fitted"},
                 undefined=dict.fromkeys(("ap", "map"), why),
             )
         if kind == "projected":
@@ -76,7 +76,6 @@ class PartRetrievalProbe(Probe):
         details = {
             "probe": "part_retrieval",
             "feature": kind,
-            "similarity": "cosine",
             "n_crops": len(test.rows),
         }
         return Evaluation(metrics, details)

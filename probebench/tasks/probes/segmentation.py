@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from probebench.data.labelmaps import (
+from probebench.data.annotations import (
     ANNOTATIONS,
     ignore_index,
     label_classes,
@@ -38,12 +38,8 @@ MAX_WINDOW = 2048  # pixels of a sliding window's side
 # image is rescaled past 8192 x 4096 (the papers' largest is LIP's (4096, 320))
 MAX_SIDE = 8192
 HEADS = {"concat4": ("4/12", "6/12", "8/12", "12/12"), "last": ("last",)}
-DEVIATIONS = [
-    "no training augmentation (random rescale, crop, flip, photometric): features are frozen and cached "
-    "once, so the training crops are the sliding windows of the test layout",
-    "fp32 instead of AMP",
-    "loss averaged over labelled pixels (mmseg divides by all pixels: a constant factor)",
-]
+# the record's `deviations` (`probebench.tasks.deviations`)
+DEPARTURES = ["segmentation-no-augmentation", "segmentation-fp32", "segmentation-loss-labelled-pixels"]
 
 
 @dataclass
@@ -195,7 +191,7 @@ class _SegmentationProbe(Probe):
                 else f"the training images hold one class ({trained[0]}) besides what is ignored: a head "
                 "that always predicts it scores 100"
             )
-            return Evaluation({"n_images": 0}, {"probe": "linear segmentation"}, undefined=_undefined(why))
+            return Evaluation({"n_images": 0}, {"probe": "not fitted"}, undefined=_undefined(why))
         head, details = seghead.train_head(
             windows,
             store,
@@ -221,19 +217,15 @@ class _SegmentationProbe(Probe):
         metrics |= {"n_images": n_images, "classes_in_ground_truth": present}
         details |= {
             "probe": "linear segmentation",
-            "head": f"1x1 conv over the concatenated un-normed patch grids of blocks {ctx.layers}, resized "
-            "to the finest grid; logits upsampled bilinearly to the label size",
             "layers": ctx.layers,
             "channels": dims,
             "num_classes": len(names),
-            "inference": "slide",
             "windows": {"train": len(train.rows), "test": len(test.rows)},
             "epochs": round(k["iterations"] * k["batch_size"] / max(len(train.rows), 1), 2),
-            "deviations": DEVIATIONS,
         }
         if present < len(names) and not undefined:
             ctx.warn(f"{len(names) - present} of {len(names)} classes never occur in the test ground truth")
-        return Evaluation(metrics, details, undefined=undefined)
+        return Evaluation(metrics, details, undefined=undefined, deviations=DEPARTURES)
 
     @staticmethod
     def _score(head: seghead.LinearSegHead, test: RoleData, ctx: Context, k: int) -> tuple[np.ndarray, int]:
