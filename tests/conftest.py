@@ -301,7 +301,6 @@ def make_discovery_record(encoder: str, corloc: dict[str, float], **kwargs):
             "skipped_methods": {},
             "trained": {},
             "keys": "keys",
-            "keys_layer": 11,
             "attention": True,
             "dinoseg_head": None,
             "ground_truth": {"boxes": "all", "exclude_hard": False},

@@ -7,9 +7,9 @@ counted in the record), so a probe never trains or tests on the zeros written fo
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal, get_args
 
 import numpy as np
-import torch
 
 from probebench.cache.store import FeatureStore
 from probebench.data.base import ImageDataset
@@ -18,7 +18,8 @@ from probebench.errors import UserError
 
 # cls: the class token; pooled: the mean of the patch tokens; both: the two concatenated; head: the model's
 # own pooling (SigLIP's attention pooler, a global average with its norm), where it has one
-FEATURE_KINDS = ("cls", "pooled", "both", "head")
+ImageFeature = Literal["cls", "pooled", "both", "head"]
+FEATURE_KINDS: tuple[ImageFeature, ...] = get_args(ImageFeature)
 
 
 def split_rows(
@@ -98,5 +99,8 @@ def token_reader(store: FeatureStore, rows: np.ndarray, layer: int):
 def _float32(a: np.ndarray) -> np.ndarray:
     """The cache's float16 as float32, cast by torch: numpy's half-precision cast took 26 ms per batch of
     256 x 49 x 1280 tokens, torch's about 3 ms, and on the attentive probe's every step. Every float16 is
-    exact in float32, so the values are the same."""
+    exact in float32, so the values are the same. (torch is imported here, not with the module: what the
+    record schema and the task catalogue read from this module must not import it.)"""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(a)).float().numpy()

@@ -133,8 +133,8 @@ class DiscoveryDetails(_Details):
     methods: list[str]
     skipped_methods: dict[str, str]  # method -> why this encoder cannot run it
     trained: dict[str, TrainedMethod]  # HEAP, its ablations and FOUND
-    keys: Literal["keys", "patch tokens"]  # what stood in for keys: the last block's, or patch tokens
-    keys_layer: StrictInt  # the block of the patch tokens (and of the keys, the last block)
+    # what stood in for keys: the last block's, or the patch tokens of the block `knobs.layer` names
+    keys: Literal["keys", "patch tokens"]
     attention: StrictBool  # class-token attention of the last block was read
     dinoseg_head: StrictInt | None
     ground_truth: GroundTruth

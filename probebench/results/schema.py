@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
+from probebench.cache.read import ImageFeature
 from probebench.data.views.crops import CropSpec
 from probebench.encoders.facts import EncoderFacts
 from probebench.encoders.registry import EncoderEntry
@@ -132,7 +133,8 @@ class Knobs(_Record):
     the run resolved (the feature and layers read, norm, preprocessing, geometry, precision, threads)."""
 
     task: dict[str, KnobValue]
-    feature: Literal["cls", "pooled", "both", "head", "tokens", "encoded", "projected", "patch grids", "keys"]
+    # an image feature (`--feature`), or what a probe reads otherwise
+    feature: Literal[ImageFeature, "tokens", "encoded", "projected", "patch grids", "keys"]
     layer: StrictInt | list[StrictInt]
     layer_sweep: StrictBool  # one of a --layer sweep's records, not the task's own
     layers_cached: list[StrictInt]

@@ -25,12 +25,12 @@ from probebench.tasks.knobs import defaults as knob_defaults
 
 Level = Literal["object", "part", "discovery"]
 LEVELS: tuple[Level, ...] = get_args(Level)  # the report's order
-ImageFeature = Literal["cls", "pooled", "both", "head"]  # what `--feature` chooses
 
 if TYPE_CHECKING:  # the contract is read by the task catalogue, which must not import torch or the cache
     import numpy as np
     import torch
 
+    from probebench.cache.read import ImageFeature
     from probebench.cache.store import FeatureStore
     from probebench.encoders.facts import EncoderFacts
 

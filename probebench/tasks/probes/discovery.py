@@ -182,7 +182,6 @@ class DiscoveryProbe(Probe):
             "skipped_methods": skipped,
             "trained": trained,
             "keys": "keys" if test.keys == "keys" else "patch tokens",
-            "keys_layer": layer,
             "attention": test.attention,
             "dinoseg_head": k["dinoseg_head"] if "dinoseg" in methods else None,
             "ground_truth": {"boxes": k["gt_boxes"], "exclude_hard": k["exclude_hard"]},
