@@ -4,11 +4,11 @@ The notebook API (`probebench.api`) is re-exported lazily, so the CLI's light co
 """
 
 __version__ = "0.1.0"
-__all__ = ["extract", "leaderboard", "load_encoder", "run", "__version__"]
+__all__ = ["claims", "compare", "extract", "leaderboard", "load_encoder", "run", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in {"extract", "leaderboard", "load_encoder", "run"}:
+    if name in {"claims", "compare", "extract", "leaderboard", "load_encoder", "run"}:
         from probebench import api
 
         return getattr(api, name)

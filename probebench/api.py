@@ -4,8 +4,9 @@ import probebench as pb
 enc = pb.load_encoder("efficientnet_lite0")          # an Encoder (the one contract)
 feats = enc(images, layers=[-1])                     # Features: cls, patches (B, h, w, C), pooled, ...
 store = pb.extract("efficientnet_lite0", "embedded") # a FeatureStore in the cache
-pb.run(["efficientnet_lite0"], ["knn"], seed=1)      # records under results/runs/ (any `run` option)
+pb.run(["efficientnet_lite0"], ["linear"], seeds=[0, 1]) # records under results/runs/ (any `run` option)
 df = pb.leaderboard()                                # a pandas DataFrame, a row per number
+diff = pb.compare("efficientnet_lite0", "mobilenetv2") # A - B per task: paired interval, p, Holm
 """
 
 from __future__ import annotations
@@ -103,9 +104,32 @@ def _config(config: RunConfig | str | Path | None, settings: dict, tasks: list[s
 
 def leaderboard(results: str | Path | None = None, view: str = "long") -> pd.DataFrame:
     """The merged records under `results` (default results/): `view` long (a row per number), wide
-    (encoders x scores), families (per-family mean and spread) or papers (published numbers beside ours)."""
+    (encoders x scores), families (per-family mean and spread), papers (published numbers beside ours) or
+    seeds (mean, spread and intervals over training seeds)."""
     from probebench.results import tables
 
     if view not in tables.VIEWS:
         raise ValueError(f"view {view!r}: use one of {', '.join(tables.VIEWS)}")
     return tables.VIEWS[view](tables.build_leaderboard(Path(results) if results else None).long)
+
+
+def compare(a: str, b: str, results: str | Path | None = None, **options: Any) -> pd.DataFrame:
+    """`probebench compare A B` as a DataFrame: per task both ran, A - B of the primary metric with a paired
+    bootstrap interval, p and Holm's p. A side is `ENCODER` or `ENCODER@layer=N,feature=F`; options:
+    `tasks=`, `levels=`, `resamples=`, `seed=`."""
+    from probebench.results import tables
+    from probebench.stats.compare import compare_sides, parse_side
+
+    records = tables.build_leaderboard(Path(results) if results else None).records
+    return compare_sides(records, parse_side(a), parse_side(b), **options).table
+
+
+def claims(
+    results: str | Path | None = None, path: str | Path | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`probebench claims`: (per-task verdicts, per claim and level) of the papers' claims (or `path`'s)."""
+    from probebench.results import tables
+    from probebench.stats.claims import judge_claims, load_claims
+
+    records = tables.build_leaderboard(Path(results) if results else None).records
+    return judge_claims(records, load_claims(Path(path) if path else None))

@@ -257,7 +257,8 @@ def make_record(
         "primary": {"name": primary, "value": metrics.get(primary), "higher_is_better": True},
         "probe": details or {"probe": "not fitted"},
         "knobs": {**resolved, **(knobs or {})},
-        "seed": 0,
+        "training_seed": 0,
+        "resampling_seed": 0,
         "timings": {"extract_s": 0.0, "evaluate_s": 0.0, "features_cached": True, "images_per_s": None},
         "config_hash": "h",
         "versions": {},
@@ -322,3 +323,19 @@ def class_folders(root: Path, layout: dict[str, dict[str, int]], size: int = 32)
                 pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(root / split / name / f"{i}.png")
     return root
+
+
+def save_with_items(root: Path, record, items, name: str | None = None):
+    """Write `record` under root/runs/ with `items` (an ItemScores) beside it, as the pipeline does, and
+    read it back (a record read from a file knows its path)."""
+    from probebench.results.records import outputs_dir, read_record
+    from probebench.results.schema import ItemsInfo
+    from probebench.stats.items import items_digest
+
+    data = items.to_bytes()
+    groups = {g: len(ids) for g, ids in items.ids.items()}
+    info = ItemsInfo(file="items.npz", sha256=items_digest(data), groups=groups, metrics=items.metrics)
+    path = save_record(root, record.model_copy(update={"items": info}), name)
+    outputs_dir(path).mkdir(exist_ok=True)
+    (outputs_dir(path) / "items.npz").write_bytes(data)
+    return read_record(path)

@@ -75,17 +75,42 @@ def test_every_run_option_that_changes_a_number_names_its_record(
 ):
     use_registry(tmp_path, monkeypatch, TINY_REGISTRY)
     base = ["run", "-e", "tiny_random", "-t", "knn", "--workers", "0"]
-    for extra in ([], ["--feature", "pooled"], ["--seed", "1"], ["--feature", "pooled"]):
+    extras = (
+        [],
+        ["--feature", "pooled"],
+        ["--resampling-seed", "1"],
+        ["--feature", "pooled"],
+        ["--seeds", "1"],
+    )
+    for extra in extras:
         code, out, _ = call_cli(monkeypatch, capsys, *base, *extra)
         assert code == 0
     runs = Path(os.environ["PROBEBENCH_RESULTS"]) / "runs"
     names = sorted(p.name for p in runs.glob("*.json"))
     stem = "tiny_random__embedded__knn"
-    assert names == [f"{stem}.json", f"{stem}__feature-pooled.json", f"{stem}__seed1.json"]
-    assert "skipped" in out, "the second --feature pooled run finds its own record"
+    assert names == [f"{stem}.json", f"{stem}__feature-pooled.json", f"{stem}__resample1.json"]
+    assert "skipped" in out, "kNN is training-free: --seeds 1 finds the one record it has"
     features = {n: json.loads((runs / n).read_text())["knobs"]["feature"] for n in names}
     assert features == {names[0]: "cls", names[1]: "pooled", names[2]: "cls"}
-    assert json.loads((runs / names[2]).read_text())["seed"] == 1
+    again = json.loads((runs / names[2]).read_text())
+    first = json.loads((runs / names[0]).read_text())
+    assert again["resampling_seed"] == 1 and again["training_seed"] is None
+    assert again["metrics"]["top1_k20"] == first["metrics"]["top1_k20"]  # the same number...
+    assert again["config_hash"] != first["config_hash"]  # ...with intervals of other draws
+
+
+def test_a_trained_probe_runs_once_per_training_seed(tmp_path, monkeypatch, capsys, tiny_embedded):
+    use_registry(tmp_path, monkeypatch, TINY_REGISTRY)
+    code, out, _ = call_cli(
+        monkeypatch, capsys, "run", "-e", "tiny_random", "-t", "linear", "--workers", "0", "--seeds", "0,1"
+    )
+    assert code == 0, out
+    runs = Path(os.environ["PROBEBENCH_RESULTS"]) / "runs"
+    stem = "tiny_random__embedded__linear"
+    records = {p.name: json.loads(p.read_text()) for p in runs.glob(f"{stem}*.json")}
+    assert sorted(records) == [f"{stem}.json", f"{stem}__seed1.json"]
+    assert [records[n]["training_seed"] for n in sorted(records)] == [0, 1]
+    assert {r["resampling_seed"] for r in records.values()} == {0}
 
 
 @pytest.mark.parametrize("where", ["results file", "results unwritable", "home file"])

@@ -264,7 +264,7 @@ _KNN_UNDER_LIMIT = """
 import sys
 import numpy as np, torch
 from probebench.cache.store import FeatureStore
-from probebench.data.base import ImageDataset
+from probebench.data.base import ImageDataset, Sample
 from probebench.tasks.contract import Context, RoleData
 from probebench.tasks.probes.object import KnnProbe
 
@@ -279,12 +279,22 @@ for s in range(store.num_shards):
     pooled = centres[rows % 10] + rng.standard_normal((len(rows), width), dtype=np.float32)
     store.write_shard(s, {"pooled.L0": pooled, "valid": np.ones(len(rows), bool)})
 labels = np.arange(n_train + n_test) % 10
-ds = ImageDataset("big", store.root, [str(c) for c in range(10)], [])
+
+
+class Samples:  # a sample per row, made when read: a list of them would not fit the limit
+    def __getitem__(self, i):
+        return Sample(f"{i}.jpg", int(i % 10), "test")
+
+    def __len__(self):
+        return n_train + n_test
+
+
+ds = ImageDataset("big", store.root, [str(c) for c in range(10)], Samples())
 train, test = np.arange(n_train), np.arange(n_train, n_train + n_test)
 ctx = Context(
     {"train": RoleData(ds, "train", store, train, labels[train]),
      "test": RoleData(ds, "test", store, test, labels[test])},
-    [0], "pooled", KnnProbe().defaults(), 0, torch.device("cpu"), store.manifest["encoder"],
+    [0], "pooled", KnnProbe().defaults(), 0, 0, torch.device("cpu"), store.manifest["encoder"],
 )
 size = sum(f.stat().st_size for f in store.root.glob("pooled.*"))
 print(size, KnnProbe().evaluate(ctx).metrics["top1_k20"])

@@ -52,7 +52,10 @@ def test_the_api_takes_every_run_setting_and_the_config_only_those():
         ({"tasks": ["knn"], "suite": "papers"}, "give --task or --suite, not both"),
         ({"feature": "mean"}, "--feature 'mean': use cls, pooled, both, head"),
         ({"layers": ["last-1"]}, "--layer 'last-1': give a block index"),
-        ({"seed": -1}, "--seed -1: give a non-negative integer"),
+        ({"seeds": -1}, "--seeds -1: give non-negative whole numbers"),
+        ({"seeds": "0,x"}, "--seeds '0,x': give non-negative whole numbers"),
+        ({"seeds": []}, "--seeds: give at least one seed"),
+        ({"resampling_seed": -2}, "--resampling-seed -2: give a non-negative integer"),
         ({"batch_size": 0}, "--batch-size 0: give at least 1"),
         ({"shard_size": 0}, "--shard-size 0: give at least 1 image per shard"),
         ({"threads": 0}, "--threads 0: give at least 1"),
@@ -75,15 +78,17 @@ def test_names_and_paths_are_normalised_once():
     assert cfg.encoders == ("a",) and cfg.layers == (-1, "all", 3) and cfg.datasets == Path("d.yaml")
     assert cfg.extraction.batch_size == 64 and cfg.replace(batch_size=8).extraction.batch_size == 8
     with pytest.raises(dataclasses.FrozenInstanceError):
-        cfg.seed = 3  # type: ignore[misc]
+        cfg.seeds = (3,)  # type: ignore[misc]
+    assert RunConfig.from_settings({"seeds": ["0,1", 2, "1"]}).seeds == (0, 1, 2)
+    assert RunConfig.from_settings({"seeds": 4}).seeds == (4,) and RunConfig().seeds == (0,)
 
 
 def test_a_yaml_config_is_the_same_settings_and_the_command_line_wins(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("encoders: [tiny_random]\ntasks: [knn]\nseed: 2\nbatch_size: 8\n")
-    cfg = RunConfig.from_yaml(path, seed=5)
+    path.write_text("encoders: [tiny_random]\ntasks: [knn]\nseeds: [2, 3]\nbatch_size: 8\n")
+    cfg = RunConfig.from_yaml(path, seeds=[5])
     assert cfg.encoders == ("tiny_random",) and cfg.tasks == ("knn",) and cfg.batch_size == 8
-    assert cfg.seed == 5
+    assert cfg.seeds == (5,)
     path.write_text("encoder: [tiny_random]\n")
     with pytest.raises(UserError, match=r"run.yaml: unknown run setting 'encoder'; did you mean encoders"):
         RunConfig.from_yaml(path)
@@ -113,28 +118,30 @@ def test_the_api_reaches_every_option_of_the_command(tmp_path, monkeypatch, caps
         ["knn"],
         registry=registry,
         results_root=tmp_path / "res",
-        seed=1,
+        resampling_seed=1,
         batch_size=8,
         workers=0,
         threads=1,
         echo=lines.append,
     )
     assert [o.status for o in out] == ["done"]
-    assert out[0].path == tmp_path / "res" / "runs" / "tiny_random__embedded__knn__seed1.json"
+    assert out[0].path == tmp_path / "res" / "runs" / "tiny_random__embedded__knn__resample1.json"
     assert lines == ["running 1 encoder(s) x 1 task(s): tiny_random"]
     assert callable(pb.extract) and callable(pb.run), "the API's doors are not shadowed by modules"
     # the command with the same settings finds the same record finished: one config, one identity
     code, stdout, err = call_cli(
         monkeypatch, capsys, "run", "-e", "tiny_random", "-t", "knn", "--registry", str(registry),
-        "--results", str(tmp_path / "res"), "--seed", "1", "--batch-size", "4", "--workers", "0",
+        "--results", str(tmp_path / "res"), "--resampling-seed", "1", "--batch-size", "4", "--workers", "0",
     )  # fmt: skip
     assert code == 0, err
     assert "skipped  tiny_random x embedded x knn: top1_k20=" in stdout
     assert (tmp_path / "res" / "leaderboard.csv").is_file()
     config = tmp_path / "run.yaml"
-    config.write_text(f"encoders: [tiny_random]\ntasks: [knn]\nregistry: {registry}\nseed: 1\n")
-    code, stdout, err = call_cli(monkeypatch, capsys, "run", "--config", str(config), "--seed", "2")
+    config.write_text(f"encoders: [tiny_random]\ntasks: [knn]\nregistry: {registry}\nresampling_seed: 1\n")
+    code, stdout, err = call_cli(
+        monkeypatch, capsys, "run", "--config", str(config), "--resampling-seed", "2"
+    )
     assert code == 0, err
-    assert "done     tiny_random x embedded x knn" in stdout, "the command line's --seed wins over the file"
+    assert "done     tiny_random x embedded x knn" in stdout, "the command line's seed wins over the file"
     results = Path(os.environ["PROBEBENCH_RESULTS"])
-    assert (results / "runs" / "tiny_random__embedded__knn__seed2.json").is_file()
+    assert (results / "runs" / "tiny_random__embedded__knn__resample2.json").is_file()

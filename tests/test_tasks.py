@@ -123,7 +123,7 @@ def test_toy_dense_task_goes_through_pipeline_record_and_leaderboard(registry, t
     assert "done     tiny_vit x embedded x toy_parts: miou=" in out
     rec = json.loads((runs_dir() / "tiny_vit__embedded__toy_parts.json").read_text())
     assert (
-        rec["schema_version"] == 4 and rec["task"]["level"] == "part" and rec["task"]["source"] == str(tasks)
+        rec["schema_version"] == 5 and rec["task"]["level"] == "part" and rec["task"]["source"] == str(tasks)
     )
     assert rec["primary"]["name"] == "miou" and rec["primary"]["value"] == rec["metrics"]["miou"]
     assert rec["knobs"]["layer"] == [1, 11] and rec["knobs"]["geometry"] == {
@@ -272,7 +272,7 @@ def test_leaderboard_names_records_it_cannot_read_and_counts_them(registry, monk
     foreigners = {
         "empty": {},
         "list": [1, 2],
-        "typed": {"schema_version": 4, "encoder": 5},
+        "typed": {"schema_version": 5, "encoder": 5},
         "v3": {"schema_version": 3},
     }
     for name, foreign in foreigners.items():
@@ -280,8 +280,8 @@ def test_leaderboard_names_records_it_cannot_read_and_counts_them(registry, monk
     (runs_dir() / "binary.json").write_bytes(b"\xff\xfe\x00")
     code, out, err = call(monkeypatch, capsys, "leaderboard")
     assert code == 0 and "knn" in out and "top1/k=20" in out and "Traceback" not in err
-    assert "old.json: record schema 1, expected 4" in err and "cut.json: not valid JSON" in err
-    assert "v3.json: record schema 3, expected 4; re-run it" in err
+    assert "old.json: record schema 1, expected 5" in err and "cut.json: not valid JSON" in err
+    assert "v3.json: record schema 3, expected 5; re-run it" in err
     assert "binary.json: not UTF-8 text" in err
     assert "list.json: record schema none" in err and "typed.json: not a valid record" in err
     assert "left out 7 file(s) in runs/ that are not readable records" in err

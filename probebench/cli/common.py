@@ -56,6 +56,8 @@ class View(str, Enum):
     long = "long"
     families = "families"
     papers = "papers"
+    seeds = "seeds"  # mean, spread and each seed's interval of results run over several training seeds
+    ranks = "ranks"  # per task, ranks with ties where differences are not significant
 
 
 class TableFormat(str, Enum):
@@ -106,6 +108,23 @@ BatchSize = Annotated[int, typer.Option("--batch-size", help="Images per forward
 Workers = Annotated[int | None, typer.Option("--workers", help="Image-decoding processes (0: this one).")]
 Device = Annotated[str | None, typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda if any).")]
 Strict = Annotated[bool, typer.Option("--strict", help="Fail on an unreadable image instead of skipping it.")]
+Format = Annotated[
+    str,
+    typer.Option(
+        "--format", callback=one_of(TableFormat), metavar=metavar(TableFormat), help="How to print it."
+    ),
+]
+Levels = Annotated[
+    list[str] | None,
+    typer.Option("--level", callback=one_of(Level), metavar=metavar(Level), help="Only these levels."),
+]
+Resamples = Annotated[int, typer.Option("--resamples", help="Bootstrap resamples (at least 100).")]
+
+
+def check_resamples(resamples: int) -> None:
+    """A bootstrap of fewer than 100 resamples cannot give a 95 % interval or a p-value near 0.05."""
+    if resamples < 100:
+        raise UserError(f"--resamples {resamples}: give at least 100")
 
 
 # -- printing ----------------------------------------------------------------------------------------------

@@ -68,8 +68,15 @@ def run_command(
             help="Image feature for linear/kNN (head: the model's own pooling; default: per encoder).",
         ),
     ] = None,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Seed of the val split, attentive probe, bootstrap.")
+    seeds: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--seeds",
+            help="Training seeds, e.g. 0,1,2: a trained probe runs once per seed (training-free ones once).",
+        ),
+    ] = None,
+    resampling_seed: Annotated[
+        int, typer.Option("--resampling-seed", help="Seed of the bootstrap's draws of test items.")
     ] = 0,
     dataset: Annotated[
         str | None, typer.Option("--dataset", "-d", help="Run the tasks on this dataset instead.")
@@ -139,7 +146,7 @@ def run_command(
         typed = {_FIELDS.get(n, n) for n in ctx.params if ctx.get_parameter_source(n).name == "COMMANDLINE"}
         cfg = RunConfig.from_yaml(config, **{n: v for n, v in given.items() if n in typed})
     else:
-        cfg = RunConfig.from_settings({n: v for n, v in given.items() if v is not None and v != []})
+        cfg = RunConfig.from_settings({n: v for n, v in given.items() if v is not None and v not in ([], ())})
     echo = functools.partial(print, flush=True)  # print, not typer.echo: click writes under the live view
     run_api(config=cfg, echo=echo, report=lambda out: echo(out.line()))  # each result as it is written
     if cfg.launcher == "slurm":

@@ -113,12 +113,16 @@ def attentive_probe(
     head_dim: int = defaults.ATTENTIVE_HEAD_DIM,
     val_fraction: float = defaults.VAL_FRACTION,
     seed: int = 0,
+    resampling_seed: int = 0,
     device: str | torch.device = "cpu",
+    ranks: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict, dict]:
     """Train the head on the fit part of train, pick the epoch with the best val top-1, test that model.
 
     Tokens are read on demand by row position (memory-mapped cache), so they never all sit in memory.
-    Returns (metrics, details) with the chosen epoch and the per-epoch validation curve.
+    Returns (metrics, details) with the chosen epoch and the per-epoch validation curve. `seed` (the
+    training seed) carves the validation split and seeds initialisation and batch order, `resampling_seed`
+    draws the intervals; `ranks` receives the test rows' true-class ranks (`classification_metrics`).
     """
     t0 = time.perf_counter()
     device = torch.device(device)
@@ -148,7 +152,7 @@ def attentive_probe(
             advance()
     head.load_state_dict(best[2])
     scores = _predict(head, read_test, np.arange(len(y_test)), device)
-    metrics = classification_metrics(scores, np.asarray(y_test), seed=seed)
+    metrics = classification_metrics(scores, np.asarray(y_test), seed=resampling_seed, ranks=ranks)
     details = {
         "probe": "attentive",
         "variant": "cae",

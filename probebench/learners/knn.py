@@ -70,14 +70,16 @@ def knn_classify(
     temperature: float = defaults.KNN_TEMPERATURE,
     *,
     seed: int = 0,
+    ranks: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Metrics (see `classification_metrics`) for every k, with the suffix `_k{k}`: top1_k10, ...
 
-    A k larger than the training set uses every training row (and is recorded as asked).
+    A k larger than the training set uses every training row (and is recorded as asked). `ranks` receives
+    the test rows' true-class ranks per k (`classification_metrics`). `seed` seeds the bootstrap intervals.
     """
     sims, idx = knn_topk(train, test, max(ks))
     metrics: dict = {}
     for k in ks:
         scores = weighted_vote(sims, idx, train_labels, k, num_classes, temperature)
-        metrics.update(classification_metrics(scores, test_labels, suffix=f"_k{k}", seed=seed))
+        metrics.update(classification_metrics(scores, test_labels, suffix=f"_k{k}", seed=seed, ranks=ranks))
     return metrics

@@ -138,7 +138,9 @@ def linear_probe(
     *,
     variant: str = "plain",
     seed: int = 0,
+    resampling_seed: int = 0,
     device: str | torch.device = "cpu",
+    ranks: dict[str, np.ndarray] | None = None,
     max_iter: int = defaults.LINEAR_MAX_ITER,
     grid: np.ndarray = C_GRID,
     tol: float = defaults.LINEAR_TOL,
@@ -148,7 +150,9 @@ def linear_probe(
     """Sweep C on a validation split carved from train, refit on train + val, test once.
 
     x_* (N, D) features, y_* (N,) class indices -> (metrics, details). details holds the chosen C, the
-    validation curve, iteration counts and whether every fit converged.
+    validation curve, iteration counts and whether every fit converged. `seed` (the training seed) carves
+    the validation split, `resampling_seed` draws the intervals; `ranks` receives the test rows'
+    true-class ranks (`classification_metrics`).
     """
     if variant not in defaults.LINEAR_VARIANTS:
         raise ValueError(f"unknown linear probe variant {variant!r}; use one of {defaults.LINEAR_VARIANTS}")
@@ -165,7 +169,7 @@ def linear_probe(
     x_all, xt = standardise(x, xt, eps=bn_eps) if variant == "bn" else (x, xt)
     final = fit_logreg(x_all, y, num_classes, float(grid[best]), done[best][2], max_iter=max_iter, tol=tol)
     scores = (xt @ final.weight + final.bias).cpu()
-    metrics = classification_metrics(scores, np.asarray(y_test), seed=seed)
+    metrics = classification_metrics(scores, np.asarray(y_test), seed=resampling_seed, ranks=ranks)
     details = {
         "probe": "linear",
         "variant": variant,

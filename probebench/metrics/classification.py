@@ -65,14 +65,19 @@ def classification_metrics(
     suffix: str = "",
     seed: int = 0,
     resamples: int = RESAMPLES,
+    ranks: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Top-1, top-5 (with more than 5 classes) and mean per-class accuracy in %, each with its 95% interval.
 
     scores (M, K), labels (M,). Keys: top1, top1_ci95, top5, top5_ci95, mean_per_class, mean_per_class_ci95,
-    n_test; `suffix` is appended to each metric name (kNN reports one set per k: top1_k20, ...).
+    n_test; `suffix` is appended to each metric name (kNN reports one set per k: top1_k20, ...). `ranks`,
+    when given, receives each test row's true-class rank under `suffix`: the per-item outcomes the record
+    keeps (`classification_items`).
     """
     labels = np.asarray(labels)
     rank = true_class_rank(scores, labels)
+    if ranks is not None:
+        ranks[suffix] = rank
     top1 = rank < 1
     ci1 = bootstrap(top1, labels, seed, resamples)
     out = {
@@ -87,3 +92,16 @@ def classification_metrics(
         out[f"top5{suffix}_ci95"] = list(bootstrap(top5, labels, seed, resamples)["acc"])
     out["n_test"] = len(labels)
     return out
+
+
+def classification_items(
+    items, ranks: dict[str, np.ndarray], labels: np.ndarray, ids: list[str], metrics: dict
+):
+    """Add to `items` (`probebench.stats.items.ItemScores`) each test row's top-1 hit, its top-5 hit where
+    `metrics` has top-5, and the labels that mean per-class accuracy averages by, for every suffix of
+    `ranks` (suffix -> (M,) true-class ranks, as `classification_metrics` gave them)."""
+    for suffix, rank in ranks.items():
+        items.add(f"top1{suffix}", "mean", "test", ids, rank < 1)
+        items.add(f"mean_per_class{suffix}", "class_mean", "test", ids, rank < 1, labels=labels)
+        if f"top5{suffix}" in metrics:
+            items.add(f"top5{suffix}", "mean", "test", ids, rank < 5)

@@ -50,11 +50,13 @@ class CorLoc:
     """Accumulates CorLoc image by image: one box per image, scored against the image's ground-truth boxes."""
 
     hits: list[bool] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # the images scored, for the per-item outcomes
 
-    def add(self, box: np.ndarray | None, truth: np.ndarray) -> tuple[bool, float]:
+    def add(self, box: np.ndarray | None, truth: np.ndarray, name: str = "") -> tuple[bool, float]:
         """Whether the box is correct, and its best IoU with a ground-truth box (0 without a box)."""
         ok = correct(box, truth)
         self.hits.append(ok)
+        self.names.append(name)
         return ok, round(float(box_iou(box, truth).max()), 4) if box is not None and len(truth) else 0.0
 
     def metrics(self, seed: int) -> tuple[float, list[float]]:
@@ -77,17 +79,21 @@ class Saliency:
     iou: list[float] = field(default_factory=list)
     f_sum: np.ndarray = field(default_factory=lambda: np.zeros(BINS))
     empty_truth: int = 0
+    curves: list[np.ndarray] = field(default_factory=list)  # each scored image's F curve (BINS,)
+    names: list[str] = field(default_factory=list)  # the images scored, for the per-item outcomes
 
-    def add(self, pred: np.ndarray, truth: np.ndarray) -> None:
+    def add(self, pred: np.ndarray, truth: np.ndarray, name: str = "") -> None:
         """pred (H, W) float in [0, 1] (a binary mask is 0/1); truth (H, W) bool."""
         if not truth.any():
             self.empty_truth += 1
             return
+        self.names.append(name)
         binary = pred > 0.5
         self.acc.append(float((binary == truth).mean()))
         union = np.logical_or(binary, truth).sum()  # > 0: the truth is not empty
         self.iou.append(float(np.logical_and(binary, truth).sum() / union))
-        self.f_sum += f_curve(pred, truth)
+        self.curves.append(f_curve(pred, truth))
+        self.f_sum += self.curves[-1]
 
     def metrics(self) -> tuple[dict, str | None]:
         """In % (TokenCut's README prints them so; FOUND's tables as fractions, .712 = 71.2 here), or none

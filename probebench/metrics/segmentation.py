@@ -24,6 +24,13 @@ def confusion(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: 
     return np.bincount(cells, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
+def count_rows(conf: np.ndarray) -> np.ndarray:
+    """(3, K) per-class pixel counts of a confusion matrix (K, K): intersection, ground truth, prediction.
+    Summed over images they give back every metric here (`probebench.stats.items`)."""
+    conf = np.asarray(conf)
+    return np.stack([np.diag(conf), conf.sum(1), conf.sum(0)])
+
+
 def class_iou(conf: np.ndarray) -> np.ndarray:
     """(K,) IoU per class from a confusion matrix (K, K); NaN for a class neither in truth nor prediction."""
     conf = np.asarray(conf, dtype=np.float64)

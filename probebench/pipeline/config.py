@@ -20,7 +20,7 @@ from probebench.cache.read import FEATURE_KINDS
 from probebench.errors import UserError, suggest
 from probebench.extraction.request import ExtractionOptions
 
-SEED = 0  # seeds the validation carve, the attentive probe and the bootstrap; recorded in every record
+SEED = 0  # the default training seed (a record of another seed is named `__seed<n>`) and resampling seed
 LAUNCHERS = ("none", "local", "slurm")
 DAY_MIN = 24 * 60
 
@@ -68,7 +68,10 @@ class RunConfig:
     # what changes the numbers (each names its records)
     layers: tuple[int | str, ...] | None = _opt(None, "--layer")  # None: the last block, no suffix
     feature: str | None = _opt(None, "--feature")
-    seed: int = _opt(SEED, "--seed")
+    # the training seeds: a trained probe runs once per seed (the validation carve, initialisation, batch
+    # order); a training-free one once. The resampling seed draws every interval's test items.
+    seeds: tuple[int, ...] = _opt((SEED,), "--seeds")
+    resampling_seed: int = _opt(SEED, "--resampling-seed")
     # where things are
     weights: Path | None = _opt(None, "--weights", path=True)
     registry: Path | None = _opt(None, "--registry", path=True)
@@ -106,8 +109,8 @@ class RunConfig:
             raise UserError("give --task or --suite, not both")
         if self.feature is not None and self.feature not in FEATURE_KINDS:
             raise UserError(f"--feature {self.feature!r}: use {', '.join(FEATURE_KINDS)}")
-        if self.seed < 0:
-            raise UserError(f"--seed {self.seed}: give a non-negative integer")
+        if self.resampling_seed < 0:
+            raise UserError(f"--resampling-seed {self.resampling_seed}: give a non-negative integer")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads {self.threads}: give at least 1")
         self._check_launcher()
@@ -201,7 +204,7 @@ def flags() -> dict[str, str]:
 
 
 # -- checking what each field holds: a YAML file or a notebook may hand over any type ------------------------
-_TUPLES = {"encoders", "tasks", "layers"}
+_TUPLES = {"encoders", "tasks", "layers", "seeds"}
 
 
 def _coerce(cfg: RunConfig) -> None:
@@ -217,6 +220,8 @@ def _coerce(cfg: RunConfig) -> None:
             value = (value,) if isinstance(value, str | int) else tuple(value)
             if f.name == "layers":
                 value = parse_layers(value) if value else None
+            elif f.name == "seeds":
+                value = parse_seeds(value)
             elif not all(isinstance(x, str) for x in value):
                 raise UserError(f"{flag}: give names, got {list(value)!r}")
         elif f.metadata.get("path") and value is not None:
@@ -249,6 +254,29 @@ def _kind(name: str, default: Any) -> str:
     if isinstance(default, int) or name in {"workers", "threads", "gpus", "cpus"}:
         return "whole number"
     return "name"
+
+
+def parse_seeds(values: tuple | list) -> tuple[int, ...]:
+    """--seeds values: non-negative integers, each given alone or comma-separated ("0,1,2"), repeats
+    dropped, in the order given."""
+    out: list[int] = []
+    for v in values:
+        parts = v.split(",") if isinstance(v, str) else [v]
+        for part in parts:
+            if isinstance(part, bool) or not isinstance(part, int | str):
+                raise UserError(f"--seeds {v!r}: give non-negative whole numbers, e.g. --seeds 0,1,2")
+            try:
+                seed = int(part)
+            except ValueError:
+                raise UserError(
+                    f"--seeds {v!r}: give non-negative whole numbers, e.g. --seeds 0,1,2"
+                ) from None
+            if seed < 0:
+                raise UserError(f"--seeds {v!r}: give non-negative whole numbers, e.g. --seeds 0,1,2")
+            out.append(seed)
+    if not out:
+        raise UserError("--seeds: give at least one seed, e.g. --seeds 0,1,2")
+    return tuple(dict.fromkeys(out))
 
 
 def parse_layers(values: tuple | list) -> tuple[int | str, ...]:

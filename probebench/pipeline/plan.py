@@ -34,6 +34,8 @@ class PlannedRecord:
     sweep: bool  # one record per layer (`--layer`), named ...__layer<N>.json
     path: Path  # the record (for a sweep: the name its per-layer records derive from)
     feeds: dict[str, tuple[str, str]]  # role -> (dataset name, feature-group key)
+    seed: int | None = SEED  # the training seed; None: the probe is training-free and runs once
+    seeds_asked: tuple[int, ...] = (SEED,)  # the run's training seeds (a training-free record says so)
 
 
 @dataclass
@@ -58,9 +60,11 @@ def plan_run(entry: EncoderEntry, tasks: list[Task], cfg: RunConfig) -> RunPlan:
     applies to single-layer probes: None is the last block (no suffix), else one record per layer.
 
     Every run option that changes a number names its record, so no result overwrites a different one: an
-    explicit `--feature` (for probes that read one) adds `__feature-<f>`, a seed other than the default
-    `__seed<n>`, a layer sweep `__layer<n>`."""
-    layers, feature, seed = cfg.layers, cfg.feature, cfg.seed
+    explicit `--feature` (for probes that read one) adds `__feature-<f>`, a training seed other than the
+    default `__seed<n>`, a resampling seed other than the default `__resample<n>`, a layer sweep
+    `__layer<n>`. A trained probe gives one record per training seed (`cfg.seeds`); a training-free one
+    gives one record whatever the seeds."""
+    layers, feature = cfg.layers, cfg.feature
     plan = RunPlan()
     for task in tasks:
         needs = task.needs
@@ -100,9 +104,11 @@ def plan_run(entry: EncoderEntry, tasks: list[Task], cfg: RunConfig) -> RunPlan:
             feeds[role] = key
         sweep = layers is not None and needs.layers is None
         suffixes = [f"feature-{feature}"] if feature is not None and task.probe.reads_feature else []
-        suffixes += [f"seed{seed}"] if seed != SEED else []
-        path = record_path(entry.name, task.dataset, task.name, cfg.results_root, suffixes)
-        plan.targets.append(PlannedRecord(task, asked, sweep, path, feeds))
+        resample = [f"resample{cfg.resampling_seed}"] if cfg.resampling_seed != SEED else []
+        for seed in cfg.seeds if task.probe.trained(task.knobs) else (None,):
+            named = [*suffixes, *([f"seed{seed}"] if seed not in (None, SEED) else []), *resample]
+            path = record_path(entry.name, task.dataset, task.name, cfg.results_root, named)
+            plan.targets.append(PlannedRecord(task, asked, sweep, path, feeds, seed, cfg.seeds))
     return plan
 
 
@@ -117,6 +123,8 @@ def expand_sweep(target: PlannedRecord, num_blocks: int) -> list[PlannedRecord]:
             True,
             target.path.with_name(f"{target.path.stem}__layer{layer}.json"),
             target.feeds,
+            target.seed,
+            target.seeds_asked,
         )
         for layer in block_indices(target.layers, num_blocks)
     ]
@@ -126,13 +134,14 @@ def config_hash(
     target: PlannedRecord,
     layers: list[int],
     feature: str,
-    seed: int,
+    resampling_seed: int,
     keys: dict[str, str],
     annotations: dict[str, str],
 ) -> str:
     """Everything that changes a record's numbers: the features read (encoder, weights, preprocessing,
     geometry, images), the annotations of each role's data, the task's probe, protocol version and every
-    knob, the splits, the layers, the image feature and the seed."""
+    knob, the splits, the layers, the image feature, the training seed (none for a training-free probe) and
+    the resampling seed."""
     task = target.task
     config = {
         "task": task.name,
@@ -142,7 +151,8 @@ def config_hash(
         "bindings": {r: [d, s, keys[r], annotations[d]] for r, (d, s) in task.bindings.items()},
         "layers": "last" if target.layers == ["last"] else layers,
         "feature": feature if task.probe.reads_feature else None,
-        "seed": seed,
+        "training_seed": target.seed,
+        "resampling_seed": resampling_seed,
         **({"crops": task.crops.model_dump()} if task.crops is not None else {}),
     }
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()

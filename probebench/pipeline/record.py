@@ -13,6 +13,7 @@ import torch
 
 from probebench.encoders.load import ResolvedEncoder
 from probebench.extraction.request import Extraction
+from probebench.pipeline.config import SEED
 from probebench.pipeline.plan import PlannedRecord
 from probebench.results.records import git_commit, read_record, versions
 from probebench.results.schema import (
@@ -20,6 +21,7 @@ from probebench.results.schema import (
     EncoderInfo,
     GeometryKnobs,
     GitInfo,
+    ItemsInfo,
     Knobs,
     PreprocessKnobs,
     Primary,
@@ -29,6 +31,7 @@ from probebench.results.schema import (
     TaskInfo,
     Timings,
 )
+from probebench.stats.items import ITEMS_FILE, items_digest
 from probebench.tasks.catalog import Task
 from probebench.tasks.contract import Context, Evaluation
 
@@ -44,6 +47,7 @@ class RecordOutcome:
     primary: str = ""
     layer: str = ""
     undefined: dict[str, str] = field(default_factory=dict)  # metric -> why the data cannot define it
+    note: str = ""  # said after the number: a training-free probe's one record for several seeds
 
     def line(self) -> str:
         """`done     <encoder> x <dataset> x <task>[ x layer<n>]: <primary>=<value> [<95% interval>]`, or
@@ -57,7 +61,7 @@ class RecordOutcome:
             return f"{head}{self.primary}=(missing)"
         ci = self.metrics.get(f"{self.primary}_ci95")
         interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if isinstance(ci, list | tuple) and len(ci) == 2 else ""
-        return f"{head}{self.primary}={value:.2f}{interval}"
+        return f"{head}{self.primary}={value:.2f}{interval}" + (f" ({self.note})" if self.note else "")
 
 
 def build_record(
@@ -65,7 +69,6 @@ def build_record(
     target: PlannedRecord,
     layers: list[int],
     feature: str,
-    seed: int,
     evaluation: Evaluation,
     results: dict[tuple[str, str], Extraction],
     ctx: Context,
@@ -80,6 +83,7 @@ def build_record(
     facts = results[next(iter(target.feeds.values()))].store.encoder_facts
     roles = role_infos(target, results, ctx, described)
     value = evaluation.metrics.get(task.primary.name)
+    items = items_info(evaluation)
     return ResultRecord(
         encoder=EncoderInfo(
             **dict(entry),
@@ -105,7 +109,9 @@ def build_record(
         ),
         probe=evaluation.details,
         knobs=record_knobs(spec, target, layers, feature, results, device),
-        seed=seed,
+        training_seed=target.seed,
+        resampling_seed=ctx.resampling_seed,
+        items=items,
         timings=timings,
         outputs=sorted(evaluation.outputs),
         deviations=list(dict.fromkeys(evaluation.deviations)),
@@ -117,6 +123,24 @@ def build_record(
         versions=versions(),
         git=GitInfo(**git_commit()),
     )
+
+
+def items_info(evaluation: Evaluation) -> ItemsInfo | None:
+    """The per-item outcomes as a file among the evaluation's outputs, and the record's account of it.
+
+    Each metric made of items must come out of them as the probe computed it: a mismatch is a bug in a
+    probe's bookkeeping, and a comparison on such items would be a wrong number that looks right."""
+    items = evaluation.items
+    if items is None or not items.metrics:
+        return None
+    for name in items.metrics:
+        ours, theirs = items.estimate(name), evaluation.metrics.get(name)
+        if not isinstance(theirs, int | float) or not math.isclose(ours, theirs, rel_tol=1e-9, abs_tol=1e-9):
+            raise AssertionError(f"per-item outcomes give {name} = {ours}, the probe {theirs}")
+    data = items.to_bytes()
+    evaluation.outputs[ITEMS_FILE] = data
+    groups = {g: len(ids) for g, ids in items.ids.items()}
+    return ItemsInfo(file=ITEMS_FILE, sha256=items_digest(data), groups=groups, metrics=items.metrics)
 
 
 def role_infos(
@@ -191,6 +215,9 @@ def outcome_of(
     spec: ResolvedEncoder, target: PlannedRecord, status: str, metrics: dict, undefined: dict
 ) -> RecordOutcome:
     layer = f"layer{target.layers[0]}" if target.sweep else ""
+    note = ""
+    if target.seed is None and target.seeds_asked != (SEED,):
+        note = f"training-free: one record for seeds {','.join(map(str, target.seeds_asked))}"
     return RecordOutcome(
         spec.entry.name,
         target.task.name,
@@ -201,6 +228,7 @@ def outcome_of(
         target.task.primary.name,
         layer,
         dict(undefined),
+        note,
     )
 
 

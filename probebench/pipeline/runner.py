@@ -26,7 +26,7 @@ from probebench.errors import UserError
 from probebench.extraction.extract import extract_features, open_entry
 from probebench.extraction.request import Extraction, ExtractionOptions, device_and_precision
 from probebench.paths import check_writable
-from probebench.pipeline.config import RunConfig
+from probebench.pipeline.config import SEED, RunConfig
 from probebench.pipeline.data import bind_to_dataset, load_task_data, with_views
 from probebench.pipeline.plan import (
     PlannedRecord,
@@ -98,7 +98,9 @@ def run_encoder(
     outcomes = []
     for target in [t for x in plan.targets for t in expand_sweep(x, facts.num_blocks)]:
         at = block_indices(target.layers, facts.num_blocks)
-        chash = config_hash(target, at, cfg.feature or "default", cfg.seed, _role_keys(target, keys), notes)
+        chash = config_hash(
+            target, at, cfg.feature or "default", cfg.resampling_seed, _role_keys(target, keys), notes
+        )
         if not cfg.force and finished(target.path, chash):
             outcomes.append(skipped_outcome(spec, target))
         else:
@@ -116,7 +118,6 @@ def run_encoder(
                 target,
                 at,
                 chosen,
-                cfg.seed,
                 evaluation,
                 results,
                 ctx,
@@ -161,7 +162,7 @@ def _evaluate(
             spec,
             plan,
             target,
-            lambda: _context(target, at, results, loaded, feature, cfg.seed, device),
+            lambda: _context(target, at, results, loaded, feature, cfg.resampling_seed, device),
             results,
             loaded,
             cfg.extraction,
@@ -196,9 +197,11 @@ def _context(
     results: dict[tuple[str, str], Extraction],
     datasets: dict[str, ImageDataset],
     feature: str,
-    seed: int,
+    resampling_seed: int,
     device,
 ) -> Context:
+    """What the probe reads: each role's rows and labels, the layers, the feature, the knobs and seeds
+    (a training-free target has no training seed: it gets the default, which it does not read)."""
     roles = {}
     needs_labels = target.task.needs.labels
     for role, (_, split) in target.task.bindings.items():
@@ -214,7 +217,9 @@ def _context(
         )
     # the facts of the cache entry this task reads (which keys it holds differs between entries)
     encoder = results[next(iter(target.feeds.values()))].store.encoder_facts
-    ctx = Context(roles, layers, feature, dict(target.task.knobs), seed, device, encoder)
+    seed = SEED if target.seed is None else target.seed
+    knobs = dict(target.task.knobs)
+    ctx = Context(roles, layers, feature, knobs, seed, resampling_seed, device, encoder)
     if needs_labels and {"train", "test"} <= set(roles):
         _check_test_classes(ctx)
     return ctx
@@ -305,7 +310,12 @@ def _all_finished(
         (
             t,
             config_hash(
-                t, block_indices(t.layers, num_blocks or 0), feature, cfg.seed, _role_keys(t, keys), notes
+                t,
+                block_indices(t.layers, num_blocks or 0),
+                feature,
+                cfg.resampling_seed,
+                _role_keys(t, keys),
+                notes,
             ),
         )
         for target in plan.targets

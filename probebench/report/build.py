@@ -2,9 +2,11 @@
 
 The HTML embeds every figure (PNG, base64) and carries its own small script to sort tables by a column, so
 it opens anywhere with nothing beside it. The Markdown links the same figures under results/plots/. Both
-have one section per level (object, part, discovery), the papers' numbers beside ours, the per-family
-summary, and a provenance section: library versions, commits, each encoder's weights checksum, and every
-deviation from the papers' protocols that a record or a published number carries.
+open with Findings (the papers' claims judged on these records, each task's ranks with ties, the
+object-against-part figure with rank intervals), then one section per level (object, part, discovery), the
+claims' tables, the papers' numbers beside ours, the per-family summary, and a provenance section: library
+versions, commits, each encoder's weights checksum, and every deviation from the papers' protocols that a
+record or a published number carries.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ import pandas as pd
 from probebench.errors import UserError
 from probebench.paths import results_dir
 from probebench.report import plots
+from probebench.report.findings import findings
 from probebench.results import tables
 from probebench.results.papers import citations
 from probebench.results.records import outputs_dir, record_path
 from probebench.results.render import markdown_text, render_table
 from probebench.results.schema import ResultRecord
+from probebench.stats.claims import judge_claims, load_claims
+from probebench.stats.ranks import rank_tasks
 from probebench.tasks.contract import LEVELS
 from probebench.tasks.deviations import deviation_text
 
@@ -50,14 +55,23 @@ class Report:
     plots: list[Path]
 
 
-def _level_section(level: str, long: pd.DataFrame, plot_dir: Path) -> Section | None:
+def _level_section(level: str, long: pd.DataFrame, plot_dir: Path, ranks: pd.DataFrame) -> Section | None:
     rows = long[long.level == level]
     if rows.empty:
         return None
     sec = Section(f"{level.capitalize()} level")
     sec.tables.append(
-        ("Headline score of each task (its primary metric); encoders by family", tables.wide(rows))
+        (
+            "Headline score of each task (its primary metric, the mean over training seeds); encoders by "
+            "family; (#r) the rank with ties, = where it is shared (no significant difference)",
+            _marked(tables.wide(rows), rows, ranks),
+        )
     )
+    mine = ranks[ranks.task.isin(set(rows.task))] if not ranks.empty else ranks
+    if not mine.empty:
+        sec.tables.append(("Ranks with ties per task, and each rank's 95 % bootstrap interval", mine))
+    if not (seeds := tables.across_seeds(rows)).empty and (seeds.n_seeds > 1).any():
+        sec.tables.append(("Over training seeds: mean, standard deviation and each seed's interval", seeds))
     if not (by_variant := tables.variants(rows)).empty:
         sec.tables.append(("The headline metric under every variant (each method, each k)", by_variant))
     fam = tables.families(rows)
@@ -81,6 +95,25 @@ def _level_section(level: str, long: pd.DataFrame, plot_dir: Path) -> Section | 
             )
         )
     return sec
+
+
+def _marked(wide: pd.DataFrame, rows: pd.DataFrame, ranks: pd.DataFrame) -> pd.DataFrame:
+    """The wide table with each ranked score as `71.20 (#1=)`: its rank with ties, `=` where shared."""
+    if ranks.empty or wide.empty:
+        return wide
+    h = tables.headline(rows)
+    out = wide.copy()
+    for r in ranks[ranks["rank"].notna()].itertuples():
+        match = h[(h.task == r.task) & (h.dataset == r.dataset)]  # its primary metric, as the ranks
+        if match.empty:
+            continue
+        column = tables.column_name(match.iloc[0])
+        shared = ((ranks.task == r.task) & (ranks.dataset == r.dataset) & (ranks["rank"] == r.rank)).sum() > 1
+        at = out.index[out.encoder == r.encoder]
+        if column in out.columns and len(at) and pd.notna(out.loc[at[0], column]):
+            out[column] = out[column].astype(object)
+            out.loc[at[0], column] = f"{out.loc[at[0], column]:.2f} (#{r.rank}{'=' if shared else ''})"
+    return out
 
 
 def _discovery_grids(
@@ -198,13 +231,19 @@ def build_report(root: Path | None = None, grids: str = "all") -> Report:
     long = board.long
     records = board.records  # the ones the tables hold: no older protocol, no duplicate
     by_key = {(r.encoder.name, r.task.name, r.dataset.filed_under): r for r in records}
-    sections = [_summary(long, board)]
-    if (fig := plots.object_vs_part(long)) is not None:
-        sections[0].figures.append(
-            ("Objects against parts, one point per encoder", plots.save(fig, plot_dir / "object_vs_part")[0])
+    ranks = rank_tasks(records)
+    per_task, summary = judge_claims(records, load_claims())
+    found = Section("Findings", text=findings(records, summary, per_task, ranks))
+    if (fig := plots.object_vs_part(long, ranks)) is not None:
+        found.figures.append(
+            (
+                "Objects against parts, one point per encoder, with its 95 % rank interval on each axis",
+                plots.save(fig, plot_dir / "object_vs_part")[0],
+            )
         )
+    sections = [found, _summary(long, board)]
     for level in LEVELS:
-        sec = _level_section(level, long, plot_dir)
+        sec = _level_section(level, long, plot_dir, ranks)
         if sec is not None and (note := _sizes_note([r for r in records if r.task.level == level])):
             sec.text.append(note)
         if sec is not None and level == "discovery":
@@ -222,7 +261,14 @@ def build_report(root: Path | None = None, grids: str = "all") -> Report:
         papers.text.append(
             "No record here matches a published number: they need the papers' weights and data."
         )
-    sections += [papers, _provenance(records, board)]
+    claims = Section("The papers' claims, tested on these records")
+    claims.text.append(
+        "Each claim of claims.yaml, judged task by task from a hierarchical bootstrap (test items, training "
+        "seeds and the encoders within each family resampled): supported where the 95 % interval of the "
+        "family difference lies above zero, contradicted where below, inconclusive otherwise."
+    )
+    claims.tables += [("Per claim and level", summary), ("Per task", per_task)]
+    sections += [claims, papers, _provenance(records, board)]
     html_path, md_path = root / "report.html", root / "report.md"
     html_path.write_text(_html(sections, long))
     md_path.write_text(_markdown(sections, root))

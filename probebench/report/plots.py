@@ -79,9 +79,10 @@ def _legend_families(ax, families: list[str]) -> None:
     ax.legend(handles=handles, title="family", fontsize=8, title_fontsize=8, loc="best")
 
 
-def object_vs_part(long: pd.DataFrame) -> Figure | None:
+def object_vs_part(long: pd.DataFrame, ranks: pd.DataFrame | None = None) -> Figure | None:
     """The headline: each encoder's object-level score against its part-level score, coloured by family,
-    95 % intervals as error bars. The axes are the object and the part task most encoders ran."""
+    95 % intervals as error bars. The axes are the object and the part task most encoders ran. With `ranks`
+    (`probebench.stats.ranks.rank_tasks`), each label carries the encoder's 95 % rank interval on both."""
     h = headline(long)
     obj, part = _axis_task(h, "object"), _axis_task(h, "part")
     if obj is None or part is None:
@@ -105,8 +106,21 @@ def object_vs_part(long: pd.DataFrame) -> Figure | None:
     ax.set_title(f"Objects against parts\ndata: {_data_label(pd.concat([x, y]))}", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _labels(ax, list(both), x["value"].to_numpy(float), y["value"].to_numpy(float))
+    names = list(both)
+    if ranks is not None and not ranks.empty:
+        names = [f"{e} (ranks {_rank_span(ranks, obj, e)}, {_rank_span(ranks, part, e)})" for e in both]
+        ax.set_title(ax.get_title() + "\nlabels: encoder (95 % rank interval: object, part)", fontsize=10)
+    _labels(ax, names, x["value"].to_numpy(float), y["value"].to_numpy(float))
     return fig
+
+
+def _rank_span(ranks: pd.DataFrame, task: tuple[str, str], encoder: str) -> str:
+    """`2-4`: an encoder's 95 % rank interval on a task, `?` where it has none."""
+    r = ranks[(ranks.task == task[0]) & (ranks.dataset == task[1]) & (ranks.encoder == encoder)]
+    if r.empty or pd.isna(r.iloc[0]["rank_lo"]):
+        return "?"
+    lo, hi = int(r.iloc[0]["rank_lo"]), int(r.iloc[0]["rank_hi"])
+    return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
 # Where a label may sit, as offsets in points from its point: nearest ring first, right before left, so a

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import platform
 import subprocess
@@ -21,6 +22,9 @@ from pydantic import ValidationError
 from probebench.io import BadFile, atomic_write, read_json
 from probebench.paths import fits_component, results_dir, safe_name, slug
 from probebench.results.schema import SCHEMA_VERSION, ResultRecord
+from probebench.stats.items import BadItems, ItemScores, read_items
+
+log = logging.getLogger(__name__)
 
 _LIBS = (
     "probebench",
@@ -116,6 +120,7 @@ def read_record(path: Path) -> ResultRecord:
         why = why or f"not a valid record ({exc.error_count()} problem(s))"
     if why:
         raise BadRecord(f"{Path(path).name}: {why}")
+    record._path = Path(path)
     return record
 
 
@@ -137,13 +142,34 @@ def _metric_problem(raw: dict) -> str | None:
 
 
 def finished(path: Path, config_hash: str) -> bool:
-    """A valid record of the current schema with this config hash exists (anything else is recomputed)."""
+    """A valid record of the current schema with this config hash exists, and its per-item outcomes are
+    there with the sha256 it keeps (anything else is recomputed)."""
     if not path.exists() and not path.is_symlink():
         return False
     try:
-        return read_record(path).config_hash == config_hash
+        record = read_record(path)
+        if record.config_hash != config_hash:
+            return False
+        if record.items is not None:
+            read_record_items(path, record)
+        return True
     except BadRecord:
         return False  # a damaged or foreign record is simply recomputed
+    except BadItems as exc:
+        log.warning("%s; recomputing the record", exc)
+        return False
+
+
+def read_record_items(path: Path, record: ResultRecord) -> ItemScores:
+    """The per-item outcomes kept beside a record, checked against the sha256 the record keeps. Raises
+    `BadItems` naming the file (missing, damaged, replaced) or saying the record keeps none."""
+    if record.items is None:
+        raise BadItems(f"{Path(path).name}: keeps no per-item outcomes")
+    info = record.items
+    items = read_items(outputs_dir(path) / info.file, info.sha256, info.metrics)
+    if {g: len(v) for g, v in items.ids.items()} != info.groups:
+        raise BadItems(f"{Path(path).name}: its items file holds other item groups than the record says")
+    return items
 
 
 def outputs_dir(record: Path) -> Path:

@@ -9,21 +9,24 @@ Every field is typed to its leaves; a record is validated when it is written and
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictFloat, StrictInt
 
 from probebench.cache.read import ImageFeature
 from probebench.data.views.crops import CropSpec
 from probebench.encoders.facts import EncoderFacts
 from probebench.encoders.registry import EncoderEntry
 from probebench.results.details import ProbeDetails
+from probebench.stats.items import ItemMetric
 from probebench.tasks.contract import Level
 
 # 1: the untyped records before the task contract (no schema_version field); 2: typed records; 3: metrics
 # the data cannot define are named in `undefined` with the reason; 4: typed to the leaves (encoder facts,
-# datasets, knobs, probe details, timings), deviations as ids, no protocol prose in the record
-SCHEMA_VERSION = 4
+# datasets, knobs, probe details, timings), deviations as ids, no protocol prose in the record; 5: the
+# training and resampling seeds apart, and the per-item outcomes beside the record (`items`)
+SCHEMA_VERSION = 5
 
 # a metric: a number, an interval or curve, or a per-class table (None: the class has no defined value)
 Metric = StrictInt | StrictFloat | list[StrictFloat] | dict[str, StrictFloat | None]
@@ -163,8 +166,19 @@ class GitInfo(_Record):
     dirty: StrictBool | None
 
 
+class ItemsInfo(_Record):
+    """The per-item outcomes beside the record (`probebench.stats.items`): the file, its sha256 (checked
+    when read: a file that does not match is named and the record recomputed), each item group's size, and
+    how each metric is made from the items."""
+
+    file: Literal["items.npz"]
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    groups: dict[str, StrictInt]
+    metrics: dict[str, ItemMetric]
+
+
 class ResultRecord(_Record):
-    schema_version: Literal[4] = SCHEMA_VERSION
+    schema_version: Literal[5] = SCHEMA_VERSION
     encoder: EncoderInfo
     task: TaskInfo
     dataset: DatasetInfo  # the dataset results are filed under (the test role's)
@@ -173,7 +187,11 @@ class ResultRecord(_Record):
     primary: Primary
     probe: ProbeDetails  # what the probe chose and how it got there (chosen C or epoch, curves)
     knobs: Knobs
-    seed: int
+    # the probe's seed (validation carve, initialisation, batch order); None: the probe is training-free
+    # and no seed enters its numbers (kNN, retrieval, LOST, TokenCut)
+    training_seed: StrictInt | None
+    resampling_seed: StrictInt  # the bootstrap's draws of test items, for every interval here
+    items: ItemsInfo | None = None  # None: no metric of this record is made of per-item outcomes
     timings: Timings
     outputs: list[str] = []  # files beside the record, relative to the record's folder
     # each deliberate deviation from the papers' protocol, by id (`probebench.tasks.deviations`)
@@ -184,6 +202,12 @@ class ResultRecord(_Record):
     versions: dict[str, str | None]
     git: GitInfo
     created: str | None = None
+    _path: Path | None = PrivateAttr(default=None)  # the file it was read from (`read_record`)
+
+    @property
+    def path(self) -> Path | None:
+        """The file the record was read from; None for one built in memory."""
+        return self._path
 
     @property
     def synthetic(self) -> bool:

@@ -50,7 +50,8 @@ LONG_COLUMNS = [
     "layer",
     "layer_sweep",
     "feature",
-    "seed",
+    "seed",  # the training seed; empty for a training-free probe
+    "resampling_seed",
     "setting",
     "weights",
     "why",  # a metric the data cannot define has no value, and this says why
@@ -106,7 +107,8 @@ def _rows(r: ResultRecord) -> list[dict]:
         "layer": json.dumps(layer) if isinstance(layer, list) else layer,
         "layer_sweep": r.knobs.layer_sweep,
         "feature": r.knobs.feature,
-        "seed": r.seed,
+        "seed": r.training_seed,
+        "resampling_seed": r.resampling_seed,
         "setting": _setting(r),
         "weights": r.encoder.weights_id,
     }
@@ -186,7 +188,8 @@ def build_leaderboard(root: Path | None = None) -> Leaderboard:
             json.dumps(r.knobs.layer),
             r.knobs.layer_sweep,
             r.knobs.feature,
-            r.seed,
+            r.training_seed,
+            r.resampling_seed,
         )
         newest[key] = r
     if dropped := len(current) - len(newest):
@@ -261,8 +264,38 @@ def _newer(version: str, than: str | None) -> bool:
 
 
 def headline(long: pd.DataFrame) -> pd.DataFrame:
-    """The primary metric of each task's own record (no layer sweeps)."""
-    return long[long["primary"] & ~long["layer_sweep"]]
+    """The primary metric of each task's own records (no layer sweeps), one row per training seed, at the
+    lowest resampling seed each result has (another resampling seed repeats the number with other
+    intervals)."""
+    h = long[long["primary"] & ~long["layer_sweep"]]
+    if h.empty:
+        return h
+    lowest = h.groupby(["encoder", "task", "dataset"])["resampling_seed"].transform("min")
+    return h[h["resampling_seed"] == lowest]
+
+
+def across_seeds(long: pd.DataFrame) -> pd.DataFrame:
+    """Each headline score over its training seeds: the mean, the standard deviation across seeds (NaN with
+    one), the number of seeds, and each seed's value with its 95 % interval (`seed 1: 71.20 [68.10, 74.00]`);
+    a training-free result says so instead of a seed."""
+    h = headline(long)
+    keys = ["encoder", "family", "level", "task", "dataset", "metric", "variant", "feature"]
+    cols = [*keys, "mean", "std", "n_seeds", "per_seed"]
+    if h.empty:
+        return pd.DataFrame(columns=cols)
+    out = []
+    for key, g in h.groupby(keys, sort=False, dropna=False):
+        g = g.sort_values("seed", na_position="first")
+        said = [
+            ("training-free" if pd.isna(r.seed) else f"seed {int(r.seed)}")
+            + (f": {r.value:.2f}" + (f" [{r.lo:.2f}, {r.hi:.2f}]" if pd.notna(r.lo) else ""))
+            for r in g.itertuples()
+        ]
+        values = g["value"].dropna()
+        mean = float(values.mean()) if len(values) else float("nan")
+        std = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+        out.append([*key, mean, std, len(g), "; ".join(said)])
+    return pd.DataFrame(out, columns=cols)
 
 
 def column_name(row: pd.Series) -> str:
@@ -277,7 +310,8 @@ def wide(long: pd.DataFrame) -> pd.DataFrame:
     if h.empty:
         return pd.DataFrame(columns=["encoder", "family"])
     h = h.assign(column=h.apply(column_name, axis=1))
-    table = h.pivot_table(index=["encoder", "family"], columns="column", values="value", aggfunc="first")
+    # several training seeds: their mean (`across_seeds` has the spread)
+    table = h.pivot_table(index=["encoder", "family"], columns="column", values="value", aggfunc="mean")
     table.columns.name = None
     table = table.reset_index()
     table["_order"] = table["family"].map(family_order)
@@ -297,7 +331,7 @@ def variants(long: pd.DataFrame) -> pd.DataFrame:
         index=["encoder", "family", "task", "dataset", "metric"],
         columns="variant",
         values="value",
-        aggfunc="first",
+        aggfunc="mean",  # over training seeds
     )
     table.columns.name = None
     table = table.reset_index()
@@ -322,6 +356,7 @@ def families(long: pd.DataFrame) -> pd.DataFrame:
     cols = ["family", "level", "task", "dataset", "metric", "variant"]
     if h.empty:
         return pd.DataFrame(columns=[*cols, "mean", "std", "min", "max", "n_encoders", "encoders"])
+    h = h.groupby([*cols, "encoder"], sort=False, as_index=False)["value"].mean()  # seeds: each encoder once
     g = h.groupby(cols, sort=False)
     out = g["value"].agg(["mean", "std", "min", "max"]).join(g["encoder"].agg(["count", _names]))
     out = out.rename(columns={"count": "n_encoders", "_names": "encoders"}).reset_index()
@@ -382,7 +417,7 @@ def refresh(root: Path | None = None) -> tuple[Leaderboard, dict[str, Path]]:
         return board, write(board, root)
 
 
-VIEWS = {"wide": wide, "long": lambda df: df, "families": families, "papers": papers}
+VIEWS = {"wide": wide, "long": lambda df: df, "families": families, "papers": papers, "seeds": across_seeds}
 
 
 def writable(folder: Path) -> None:

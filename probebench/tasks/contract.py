@@ -8,7 +8,9 @@ binding plus knobs, from `tasks.yaml`). A probe declares
   result's config hash);
 - `needs(knobs)`: layers, token kinds, geometry mode, whether images need class labels;
 - `primary(knobs)`: the metric a leaderboard shows, and whether higher is better;
-- `evaluate(context)`: metrics, details and optional per-image outputs, from cached features only.
+- `trained(knobs)`: whether the training seed moves its numbers (else it runs once whatever `--seeds`);
+- `evaluate(context)`: metrics, details, per-item outcomes and optional per-image outputs, from cached
+  features only.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ if TYPE_CHECKING:  # the contract is read by the task catalogue, which must not 
     from probebench.cache.read import ImageFeature
     from probebench.cache.store import FeatureStore
     from probebench.encoders.facts import EncoderFacts
+    from probebench.stats.items import ItemScores
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,8 @@ class Context:
     layers: list[int]  # absolute block indices: one for single-layer probes, the fixed set otherwise
     feature: ImageFeature  # for probes that read one vector per image
     knobs: dict
-    seed: int
+    training_seed: int  # the probe's own randomness: the validation carve, initialisation, batch order
+    resampling_seed: int  # the bootstrap's draws of test items, for every interval the record holds
     device: torch.device
     encoder: EncoderFacts  # the facts of the cache entry read (num_blocks, patch_size, prefix tokens, ...)
     warnings: list[str] = field(default_factory=list)  # written into the record
@@ -106,6 +110,7 @@ class Evaluation:
     outputs: dict[str, bytes] = field(default_factory=dict)  # file name -> content, kept beside the record
     undefined: dict[str, str] = field(default_factory=dict)  # metric -> why it has no number
     deviations: list[str] = field(default_factory=list)  # ids of `probebench.tasks.deviations.DEVIATIONS`
+    items: ItemScores | None = None  # per-item outcomes of the metrics, kept beside the record
 
 
 class Probe(ABC):
@@ -133,6 +138,11 @@ class Probe(ABC):
         """Raise ValueError naming knobs whose values do not fit together (each is in its domain already):
         a warm-up longer than training, a width the heads do not divide."""
         return None
+
+    def trained(self, knobs: dict) -> bool:
+        """Whether the training seed changes the numbers (a fitted head, a carved validation split): such a
+        task runs once per `--seeds` value; a training-free one (kNN, retrieval) runs once and says so."""
+        return True
 
     @abstractmethod
     def needs(self, knobs: dict) -> Needs: ...

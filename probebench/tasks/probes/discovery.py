@@ -33,7 +33,8 @@ from probebench.discovery.configs import (
 from probebench.discovery.methods import METHODS, Fitted
 from probebench.errors import UserError
 from probebench.metrics.discovery import SALIENCY, CorLoc, Saliency, SegRetrieval
-from probebench.metrics.segmentation import confusion, miou
+from probebench.metrics.segmentation import confusion, count_rows, miou
+from probebench.stats.items import ItemScores
 from probebench.tasks.contract import Context, Evaluation, Metric, Needs, Probe, RoleData
 from probebench.tasks.knobs import Bool, Choice, Float, Int, Knob, List, Text
 
@@ -122,6 +123,9 @@ class DiscoveryProbe(Probe):
         if knobs["heap_dim"] % knobs["heap_heads"]:
             raise ValueError("knobs.heap_dim must be a multiple of knobs.heap_heads")
 
+    def trained(self, knobs: dict) -> bool:
+        return any(METHODS[m].trained for m in knobs["methods"])  # LOST, TokenCut, DINO-seg: no seed
+
     def needs(self, knobs: dict) -> Needs:
         return Needs(
             tokens=("patches",),
@@ -168,13 +172,14 @@ class DiscoveryProbe(Probe):
         if len(train.role.rows) == 0 and any(METHODS[m].trained for m in methods):
             raise UserError("discovery: the train role has no images to fit HEAP and FOUND on")
         n = len(train.role.rows)
-        fitted = {m: METHODS[m].fit(train, n, k, ctx.seed) for m in methods}
+        fitted = {m: METHODS[m].fit(train, n, k, ctx.training_seed) for m in methods}
         trained = {m: f.details for m, f in fitted.items() if f.details}
         outputs = {name: data for f in fitted.values() for name, data in f.outputs.items()}
         undefined: dict[str, str] = {}
-        metrics, per_image, answers = _score(fitted, test, k, ctx, outputs, undefined)
+        items = ItemScores()
+        metrics, per_image, answers = _score(fitted, test, k, ctx, outputs, undefined, items)
         reference = _source(ctx.roles["reference"], layer)
-        metrics |= _retrieval(fitted, reference, test, answers, k, undefined)
+        metrics |= _retrieval(fitted, reference, test, answers, k, undefined, items, ctx.resampling_seed)
         details = {
             "probe": "object discovery",
             "train_images": n,
@@ -193,12 +198,22 @@ class DiscoveryProbe(Probe):
             outputs["boxes.jsonl"] = (
                 "\n".join(json.dumps(r, allow_nan=False) for r in per_image).encode() + b"\n"
             )
-        return Evaluation(metrics, details, outputs if k["outputs"] else {}, undefined, deviations)
+        kept = outputs if k["outputs"] else {}
+        return Evaluation(metrics, details, kept, undefined, deviations, items if items.metrics else None)
 
 
-def _score(fitted: dict[str, Fitted], test: _Source, k: dict, ctx: Context, outputs: dict, undefined: dict):
-    """CorLoc and saliency of every method on the test images; per-image records and mask files. A metric
-    the test images cannot define goes to `undefined` with the reason."""
+def _score(
+    fitted: dict[str, Fitted],
+    test: _Source,
+    k: dict,
+    ctx: Context,
+    outputs: dict,
+    undefined: dict,
+    items: ItemScores,
+):
+    """CorLoc and saliency of every method on the test images; per-image records, mask files, and the
+    per-image outcomes (into `items`). A metric the test images cannot define goes to `undefined` with the
+    reason."""
     from probebench.discovery.base import to_image
 
     ds = test.role.dataset
@@ -232,10 +247,10 @@ def _score(fitted: dict[str, Fitted], test: _Source, k: dict, ctx: Context, outp
             entry = {"box": None if box is None else [round(v, 2) for v in box]}
             if truth is not None:
                 entry["correct"], entry["iou"] = corloc[m].add(
-                    None if box is None else np.asarray(box), truth
+                    None if box is None else np.asarray(box), truth, sample.path
                 )
             if fg is not None:
-                sal[m].add(full, fg)
+                sal[m].add(full, fg, sample.path)
             if k["outputs"]:
                 name = f"mask.{m}.{pos:06d}.png"
                 outputs[name] = _png(full > 0.5)
@@ -246,7 +261,8 @@ def _score(fitted: dict[str, Fitted], test: _Source, k: dict, ctx: Context, outp
     if no_boxes and with_boxes:
         ctx.warn(f"{no_boxes} test image(s) have no ground-truth box and are left out of CorLoc")
     for m in fitted:
-        metrics |= _method_metrics(m, corloc[m], sal[m] if with_fg else None, with_boxes, ctx, undefined)
+        method_sal = sal[m] if with_fg else None
+        metrics |= _method_metrics(m, corloc[m], method_sal, with_boxes, ctx, undefined, items)
         for why, n in Counter(unanswered[m]).items():
             ctx.warn(f"{m}: {n} test image(s) {why}: no box (each a miss) and an empty mask")
     if with_fg:
@@ -262,28 +278,52 @@ def _score(fitted: dict[str, Fitted], test: _Source, k: dict, ctx: Context, outp
 
 
 def _method_metrics(
-    method: str, corloc: CorLoc, saliency: Saliency | None, with_boxes: bool, ctx: Context, undefined: dict
+    method: str,
+    corloc: CorLoc,
+    saliency: Saliency | None,
+    with_boxes: bool,
+    ctx: Context,
+    undefined: dict,
+    items: ItemScores,
 ) -> dict:
-    """One method's CorLoc (with its interval) and saliency metrics, `<method>_<metric>`; what the test
-    images cannot define goes to `undefined` with the reason."""
+    """One method's CorLoc and saliency metrics, `<method>_<metric>`, each with its interval over the
+    images, and their per-image outcomes (into `items`); what the test images cannot define goes to
+    `undefined` with the reason."""
     out = {}
     if corloc.hits:
-        out[f"{method}_corloc"], out[f"{method}_corloc_ci95"] = corloc.metrics(ctx.seed)
+        out[f"{method}_corloc"], out[f"{method}_corloc_ci95"] = corloc.metrics(ctx.resampling_seed)
+        items.add(f"{method}_corloc", "mean", "corloc", corloc.names, np.asarray(corloc.hits))
     elif with_boxes:
         undefined[f"{method}_corloc"] = "no test image has a ground-truth box"
     if saliency is not None:
         values, why = saliency.metrics()
         out |= {f"{method}_{name}": v for name, v in values.items()}
         undefined |= {f"{method}_{name}": why for name in SALIENCY if why}
+        if values:
+            per_image = {"saliency_acc": saliency.acc, "saliency_iou": saliency.iou}
+            for name, v in per_image.items():
+                items.add(f"{method}_{name}", "mean", "saliency", saliency.names, np.asarray(v))
+            curves = np.stack(saliency.curves)
+            items.add(f"{method}_saliency_max_f", "max_f", "saliency", saliency.names, curves)
+            for name in SALIENCY:
+                out[f"{method}_{name}_ci95"] = items.interval(f"{method}_{name}", ctx.resampling_seed)
     return out
 
 
 def _retrieval(
-    fitted: dict[str, Fitted], ref: _Source, test: _Source, answers: dict, k: dict, undefined: dict
+    fitted: dict[str, Fitted],
+    ref: _Source,
+    test: _Source,
+    answers: dict,
+    k: dict,
+    undefined: dict,
+    items: ItemScores,
+    resampling_seed: int,
 ) -> dict:
     """Segmentation retrieval per method, where both datasets carry class label maps; the test images'
-    answers come from scoring (`answers`), the reference images' are computed here. A mean IoU over no
-    class (no labelled pixel, nothing predicted) goes to `undefined`."""
+    answers come from scoring (`answers`), the reference images' are computed here. Each mIoU has its
+    interval over the test images, whose pixel counts go into `items`. A mean IoU over no class (no labelled
+    pixel, nothing predicted) goes to `undefined`."""
     from probebench.discovery.base import to_image
 
     annotation = k["retrieval_annotation"]
@@ -308,6 +348,7 @@ def _retrieval(
             desc = SegRetrieval.descriptor(feats.tokens, d.mask.astype(np.float64))
             engine.add_reference(desc, mask, annotations.classes(ref.role.dataset, sample, annotation))
         conf = np.zeros((len(names), len(names)), dtype=np.int64)
+        counts, ids = [], []
         for pos in range(len(test.role.rows)):
             (feats,) = test([pos])
             sample = test.role.dataset.samples[int(test.role.rows[pos])]
@@ -315,7 +356,10 @@ def _retrieval(
             mask = to_image(d, feats.geometry)[1] > 0.5
             pred = engine.predict(SegRetrieval.descriptor(feats.tokens, d.mask.astype(np.float64)), mask)
             truth = annotations.classes(test.role.dataset, sample, annotation)
-            conf += confusion(pred, truth, len(names), engine.ignore)
+            one = confusion(pred, truth, len(names), engine.ignore)
+            conf += one
+            counts.append(count_rows(one))
+            ids.append(sample.path)
         for name, classes in (("retrieval_miou", None), ("retrieval_miou_subset", subset)):
             if name.endswith("subset") and not subset:
                 continue
@@ -324,6 +368,9 @@ def _retrieval(
                 undefined[f"{m}_{name}"] = "no class occurs in the test labels or the predictions"
             else:
                 out[f"{m}_{name}"] = 100.0 * value
+                array, per_image = f"{m}_retrieval_counts", np.stack(counts)
+                items.add(f"{m}_{name}", "miou", "images", ids, per_image, classes=classes, array=array)
+                out[f"{m}_{name}_ci95"] = items.interval(f"{m}_{name}", resampling_seed)
         out[f"{m}_retrieval_references"] = len(engine.labels)
     return out
 

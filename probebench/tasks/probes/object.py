@@ -20,6 +20,18 @@ def _train_test(ctx: Context):
     return ctx.roles["train"], ctx.roles["test"]
 
 
+def _with_items(ctx: Context, ranks: dict, evaluation: Evaluation) -> Evaluation:
+    """The evaluation with its per-item outcomes: each test image's hit and class (`classification_items`)."""
+    from probebench.metrics.classification import classification_items
+    from probebench.stats.items import ItemScores, item_ids
+
+    test = ctx.roles["test"]
+    evaluation.items = ItemScores()
+    ids = item_ids(test.dataset, test.rows)
+    classification_items(evaluation.items, ranks, test.labels, ids, evaluation.metrics)
+    return evaluation
+
+
 def _one_class(ctx: Context, metrics: list[str]) -> Evaluation | None:
     """An evaluation without numbers when the training images hold fewer than two classes: every test image
     would be called that class, so any accuracy is an artefact of the data, not a measurement."""
@@ -49,6 +61,9 @@ class KnnProbe(Probe):
             # a vote is exp(cosine / T) in float32, which overflows past exp(88): T >= 0.02 keeps it finite
             "temperature": Float(defaults.KNN_TEMPERATURE, ge=0.02, le=100.0),
         }
+
+    def trained(self, knobs: dict) -> bool:
+        return False  # neighbours and votes: no seed enters
 
     def needs(self, knobs: dict) -> Needs:
         return Needs(tokens=("cls", "pooled"))
@@ -80,9 +95,10 @@ class KnnProbe(Probe):
             len(train.dataset.classes),
             tuple(ctx.knobs["ks"]),
             ctx.knobs["temperature"],
-            seed=ctx.seed,
+            seed=ctx.resampling_seed,
+            ranks=(ranks := {}),
         )
-        return Evaluation(metrics, {"probe": "knn", "n_train": len(train.rows)})
+        return _with_items(ctx, ranks, Evaluation(metrics, {"probe": "knn", "n_train": len(train.rows)}))
 
 
 class LinearProbe(Probe):
@@ -138,17 +154,20 @@ class LinearProbe(Probe):
             test.labels,
             len(train.dataset.classes),
             variant=k["variant"],
-            seed=ctx.seed,
+            seed=ctx.training_seed,
+            resampling_seed=ctx.resampling_seed,
             device=ctx.device,
+            ranks=(ranks := {}),
             max_iter=k["max_iter"],
             grid=np.logspace(*k["c_grid"][:2], int(k["c_grid"][2])),
             tol=k["tol"],
             val_fraction=k["val_fraction"],
             bn_eps=k["bn_eps"],
         )
-        return Evaluation(
+        evaluation = Evaluation(
             metrics, {**details, "n_train": len(train.rows)}, deviations=["linear-no-augmentation"]
         )
+        return _with_items(ctx, ranks, evaluation)
 
 
 class AttentiveProbe(Probe):
@@ -207,11 +226,14 @@ class AttentiveProbe(Probe):
             base_lr=k["base_lr"],
             head_dim=k["head_dim"],
             val_fraction=k["val_fraction"],
-            seed=ctx.seed,
+            seed=ctx.training_seed,
+            resampling_seed=ctx.resampling_seed,
             device=ctx.device,
+            ranks=(ranks := {}),
         )
-        return Evaluation(
+        evaluation = Evaluation(
             metrics,
             {**details, "n_train": len(train.rows)},
             deviations=["attentive-no-augmentation", "attentive-epoch-on-val"],
         )
+        return _with_items(ctx, ranks, evaluation)

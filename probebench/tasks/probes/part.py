@@ -7,10 +7,15 @@ classification is the object-level linear and attentive probes on such a view (t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from probebench.tasks.contract import Context, Evaluation, Metric, Needs, Probe
 from probebench.tasks.knobs import Bool, Choice, Knob
+
+if TYPE_CHECKING:
+    from probebench.stats.items import ItemScores
 
 # "encoded": the mean of the final-normed patch tokens (the authors' `model.extract`); "projected": the
 # projection head's output (MoCo v3 projector, DINO and iBOT heads on the class token); "cls": the
@@ -28,6 +33,9 @@ class PartRetrievalProbe(Probe):
 
     def knobs(self) -> dict[str, Knob]:
         return {"feature": Choice("encoded", tuple(FEATURES)), "include_self": Bool(True)}
+
+    def trained(self, knobs: dict) -> bool:
+        return False  # cosine ranking: no seed enters
 
     def needs(self, knobs: dict) -> Needs:
         return Needs(tokens=(FEATURES[knobs["feature"]],))
@@ -70,7 +78,7 @@ class PartRetrievalProbe(Probe):
                 f"{alone} crop(s) are the only one of their part class: ranked against themselves, their "
                 "AP is 100 whatever the features"
             )
-        metrics = retrieval.retrieval_metrics(ap, test.labels, seed=ctx.seed)
+        metrics = retrieval.retrieval_metrics(ap, test.labels, seed=ctx.resampling_seed)
         names = test.dataset.classes
         metrics["per_class_ap"] = {names[int(c)]: v for c, v in metrics["per_class_ap"].items()}
         details = {
@@ -78,4 +86,17 @@ class PartRetrievalProbe(Probe):
             "feature": kind,
             "n_crops": len(test.rows),
         }
-        return Evaluation(metrics, details)
+        return Evaluation(metrics, details, items=_retrieval_items(ap, test))
+
+
+def _retrieval_items(ap: np.ndarray, test) -> ItemScores:
+    """Each query's AP (queries without a positive have none and are left out, as in the metric) and its
+    part class, which mAP averages by."""
+    from probebench.stats.items import ItemScores, item_ids
+
+    keep = ~np.isnan(ap)
+    ids = [name for name, k in zip(item_ids(test.dataset, test.rows), keep, strict=True) if k]
+    items = ItemScores()
+    items.add("ap", "mean", "queries", ids, ap[keep], whole_set=True)
+    items.add("map", "class_mean", "queries", ids, ap[keep], labels=test.labels[keep], whole_set=True)
+    return items

@@ -26,12 +26,13 @@ from probebench.data.annotations import (
 from probebench.data.views.windows import WindowSpec
 from probebench.errors import UserError
 from probebench.learners import defaults
-from probebench.metrics.segmentation import confusion, segmentation_metrics
+from probebench.metrics.segmentation import confusion, count_rows, segmentation_metrics
 from probebench.tasks.contract import Context, Evaluation, Metric, Needs, Probe, RoleData
 from probebench.tasks.knobs import Bool, Choice, Float, Int, Knob
 
 if TYPE_CHECKING:
     from probebench.learners import seghead
+    from probebench.stats.items import ItemScores
 
 MAX_WINDOW = 2048  # pixels of a sliding window's side
 # pixels of a rescaled image's sides: `long` bounds the longer, `short` (half of it) the shorter, so no
@@ -203,15 +204,18 @@ class _SegmentationProbe(Probe):
             lr=k["lr"],
             weight_decay=k["weight_decay"],
             warmup_iters=k["warmup_iters"],
-            seed=ctx.seed,
+            seed=ctx.training_seed,
             device=ctx.device,
         )
-        conf, n_images = self._score(head, test, ctx, len(names))
+        conf, items = self._score(head, test, ctx, len(names))
+        n_images = len(next(iter(items.ids.values()), []))
         present = int((conf.sum(1) > 0).sum())
         undefined = {}
         if conf.sum():
             metrics = segmentation_metrics(conf, names)
+            metrics |= {f"{m}_ci95": items.interval(m, ctx.resampling_seed) for m in ("miou", "macc", "aacc")}
         else:
+            items = None
             metrics = {}
             undefined = _undefined("the test images hold no labelled pixel (all background or ignored)")
         metrics |= {"n_images": n_images, "classes_in_ground_truth": present}
@@ -225,18 +229,23 @@ class _SegmentationProbe(Probe):
         }
         if present < len(names) and not undefined:
             ctx.warn(f"{len(names) - present} of {len(names)} classes never occur in the test ground truth")
-        return Evaluation(metrics, details, undefined=undefined, deviations=DEPARTURES)
+        return Evaluation(metrics, details, undefined=undefined, deviations=DEPARTURES, items=items)
 
     @staticmethod
-    def _score(head: seghead.LinearSegHead, test: RoleData, ctx: Context, k: int) -> tuple[np.ndarray, int]:
-        """The confusion matrix (K, K) over every test image, and the number of images."""
+    def _score(
+        head: seghead.LinearSegHead, test: RoleData, ctx: Context, k: int
+    ) -> tuple[np.ndarray, ItemScores]:
+        """The confusion matrix (K, K) over every test image, and each image's pixel counts per class
+        (intersection, ground truth, prediction), from which mIoU, mAcc and aAcc are recomputed."""
         from probebench.learners import seghead
+        from probebench.stats.items import ItemScores
 
         labels = _Labels(test, ctx.knobs["annotation"], ctx.knobs["reduce_zero_label"])
         windows = read_windows(test, ctx.layers)
         source = np.array([test.dataset.samples[r].ann["source_row"] for r in test.rows])
         conf = np.zeros((k, k), dtype=np.int64)
         images = np.unique(source)
+        counts, ids = [], []
         for image in images:
             pos = np.nonzero(source == image)[0]
             first = test.dataset.samples[int(test.rows[pos[0]])].ann
@@ -251,8 +260,14 @@ class _SegmentationProbe(Probe):
                 truth.shape,
                 ctx.device,
             )
-            conf += confusion(pred, truth, k, labels.ignore)
-        return conf, len(images)
+            one = confusion(pred, truth, k, labels.ignore)
+            conf += one
+            counts.append(count_rows(one))
+            ids.append(test.dataset.samples[int(test.rows[pos[0]])].path)
+        items, per_image = ItemScores(), np.stack(counts) if counts else np.zeros((0, 3, k), dtype=np.int64)
+        for m in ("miou", "macc", "aacc"):
+            items.add(m, m, "images", ids, per_image, array="counts")
+        return conf, items
 
 
 def _undefined(why: str) -> dict[str, str]:
