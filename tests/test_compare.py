@@ -31,6 +31,7 @@ tiny_b:
 
 TASKS = """
 quick_linear: {probe: linear, dataset: embedded, knobs: {c_grid: [-1, 1, 3]}}
+quick_linear_bn: {probe: linear, dataset: embedded, knobs: {c_grid: [-1, 1, 3], variant: bn}}
 """
 
 
@@ -117,11 +118,18 @@ def test_compare_end_to_end(tmp_path, monkeypatch, capsys, tiny_embedded):
     assert code == 0, err
     code, out, err = _compare(monkeypatch, capsys, "tiny_a@layer=0", "tiny_a", "-t", "knn")
     assert code == 0 and "A = tiny_a@layer=0, B = tiny_a" in out and "knn" in out, err
+    # ...and so is one task variant against another (another knob: the BatchNorm head)
+    code, out, err = call_cli(monkeypatch, capsys, "run", "-e", "tiny_a", "-t", "quick_linear_bn")
+    assert code == 0, err
+    code, out, err = _compare(monkeypatch, capsys, "tiny_a@task=quick_linear_bn", "tiny_a@task=quick_linear")
+    assert code == 0 and "quick_linear_bn vs quick_linear" in out, err
+    code, out, err = _compare(monkeypatch, capsys, "tiny_a@task=knn", "tiny_a@task=quick_linear")
+    assert code == 2 and "knn and quick_linear report different primary metrics (top1, top1_k20)" in err
 
     for args, said in (
         (("tiny_a", "tiny_a"), "compare: tiny_a twice; give two encoders, or one under two settings"),
         (("tiny_a", "tiny_c"), "compare: no record of encoder 'tiny_c'; did you mean"),
-        (("tiny_a@depth=3", "tiny_b"), "give ENCODER or ENCODER@layer=N,feature=F"),
+        (("tiny_a@depth=3", "tiny_b"), "give ENCODER or ENCODER@layer=N,feature=F,task=T"),
         (("tiny_a", "tiny_b", "-t", "attentive"), "have no task in common here"),
         (("tiny_a", "tiny_b", "--resamples", "5"), "--resamples 5: give at least 100"),
     ):

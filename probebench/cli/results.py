@@ -115,7 +115,7 @@ def report_command(
 
 @app.command("compare")
 def compare_command(
-    a: Annotated[str, typer.Argument(help="ENCODER, or ENCODER@layer=N,feature=F.")],
+    a: Annotated[str, typer.Argument(help="ENCODER, or ENCODER@layer=N,feature=F,task=T.")],
     b: Annotated[str, typer.Argument(help="The other encoder, or the same one under other settings.")],
     task: Annotated[list[str] | None, typer.Option("--task", "-t", help="Only these tasks.")] = None,
     level: Levels = None,

@@ -49,9 +49,9 @@ COLUMNS = [
 
 
 def parse_side(text: str) -> Side:
-    """`dino_vitb`, `dino_vitb@layer=6`, `dino_vitb@layer=6,feature=pooled` -> a Side; anything else is
-    one line naming the form."""
-    form = "give ENCODER or ENCODER@layer=N,feature=F"
+    """`dino_vitb`, `dino_vitb@layer=6`, `dino_vitb@layer=6,feature=pooled`, `dinov3@task=discovery_unrotated`
+    -> a Side; anything else is one line naming the form."""
+    form = "give ENCODER or ENCODER@layer=N,feature=F,task=T"
     encoder, _, rest = text.partition("@")
     if not encoder:
         raise UserError(f"{text!r}: {form}")
@@ -100,6 +100,13 @@ def compare_sides(
             hint = f"did you mean {', '.join(close)}?" if close else "run it first: `probebench run -e NAME`"
             raise UserError(f"compare: no record of encoder {side.encoder!r}; {hint}")
     mine, theirs = side_records(records, a), side_records(records, b)
+    if a.task or b.task:  # one task against another: both filed under A's task name
+        task_a, task_b = a.task or b.task, b.task or a.task
+        mine, theirs = _one_task(mine, task_a), _one_task(theirs, task_b, task_a)
+        metrics = sorted({rs[0].primary.name for own in (mine, theirs) for rs in own.values()})
+        if len(metrics) > 1:
+            said = ", ".join(metrics)
+            raise UserError(f"compare: {task_a} and {task_b} report different primary metrics ({said})")
     keep = [
         k
         for k in sorted(set(mine) & set(theirs))
@@ -115,9 +122,18 @@ def compare_sides(
         rows.append(row)
         notes += [note] if note else []
     table = pd.DataFrame(rows, columns=COLUMNS)
+    if (a.task or b.task) and (a.task or b.task) != (b.task or a.task):
+        table["task"] = f"{a.task or b.task} vs {b.task or a.task}"
     table["p_holm"] = holm(table["p"].to_numpy(dtype=float))
     table["verdict"] = [_verdict(r, a, b) for r in table.itertuples()]
     return Comparison(table, notes)
+
+
+def _one_task(
+    own: dict[tuple[str, str], list[ResultRecord]], task: str, filed: str | None = None
+) -> dict[tuple[str, str], list[ResultRecord]]:
+    """A side's records of one task, keyed as `filed` (the task the other side's are keyed by)."""
+    return {(filed or task, d): rs for (t, d), rs in own.items() if t == task}
 
 
 def _verdict(row, a: Side, b: Side) -> str:

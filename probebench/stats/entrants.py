@@ -27,7 +27,7 @@ from probebench.results.records import read_record_items
 from probebench.results.schema import ResultRecord
 from probebench.stats.items import BadItems, ItemMetric, ItemScores
 
-SETTING_KEYS = ("layer", "feature")
+SETTING_KEYS = ("layer", "feature", "task")
 MIN_ITEMS = 10  # below this a paired bootstrap is not a test (at 6 items a sign test cannot reach 0.05)
 
 
@@ -54,6 +54,7 @@ class Side:
     encoder: str
     layer: int | None = None
     feature: str | None = None
+    task: str | None = None  # one task variant (another knob: rope_keys, a variant) against the other side's
 
     @property
     def label(self) -> str:
