@@ -48,12 +48,13 @@ class RecordOutcome:
     layer: str = ""
     undefined: dict[str, str] = field(default_factory=dict)  # metric -> why the data cannot define it
     note: str = ""  # said after the number: a training-free probe's one record for several seeds
+    seed: str = ""  # `seed1`: the training seed, where the run asked for others than the default
 
     def line(self) -> str:
-        """`done     <encoder> x <dataset> x <task>[ x layer<n>]: <primary>=<value> [<95% interval>]`, or
-        `<primary>=undefined (<why>)`."""
+        """`done     <encoder> x <dataset> x <task>[ x seed<n>][ x layer<n>]: <primary>=<value> [<95%
+        interval>]`, or `<primary>=undefined (<why>)`."""
         head = f"{self.status:8s} {self.encoder} x {self.dataset} x {self.task}"
-        head += f" x {self.layer}: " if self.layer else ": "
+        head += "".join(f" x {part}" for part in (self.seed, self.layer) if part) + ": "
         value = self.metrics.get(self.primary)
         if self.primary in self.undefined:
             return f"{head}{self.primary}=undefined ({self.undefined[self.primary]})"
@@ -215,9 +216,11 @@ def outcome_of(
     spec: ResolvedEncoder, target: PlannedRecord, status: str, metrics: dict, undefined: dict
 ) -> RecordOutcome:
     layer = f"layer{target.layers[0]}" if target.sweep else ""
-    note = ""
+    note, seed = "", ""
     if target.seed is None and target.seeds_asked != (SEED,):
         note = f"training-free: one record for seeds {','.join(map(str, target.seeds_asked))}"
+    elif target.seed is not None and target.seeds_asked != (SEED,):
+        seed = f"seed{target.seed}"
     return RecordOutcome(
         spec.entry.name,
         target.task.name,
@@ -229,6 +232,7 @@ def outcome_of(
         layer,
         dict(undefined),
         note,
+        seed,
     )
 
 
