@@ -138,6 +138,15 @@ def test_paper_numbers_sit_beside_ours_with_the_difference_flagged(root):
     assert set(cmp.index) == {"mae_vitb", "deit_vitb"}
     assert round(cmp.loc["mae_vitb", "difference"], 2) == -0.7 and not cmp.loc["mae_vitb", "flagged"]
     assert round(cmp.loc["deit_vitb", "difference"], 2) == -2.8 and cmp.loc["deit_vitb", "flagged"]
+    again = ours.model_copy(update={"training_seed": 1, "metrics": {"top1": 74.5}})
+    _save(
+        root,
+        again.model_copy(update={"primary": again.primary.model_copy(update={"value": 74.5})}),
+        "s1.json",
+    )
+    cmp = tables.papers(tables.build_leaderboard(root).long).set_index("encoder")
+    mae = cmp.loc["mae_vitb"]
+    assert mae.n_seeds == 2 and mae.value == 74.0 and pd.isna(mae.lo), "two seeds: their mean, one row"
 
 
 def test_every_published_number_names_a_shipped_task_its_dataset_and_a_registry_encoder():
