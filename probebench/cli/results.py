@@ -125,6 +125,8 @@ def compare_command(
 ):
     """A minus B on every task both ran: the primary metric's difference with a paired bootstrap interval
     over the shared test items (and seeds), its p-value, and Holm's correction across the rows."""
+    import pandas as pd
+
     from probebench.results import tables
     from probebench.results.render import render_table
     from probebench.stats.compare import compare_sides, parse_side
@@ -137,7 +139,11 @@ def compare_command(
     levels = [v.value for v in level] if level else None
     result = compare_sides(board.records, *sides, tasks=task, levels=levels, resamples=resamples, seed=seed)
     typer.echo(f"A = {sides[0].label}, B = {sides[1].label}; difference = A - B, in points")
-    typer.echo(render_table(result.table, fmt.value))
+    table = result.table
+    if fmt.value != "json":  # tables print two decimals; a p-value keeps three significant digits
+        shown = {c: table[c].map(lambda v: "" if pd.isna(v) else f"{v:.3g}") for c in ("p", "p_holm")}
+        table = table.assign(**shown)
+    typer.echo(render_table(table, fmt.value))
     for line in result.notes:
         typer.echo(f"note: {line}", err=True)
     left_out(board)
