@@ -282,3 +282,36 @@ def test_the_report_says_when_encoders_of_one_table_read_different_sizes(tmp_pat
     for enc in ("a", "b"):
         save_record(same, make_record(enc, "linear", {"top1": 50.0}))
     assert "different sizes" not in build_report(same).markdown.read_text()
+
+
+def test_the_report_opens_with_findings_from_the_claims_and_the_ranks(tmp_path):
+    from conftest import save_with_items
+
+    from probebench.stats.items import ItemScores
+
+    root = tmp_path / "results"
+    rng = np.random.default_rng(0)
+    for name, family, accuracy in (
+        ("sup_a", "supervised", 0.90), ("sup_b", "supervised", 0.91), ("sup_c", "supervised", 0.89),
+        ("con_a", "contrastive", 0.60), ("con_b", "contrastive", 0.62), ("con_c", "contrastive", 0.61),
+    ):  # fmt: skip
+        hits = rng.random(300) < accuracy
+        items = ItemScores()
+        items.add("top1", "mean", "test", [f"img{i:03d}.jpg" for i in range(300)], hits)
+        record = make_record(name, "linear", {"top1": 100.0 * float(hits.mean())}, family=family)
+        save_with_items(root, record, items)
+    md = build_report(root).markdown.read_text()
+    assert md.index("## Findings") < md.index("## What ran") < md.index("## Object level")
+    findings = md[md.index("## Findings") : md.index("## What ran")]
+    assert "6 encoder(s) have results here, from 2 families" in findings
+    assert "(object level, against contrastive, mim): supported, supported on 1 of 1 task(s)" in findings
+    assert "Note: no mim encoder ran these tasks: judged without that family" in findings
+    assert "linear (top1): family difference +" in findings and "95 % interval \\[+" in findings
+    combination = "untested here, as no contrastive+mim or mim encoder has object-level results; no "
+    assert (
+        combination + "contrastive+mim, supervised, contrastive or mim encoder has part-level results"
+        in findings
+    )
+    assert "On linear (embedded, top1), " in findings and "95 % rank intervals: " in findings
+    assert "(#1=)" in md, "the headline table marks the rank each supervised encoder shares"
+    assert "## The papers' claims, tested on these records" in md

@@ -26,17 +26,19 @@ def findings(
             ran = {(r.task.level, r.encoder.family) for r in records}
             sides = [*first.higher.split(", "), *(f for v in rows.versus for f in v.split(", "))]
             families = dict.fromkeys(sides)
-            missing = [f for f in families if any((lvl, f) not in ran for lvl in levels)]
-            why = (
-                f"no {' or '.join(missing)} encoder has {' or '.join(levels)}-level results"
-                if missing
-                else "; ".join(dict.fromkeys(rows.note))
-            )
+            missing = {lvl: [f for f in families if (lvl, f) not in ran] for lvl in levels}
+            said = [f"no {_either(m)} encoder has {lvl}-level results" for lvl, m in missing.items() if m]
+            why = "; ".join(said) if said else "; ".join(dict.fromkeys(rows.note))
             out.append(f"{first.paper}: \u201c{first.text}\u201d: untested here, as {why}.")
         else:
             out += [_claim(row, per_task) for row in rows.itertuples()]
     out += _rankings(ranks)
     return out
+
+
+def _either(names: list[str]) -> str:
+    """`a`, `a or b`, `a, b or c`."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _who(records: list[ResultRecord]) -> str:

@@ -252,4 +252,8 @@ def _summarise(claim: Claim, level: str, lower: list[str], rows: list[dict], own
     elif m > n / 2:
         verdict = "contradicted"
     notes = sorted({note for r in judged for note in (r["note"] or "").split("; ") if note})
+    family = {name: rs[0].encoder.family for name, by in own.items() for rs in by.values()}
+    seen = {family[e] for r in judged for e in f"{r['higher_encoders']} {r['lower_encoders']}".split()}
+    if absent := [f for f in (*claim.higher, *lower) if f not in seen]:  # judged without them
+        notes.insert(0, f"no {' or '.join(absent)} encoder ran these tasks: judged without that family")
     return out | {"verdict": verdict, "note": "; ".join(notes)}
