@@ -19,10 +19,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from probebench.io import BadFile, atomic_write, read_json
+from probebench.io import BadFile, atomic_write, read_bytes, read_json
 from probebench.paths import fits_component, results_dir, safe_name, slug
 from probebench.results.schema import SCHEMA_VERSION, ResultRecord
-from probebench.stats.items import BadItems, ItemScores, read_items
+from probebench.stats.items import MAX_ITEMS_BYTES, BadItems, ItemScores, items_digest, read_items
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,14 @@ def finished(path: Path, config_hash: str) -> bool:
         record = read_record(path)
         if record.config_hash != config_hash:
             return False
-        if record.items is not None:
-            read_record_items(path, record)
+        if record.items is not None:  # the bytes the record wrote; what they hold is checked when read
+            data = read_bytes(outputs_dir(path) / record.items.file, MAX_ITEMS_BYTES)
+            if items_digest(data) != record.items.sha256:
+                raise BadItems(f"{record.items.file} of {Path(path).name}: not the file its record wrote")
         return True
     except BadRecord:
         return False  # a damaged or foreign record is simply recomputed
-    except BadItems as exc:
+    except (BadItems, BadFile) as exc:
         log.warning("%s; recomputing the record", exc)
         return False
 

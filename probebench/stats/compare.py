@@ -2,11 +2,11 @@
 from the per-item outcomes kept beside their records, with a paired bootstrap interval and a p-value, and
 Holm's correction across the table.
 
-A side is `ENCODER[@layer=N][,feature=F]`: an encoder's own records (the task's layer, the encoder's image
-feature) unless a setting names others. Each task both sides ran is compared on the items both hold, each
-side's training seeds averaged and resampled with the items (`probebench.stats.bootstrap`). Items one side
-has and the other lacks are named in the row's note; a record whose items are missing or damaged is named,
-and its row has no numbers.
+A side is `ENCODER[@layer=N,feature=F,task=T]`: an encoder's own records (the task's layer, the encoder's
+image feature) unless a setting names others. Each task both sides ran is compared on the items both hold,
+each side's training seeds averaged and resampled with the items (`probebench.stats.bootstrap`). Items one
+side has and the other lacks are named in the row's note; a record whose items are missing or damaged is
+named, and its row has no numbers.
 """
 
 from __future__ import annotations
