@@ -1,8 +1,11 @@
 """How an image becomes an encoder input, and the maps between image pixels and the token grid.
 
-Two framings (recorded in the cache key):
+Three framings (recorded in the cache key):
 - `resize`: the encoder's own eval preprocessing: shorter side to `round(input_size / crop_pct)`, centre crop
   `input_size` x `input_size`, normalise (timm's and the papers' `Resize(256) + CenterCrop(224)`);
+- `stretch`: the whole image resized to `input_size` x `input_size` (each side scaled on its own, no crop),
+  normalised: what keypoint correspondence reads (SPair evaluations resize both images to a square), since a
+  centre crop would drop keypoints near the border. Points map back with a scale per axis;
 - `native`: the image at its own size (optionally scaled down so its longer side is at most `max_side`),
   normalised, then zero-padded at the bottom and right to a multiple of the patch size, as LOST and TokenCut
   do, so every patch sees real pixels and boxes can be scored in original pixels.
@@ -26,17 +29,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import astuple, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
-from torchvision.transforms import v2 as T
-from torchvision.transforms.functional import InterpolationMode
 
 from probebench.errors import UserError
 
-GEOMETRY_MODES = ("resize", "native")
+if TYPE_CHECKING:  # the task catalogue reads the modes below and must not import torch
+    import torch
+    from PIL import Image
+
+GEOMETRY_MODES = ("resize", "stretch", "native")
+SIZED_MODES = ("resize", "stretch")  # every input has the framing's one size (`input_size`)
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class Geometry:
     height: int
     resized_w: int  # after the resize (native: the capped size, or the image's own)
     resized_h: int
-    left: int  # crop offset inside the resized image (resize mode; 0 in native mode)
+    left: int  # crop offset inside the resized image (resize mode; 0 in stretch and native modes)
     top: int
     input_w: int  # what the network saw: the crop, or the padded image
     input_h: int
@@ -122,6 +126,11 @@ class Framing:
         return int(round(self.input_size / self.crop_pct))
 
     def __call__(self, image: Image.Image) -> tuple[torch.Tensor, Geometry]:
+        import torch
+        import torch.nn.functional as F
+        from torchvision.transforms import v2 as T
+        from torchvision.transforms.functional import InterpolationMode
+
         width, height = image.size
         x = T.functional.pil_to_tensor(image)
         interp = InterpolationMode(self.interpolation)
@@ -132,6 +141,10 @@ class Framing:
             top, left = int(round((rh - self.input_size) / 2.0)), int(round((rw - self.input_size) / 2.0))
             x = T.functional.center_crop(x, [self.input_size, self.input_size])
             in_w = in_h = self.input_size
+        elif self.mode == "stretch":
+            rw = rh = in_w = in_h = self.input_size
+            x = T.functional.resize(x, [rh, rw], interpolation=interp, antialias=True)
+            top = left = 0
         else:
             rw, rh = width, height
             if self.max_side and max(width, height) > self.max_side:

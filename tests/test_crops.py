@@ -196,3 +196,16 @@ def test_part_tasks_run_on_a_cached_view_and_are_filed_under_their_dataset(tiny_
     assert json.loads(out[1].path.read_text())["task"]["level"] == "part"
     again = run_encoder(spec, [get_task("part_retrieval"), get_task("part_linear")], cfg)
     assert [o.status for o in again] == ["skipped", "skipped"]
+
+
+def test_a_crops_task_bound_to_every_split_finds_its_crops(tiny_embedded):
+    """`split: all` (the authors retrieve over every CUB image) is every crop of the view, not a split the
+    view lacks: it once stopped the papers' CUB retrieval with "no crop in its 'all' images"."""
+    from probebench.pipeline.data import with_views
+    from probebench.tasks.catalog import parse_tasks
+
+    text = "everything: {probe: part_retrieval, dataset: embedded, split: all, crops: {source: masks}}"
+    (task,) = parse_tasks(text, "test").values()
+    views = with_views([task], {tiny_embedded.name: tiny_embedded})
+    view = views[task.fed(tiny_embedded.name)]
+    assert len(view.split_indices("all")) == len(view) > len(view.split_indices("test"))

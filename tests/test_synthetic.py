@@ -55,7 +55,7 @@ def test_counts_order_and_fields(small: Path) -> None:
         labels = [s["label"] for s in samples if s["split"] == split]
         assert labels == [k % N_CLASSES for k in range(len(labels))]  # interleaved: prefixes balanced
     for i, s in enumerate(samples):
-        assert set(s) == {"file", "parts", "objects", "split", "label", "box"}
+        assert set(s) == {"file", "parts", "objects", "split", "label", "box", "keypoints"}
         assert (s["file"], s["parts"], s["objects"]) == (
             f"images/{i:05d}.png",
             f"parts/{i:05d}.png",
@@ -63,6 +63,17 @@ def test_counts_order_and_fields(small: Path) -> None:
         )
     assert len(list((small / "images").iterdir())) == len(samples)
     assert not list(small.parent.glob("*.tmp-*"))
+
+
+def test_each_visible_part_has_a_keypoint_on_it(small: Path) -> None:
+    """One keypoint per visible part, named by the part, on a pixel of that part (the pixel nearest its
+    centroid): an off-part keypoint would score a correct match as a miss."""
+    for s in _annotations(small)["samples"][:20]:
+        mask = np.asarray(Image.open(small / s["parts"]))
+        present = sorted(int(v) - 1 for v in np.unique(mask[mask > 0]))
+        assert sorted(kp[3] for kp in s["keypoints"]) == present
+        for x, y, visible, part in s["keypoints"]:
+            assert visible == 1 and mask[int(y), int(x)] == part + 1 and (x % 1, y % 1) == (0.5, 0.5)
 
 
 def test_byte_identical_across_runs(small: Path, tmp_path: Path) -> None:

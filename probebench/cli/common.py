@@ -48,6 +48,7 @@ class Feature(str, Enum):
 
 class FramingMode(str, Enum):
     resize = "resize"
+    stretch = "stretch"
     native = "native"
 
 

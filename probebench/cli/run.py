@@ -188,7 +188,7 @@ def extract_command(
         typer.Option(
             "--geometry",
             metavar=metavar(FramingMode),  # checked by FeatureRequest
-            help="resize (the encoder's preprocessing) or native (own size, padded).",
+            help="resize (the encoder's preprocessing), stretch (whole image to the input size) or native.",
         ),
     ] = "resize",
     max_side: Annotated[

@@ -34,6 +34,7 @@ def embedded_dataset(**overrides: int) -> ImageDataset:
                 "mask": s["parts"],
                 "object_mask": s["objects"],
                 "boxes": [[*s["box"], int(s["label"])]],
+                "keypoints": s["keypoints"],  # each visible part's centre, named by extra["keypoint_names"]
                 "size": [size, size],
             },
         )
@@ -47,5 +48,9 @@ def embedded_dataset(**overrides: int) -> ImageDataset:
         samples=samples,
         synthetic=True,
         description=f"procedural objects with parts (generator v{synthetic.GENERATOR_VERSION}, {params})",
-        extra={"mask_classes": ["background", *ann["parts"]], "part_of": ann["part_of"]},
+        extra={
+            "mask_classes": ["background", *ann["parts"]],
+            "part_of": ann["part_of"],
+            "keypoint_names": list(ann["parts"]),
+        },
     )

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageOps
 
 from probebench.data.base import MAX_PIXELS, ImageDataset
-from probebench.geometry import Framing, Geometry
+from probebench.geometry import SIZED_MODES, Framing, Geometry
 
 
 class UnreadableImage(ValueError):
@@ -98,7 +98,7 @@ class ImageRows(torch.utils.data.Dataset):
             return image, self.indices[i], True, geometry.to_row()
         except (OSError, ValueError, SyntaxError):  # PIL's errors for truncated, missing and non-image files
             f = self.framing
-            side = f.input_size if f.mode == "resize" else f.multiple
+            side = f.input_size if f.mode in SIZED_MODES else f.multiple
             cells = -(-side // f.multiple)
             placeholder = Geometry(side, side, side, side, 0, 0, side, side, cells, cells, f.multiple)
             return torch.zeros(3, side, side), self.indices[i], False, placeholder.to_row()

@@ -26,7 +26,7 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: each part's keypoint (pixels unchanged from 1)
 
 Shape = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (u, v) in object-box units -> bool mask
 
@@ -220,6 +220,19 @@ def _box(obj: np.ndarray) -> list[int]:
     return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
 
 
+def part_keypoints(mask: np.ndarray) -> list[list[float]]:
+    """One keypoint per visible part, [x, y, 1, part index] in pixels (pixel centres): the part's pixel
+    nearest its visible pixels' centroid (lowest row, then column, on a tie), so the point lies on the part
+    even where another part occludes its middle. mask (H, W) part values (index + 1, 0 background)."""
+    out = []
+    for value in np.unique(mask[mask > 0]):
+        ys, xs = np.nonzero(mask == value)
+        d = (xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2
+        k = int(np.argmin(d))  # nonzero's order is row-major: the first minimum is the lowest row, column
+        out.append([float(xs[k]) + 0.5, float(ys[k]) + 0.5, 1, int(value) - 1])
+    return out
+
+
 def _is_complete(root: Path) -> bool:
     try:
         return "samples" in json.loads((root / "annotations.json").read_text())
@@ -239,7 +252,9 @@ def _write_all(out: Path, n_train: int, n_test: int, size: int, seed: int) -> No
         for sub, arr in (("images", img), ("parts", mask), ("objects", (mask > 0).astype(np.uint8) * 255)):
             Image.fromarray(arr).save(out / names[sub], format="PNG", compress_level=1)
         files = {"file": names["images"], "parts": names["parts"], "objects": names["objects"]}
-        samples.append(files | {"split": split, "label": label, "box": _box(mask > 0)})
+        samples.append(
+            files | {"split": split, "label": label, "box": _box(mask > 0), "keypoints": part_keypoints(mask)}
+        )
     meta = {"generator_version": GENERATOR_VERSION, "seed": seed, "image_size": size}
     meta |= {"classes": list(CLASSES), "parts": list(PARTS), "part_of": PART_OF, "samples": samples}
     (out / "annotations.json").write_text(json.dumps(meta, indent=1))  # last: marks completeness

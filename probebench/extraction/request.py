@@ -12,15 +12,16 @@ from probebench.cache.store import FeatureStore
 from probebench.data.base import MAX_PIXELS
 from probebench.encoders.base import TOKEN_KINDS, Preprocess, is_layer
 from probebench.errors import UserError
-from probebench.geometry import GEOMETRY_MODES
+from probebench.geometry import GEOMETRY_MODES, SIZED_MODES
 
 
 @dataclass(frozen=True)
 class FeatureRequest:
     """Which features to cache. `layers` may be negative or "all" here; stored as absolute indices.
 
-    geometry: `resize` (the encoder's own preprocessing) or `native` (each image at its own size, longer side
-    capped at `max_side` when given, zero-padded to a multiple of the patch size); see `probebench.geometry`.
+    geometry: `resize` (the encoder's own preprocessing), `stretch` (the whole image resized to the input
+    size, no crop) or `native` (each image at its own size, longer side capped at `max_side` when given,
+    zero-padded to a multiple of the patch size); see `probebench.geometry`.
     """
 
     layers: tuple[int | str, ...] = (-1,)
@@ -29,8 +30,8 @@ class FeatureRequest:
     patch_dtype: str = "float16"  # patch tokens and keys; cls, pooled, attention and projection stay float32
     geometry: str = "resize"
     max_side: int | None = None
-    # `resize` framing: the input size every encoder reads (a task that fixes one, as the papers' suite fixes
-    # 224); None: the encoder's own evaluation size
+    # `resize` and `stretch` framings: the input size every encoder reads (a task that fixes one, as the
+    # papers' suite fixes 224); None: the encoder's own evaluation size
     input_size: int | None = None
     # keys of RoPE models as the block's attention uses them (rotated), or before the rotation
     rotated_keys: bool = True
@@ -47,11 +48,11 @@ class FeatureRequest:
         if self.patch_dtype not in {"float16", "float32", "bfloat16"}:
             raise UserError(f"patch dtype {self.patch_dtype!r}: use float16 or float32")
         if self.geometry not in GEOMETRY_MODES:
-            raise UserError(f"geometry {self.geometry!r}: use {' or '.join(GEOMETRY_MODES)}")
+            raise UserError(f"geometry {self.geometry!r}: use one of {', '.join(GEOMETRY_MODES)}")
         if self.max_side is not None and (self.geometry != "native" or self.max_side < 1):
             raise UserError("max_side caps the longer side in native geometry: give a positive size with it")
-        if self.input_size is not None and (self.geometry != "resize" or self.input_size < 1):
-            raise UserError("input_size fixes the resize framing's size: give a positive size with it")
+        if self.input_size is not None and (self.geometry not in SIZED_MODES or self.input_size < 1):
+            raise UserError("input_size fixes the resize or stretch framing's size: give a positive size")
 
     def preprocess(self, own: Preprocess) -> Preprocess:
         """The encoder's preprocessing with the size this request fixes (crop ratio, interpolation, mean and

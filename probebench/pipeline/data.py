@@ -24,7 +24,8 @@ def with_views(tasks: list[Task], loaded: dict[str, ImageDataset]) -> dict[str, 
             fed = task.fed(dataset)
             if fed not in out:
                 out[fed] = view_for(loaded[dataset], task.crops, task.needs.windows)
-            if task.crops is not None and split not in out[fed].splits:  # no image of the split has one
+            # no image of the split has one (`all` is every split: part retrieval searches a whole dataset)
+            if task.crops is not None and not out[fed].split_indices(split):
                 raise UserError(no_crops_in(out[fed], split))
     return out
 

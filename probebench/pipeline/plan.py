@@ -14,6 +14,7 @@ from probebench.encoders.facts import EncoderFacts
 from probebench.encoders.registry import EncoderEntry
 from probebench.errors import UserError
 from probebench.extraction.request import FeatureRequest
+from probebench.geometry import SIZED_MODES
 from probebench.pipeline.config import SEED, RunConfig
 from probebench.results.records import record_path
 from probebench.tasks.catalog import Task
@@ -84,7 +85,7 @@ def plan_run(entry: EncoderEntry, tasks: list[Task], cfg: RunConfig) -> RunPlan:
             max_side=needs.max_side,
             norm=needs.norm,
             optional=needs.optional,
-            input_size=task.resolution if needs.geometry == "resize" else None,
+            input_size=task.resolution if needs.geometry in SIZED_MODES else None,
             rotated_keys=needs.rotated_keys,
         )
         feeds = {}

@@ -13,6 +13,7 @@ import torch
 
 from probebench.encoders.load import ResolvedEncoder
 from probebench.extraction.request import Extraction
+from probebench.geometry import SIZED_MODES
 from probebench.pipeline.config import SEED
 from probebench.pipeline.plan import PlannedRecord
 from probebench.results.records import git_commit, read_record, versions
@@ -203,7 +204,7 @@ def record_knobs(
 def _resolution(task: Task, spec: ResolvedEncoder, key_parts: dict) -> Resolution:
     """The input size the features were read at and why: the task fixed it, or it is the encoder's own
     (and then where that value came from)."""
-    if key_parts["geometry"]["mode"] != "resize":
+    if key_parts["geometry"]["mode"] not in SIZED_MODES:
         return Resolution(input_size=None, policy="native")
     size = key_parts["preprocess"]["input_size"]
     if task.resolution is not None:

@@ -21,17 +21,18 @@ def _number_text(text: str) -> bool:
         return False
 
 
-def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
-    """Text cells that a spreadsheet would run as a formula, prefixed with a quote (OWASP's advice); numbers,
+def csv_cell(v):
+    """A cell that a spreadsheet would run as a formula, prefixed with a quote (OWASP's advice); numbers,
     and text that reads as a number (-0.5), are left as they are."""
+    if isinstance(v, str) and v.startswith(_FORMULA) and not _number_text(v):
+        return "'" + v
+    return v
 
-    def cell(v):
-        if isinstance(v, str) and v.startswith(_FORMULA) and not _number_text(v):
-            return "'" + v
-        return v
 
-    out = df.map(cell) if len(df) else df.copy()
-    out.columns = [cell(c) for c in out.columns]
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Every cell and column name of a table through `csv_cell`."""
+    out = df.map(csv_cell) if len(df) else df.copy()
+    out.columns = [csv_cell(c) for c in out.columns]
     return out
 
 

@@ -119,7 +119,7 @@ class PreprocessKnobs(_Record):
 
 
 class GeometryKnobs(_Record):
-    mode: Literal["resize", "native"]
+    mode: Literal["resize", "stretch", "native"]
     max_side: StrictInt | None
 
 

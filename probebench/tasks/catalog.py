@@ -23,6 +23,7 @@ from probebench.config import NAME_RE, parse_entries, read_config
 from probebench.data.views import view_name
 from probebench.data.views.crops import CropSpec
 from probebench.errors import UserError, suggest
+from probebench.geometry import SIZED_MODES
 from probebench.paths import user_file
 from probebench.tasks.contract import Metric, Needs, Probe
 from probebench.tasks.knobs import defaults as knob_defaults
@@ -47,7 +48,8 @@ class TaskEntry(BaseModel):
     suites: list[str] = []
     crops: CropSpec | None = None  # run the probe on part crops of the data (a cached view of its own)
     # the input size every encoder reads (the papers' suite fixes 224); None: each encoder's own evaluation
-    # size. Applies to the `resize` framing; native-geometry probes read images at their own size.
+    # size. Applies to the `resize` and `stretch` framings; native-geometry probes read images at their own
+    # size.
     resolution: int | None = Field(default=None, ge=16, le=4096)
 
     @model_validator(mode="after")
@@ -77,7 +79,7 @@ class TaskEntry(BaseModel):
         probe.check(knobs)  # how knobs fit together, each in its domain
         if self.crops is not None and probe.needs(knobs).windows is not None:
             raise ValueError(f"probe {probe.name!r} reads sliding windows of whole images; drop crops")
-        if self.resolution is not None and probe.needs(knobs).geometry != "resize":
+        if self.resolution is not None and probe.needs(knobs).geometry not in SIZED_MODES:
             geometry = probe.needs(knobs).geometry
             raise ValueError(
                 f"resolution: probe {probe.name!r} reads images at their own size ({geometry} geometry); "

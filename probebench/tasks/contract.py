@@ -54,7 +54,7 @@ class Needs:
 
     tokens: tuple[str, ...]
     layers: tuple[int | str, ...] | None = None
-    geometry: Literal["resize", "native"] = "resize"
+    geometry: Literal["resize", "stretch", "native"] = "resize"
     max_side: int | None = None
     labels: bool = True  # every image of the task's splits must carry a class label
     norm: bool = True

@@ -35,6 +35,7 @@ PROBES: dict[str, ProbeRef] = {
     "attentive": ProbeRef(f"{_HERE}.object:AttentiveProbe", "object", "1"),
     "object_segmentation": ProbeRef(f"{_HERE}.segmentation:ObjectSegmentationProbe", "object", "2"),
     "part_retrieval": ProbeRef(f"{_HERE}.part:PartRetrievalProbe", "part", "1"),
+    "keypoint_correspondence": ProbeRef(f"{_HERE}.correspondence:KeypointCorrespondenceProbe", "part", "1"),
     "part_segmentation": ProbeRef(f"{_HERE}.segmentation:PartSegmentationProbe", "part", "2"),
     "discovery": ProbeRef(f"{_HERE}.discovery:DiscoveryProbe", "discovery", "3"),
 }
