@@ -213,6 +213,7 @@ def test_shipped_tasks_are_data_with_groups_and_suites():
         "linear_bn",
         "attentive",
         "knn",
+        "object_dense_retrieval",
         "object_segmentation",
     ]
     assert {tasks[t].level for t in tasks if "part" in tasks[t].groups} == {"part"}

@@ -28,6 +28,7 @@ class CatalogEntry:
     # A stable direct download: (url, file name, "md5:<hex>" or "sha256:<hex>"); None: needs a manual step.
     download: tuple[str, str, str] | None = None
     folder: str | None = None  # the folder under the data root, when another entry's (the same archive)
+    pairs: dict[str, int] = field(default_factory=dict)  # split -> published pair count (correspondence)
 
     @property
     def path(self) -> str:
@@ -219,6 +220,37 @@ CATALOG: dict[str, CatalogEntry] = {
             "saliency",
             {"images": "DUT-OMRON-image", "masks": "pixelwiseGT-new-PNG"},
         ),
+        CatalogEntry(
+            "spair71k",
+            "spair",
+            "spair71k/SPair-71k/{JPEGImages,Layout/large,PairAnnotation}/...",
+            {"test": None},
+            "Download SPair-71k.tar.gz from the SPair-71k page (cvlab.postech.ac.kr/research/SPair-71k) and "
+            "extract it under the data root as spair71k/ (no checksum is published).",
+            "DINOv2 / DINOv3 keypoint correspondence (PCK@0.1 of the box)",
+            {"splits": ["test"]},
+            pairs={"test": 12234},
+        ),
+        CatalogEntry(
+            "pf_pascal",
+            "pf_pascal",
+            "pf_pascal/PF-PASCAL/{JPEGImages,Annotations/<class>,test_pairs.csv}",
+            {"test": None},
+            "Download PF-dataset-PASCAL.zip from the Proposal Flow page (di.ens.fr/willow/research/"
+            "proposalflow), extract it under the data root as pf_pascal/, and add the trn/val/test_pairs.csv "
+            "split files that semantic-correspondence code ships (e.g. github.com/juhongm999/dhpf).",
+            "keypoint correspondence (PCK of the image)",
+            {"splits": ["test"]},
+        ),
+        CatalogEntry(
+            "pf_willow",
+            "pf_willow",
+            "pf_willow/PF-WILLOW/{<category>/*.png,test_pairs.csv}",
+            {"test": None},
+            "Download PF-dataset.zip from the Proposal Flow page (di.ens.fr/willow/research/proposalflow) "
+            "and extract it under the data root as pf_willow/PF-WILLOW, with its test_pairs.csv.",
+            "keypoint correspondence (PCK of the keypoints' box)",
+        ),
     ]
 }
 
@@ -244,10 +276,15 @@ def read_named(named: CatalogEntry, root: Path) -> ImageDataset:
 def check_counts(named: CatalogEntry, ds: ImageDataset) -> list[str]:
     """Problems with the image counts: a partial dataset is an error, never a silently smaller evaluation."""
     found = ds.describe()["splits"]
+    pairs = {split: len(listed) for split, listed in (ds.extra.get("pairs") or {}).items()}
     return [
         f"split {split!r}: found {found.get(split, 0)} images, expected {expected}"
         for split, expected in named.counts.items()
         if expected is not None and found.get(split, 0) != expected
+    ] + [
+        f"split {split!r}: found {pairs.get(split, 0)} pairs, expected {expected}"
+        for split, expected in named.pairs.items()
+        if pairs.get(split, 0) != expected
     ]
 
 

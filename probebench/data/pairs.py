@@ -1,7 +1,9 @@
 """Image pairs for keypoint correspondence, and the keypoints a pair shares.
 
 A pair is (source row, target row) of one dataset role, both images of one category (their class label:
-a CUB species, an SPair category). Two ways to make them from images alone:
+a CUB species, an SPair category). A benchmark's own list (`listed`: SPair-71k's, PF-PASCAL's and
+PF-WILLOW's, read into `dataset.extra["pairs"][split]` with each pair's keypoint ids) is used as it is; a pair
+naming an image that could not be read is skipped and counted. Two ways to make pairs from images alone:
 - `all`: every ordered pair of two different images of a category (PF-PASCAL/PF-WILLOW folders without a
   pair list; small sets);
 - `sampled`: `per_category` ordered pairs of each category drawn without replacement with the run's seed
@@ -24,16 +26,33 @@ import numpy as np
 from probebench.data.base import ImageDataset, Sample
 from probebench.errors import UserError
 
-PAIR_MODES = ("sampled", "all")
+PAIR_MODES = ("sampled", "all", "listed")
 EXHAUSTIVE_LIMIT = 4_000_000  # ordered pairs of a category drawn by index; more: drawn one at a time
 
 
 @dataclass
 class PairDraw:
-    """The pairs (P, 2) of dataset rows, and what was left out and why (counted by reason)."""
+    """The pairs (P, 2) of dataset rows, what was left out and why (counted by reason), and for listed pairs
+    the keypoint parts each pair names (None: every part both images label)."""
 
     pairs: np.ndarray
     skipped: Counter
+    parts: list[list[int]] | None = None
+
+
+def listed_pairs(dataset: ImageDataset, split: str, rows: np.ndarray) -> PairDraw:
+    """The dataset's own pairs of `split` whose two images are among `rows` (the readable ones)."""
+    listed = (dataset.extra.get("pairs") or {}).get(split)
+    if listed is None:
+        raise UserError(
+            f"dataset {dataset.name!r} has no pair list for split {split!r} (pair lists: "
+            f"{', '.join(sorted(dataset.extra.get('pairs') or {})) or 'none'}); use pairs: sampled or all"
+        )
+    readable = set(np.asarray(rows).tolist())
+    keep = [p for p in listed if p[0] in readable and p[1] in readable]
+    skipped = Counter({"listed pairs naming an image that could not be read": len(listed) - len(keep)})
+    pairs = np.array([p[:2] for p in keep], dtype=np.int64).reshape(-1, 2)
+    return PairDraw(pairs, +skipped, [list(p[2]) for p in keep])
 
 
 def draw_pairs(dataset: ImageDataset, rows: np.ndarray, mode: str, per_category: int, seed: int) -> PairDraw:

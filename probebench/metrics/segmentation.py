@@ -9,7 +9,12 @@ behaviour). aAcc = correctly labelled pixels / labelled pixels.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from probebench.stats.items import ItemScores
 
 
 def confusion(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
@@ -29,6 +34,17 @@ def count_rows(conf: np.ndarray) -> np.ndarray:
     Summed over images they give back every metric here (`probebench.stats.items`)."""
     conf = np.asarray(conf)
     return np.stack([np.diag(conf), conf.sum(1), conf.sum(0)])
+
+
+def count_items(ids: list[str], counts: np.ndarray) -> ItemScores:
+    """Per-image items of mIoU, mAcc and aAcc: each image (named by `ids`) with its (3, K) pixel counts
+    (counts (N, 3, K), from `count_rows`), one array the three metrics share."""
+    from probebench.stats.items import ItemScores
+
+    items = ItemScores()
+    for m in ("miou", "macc", "aacc"):
+        items.add(m, m, "images", ids, counts, array="counts")
+    return items
 
 
 def class_iou(conf: np.ndarray) -> np.ndarray:

@@ -39,6 +39,15 @@ DEVIATIONS: dict[str, str] = {
         "saliency: each method's whole mask (FOUND's 'multi' map) on images zero-padded to a multiple of "
         "the patch; TokenCut's saliency script resizes them to a multiple of the patch instead"
     ),
+    "dense-retrieval-no-augmentation": (
+        "in-context dense retrieval: the memory holds one unaugmented pass over the training images (cached "
+        "features); open-hummingbird-eval fills it with 2 augmented passes"
+    ),
+    "dense-retrieval-scored-at-image-size": (
+        "in-context dense retrieval: predictions upsampled to each image's own size and scored against its "
+        "labels as stored, without Hungarian matching of predicted classes; open-hummingbird-eval scores at "
+        "the input size against resized labels through PredsmIoU's matching"
+    ),
 }
 
 

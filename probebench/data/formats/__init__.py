@@ -70,6 +70,24 @@ def _saliency(root: Path, name: str, opts: dict) -> ImageDataset:
     )
 
 
+def _spair(root: Path, name: str, opts: dict) -> ImageDataset:
+    from probebench.data.formats.correspondence import SPAIR_SPLITS, read_spair
+
+    return read_spair(root, name, tuple(opts.get("splits") or SPAIR_SPLITS))
+
+
+def _pf_pascal(root: Path, name: str, opts: dict) -> ImageDataset:
+    from probebench.data.formats.correspondence import read_pf_pascal
+
+    return read_pf_pascal(root, name, tuple(opts.get("splits") or ("trn", "val", "test")))
+
+
+def _pf_willow(root: Path, name: str, opts: dict) -> ImageDataset:
+    from probebench.data.formats.correspondence import read_pf_willow
+
+    return read_pf_willow(root, name)
+
+
 FORMATS: dict[str, Format] = {
     "image_folder": Format(_image_folder, (), "<split>/<class>/<image>"),
     "cub": Format(_cub, (), "CUB-200-2011: images/, images.txt, image_class_labels.txt, ..."),
@@ -84,6 +102,15 @@ FORMATS: dict[str, Format] = {
         "images/<stem>.*, labels/<stem>.png, classes.txt",
     ),
     "saliency": Format(_saliency, ("images", "masks", "split"), "<images>/<stem>.*, <masks>/<stem>.png"),
+    "spair": Format(
+        _spair,
+        ("splits",),
+        "SPair-71k: JPEGImages/<category>/, Layout/large/<split>.txt, PairAnnotation/<split>/",
+    ),
+    "pf_pascal": Format(
+        _pf_pascal, ("splits",), "PF-PASCAL: JPEGImages/, Annotations/<class>/*.mat, {trn,val,test}_pairs.csv"
+    ),
+    "pf_willow": Format(_pf_willow, (), "PF-WILLOW: <category>/<image>.png, test_pairs.csv"),
 }
 
 

@@ -34,6 +34,8 @@ PROBES: dict[str, ProbeRef] = {
     "linear": ProbeRef(f"{_HERE}.object:LinearProbe", "object", "1"),
     "attentive": ProbeRef(f"{_HERE}.object:AttentiveProbe", "object", "1"),
     "object_segmentation": ProbeRef(f"{_HERE}.segmentation:ObjectSegmentationProbe", "object", "2"),
+    "object_dense_retrieval": ProbeRef(f"{_HERE}.dense_retrieval:ObjectDenseRetrievalProbe", "object", "1"),
+    "part_dense_retrieval": ProbeRef(f"{_HERE}.dense_retrieval:PartDenseRetrievalProbe", "part", "1"),
     "part_retrieval": ProbeRef(f"{_HERE}.part:PartRetrievalProbe", "part", "1"),
     "keypoint_correspondence": ProbeRef(f"{_HERE}.correspondence:KeypointCorrespondenceProbe", "part", "1"),
     "part_segmentation": ProbeRef(f"{_HERE}.segmentation:PartSegmentationProbe", "part", "2"),

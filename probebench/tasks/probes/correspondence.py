@@ -84,14 +84,22 @@ class KeypointCorrespondenceProbe(Probe):
         return Metric(metric_name(0.1 if 0.1 in alphas else alphas[0]))
 
     def evaluate(self, ctx: Context) -> Evaluation:
-        from probebench.data.pairs import draw_pairs
+        from probebench.data.pairs import draw_pairs, listed_pairs
 
         test = ctx.roles["test"]
         k = ctx.knobs
-        draw = draw_pairs(test.dataset, test.rows, k["pairs"], k["pairs_per_category"], ctx.training_seed)
+        if k["pairs"] == "listed":
+            draw = listed_pairs(test.dataset, test.split, test.rows)
+        else:
+            draw = draw_pairs(test.dataset, test.rows, k["pairs"], k["pairs_per_category"], ctx.training_seed)
         for reason, n in sorted(draw.skipped.items()):
             ctx.warn(f"{n} {reason}: no pair of them")
-        tested = _match_pairs(ctx, draw.pairs)
+        papers = test.dataset.extra.get("pck_threshold")
+        if papers and papers != k["threshold"]:
+            ctx.warn(
+                f"PCK measured by the {k['threshold']} here; this dataset's papers measure it by the {papers}"
+            )
+        tested = _match_pairs(ctx, draw.pairs, draw.parts)
         skipped = draw.skipped + tested.skipped
         details = {
             "probe": "keypoint_correspondence",
@@ -175,8 +183,9 @@ class _Grids:
         return tensor
 
 
-def _match_pairs(ctx: Context, pairs: np.ndarray) -> _Tested:
-    """Match every pair's shared keypoints: predictions in the target's original pixels."""
+def _match_pairs(ctx: Context, pairs: np.ndarray, listed: list[list[int]] | None) -> _Tested:
+    """Match every pair's shared keypoints (only the parts its list names, for listed pairs): predictions in
+    the target's original pixels."""
     from probebench.cache.store import array_name
     from probebench.data.pairs import labelled_keypoints, shared_keypoints
     from probebench.learners.matching import match_points, point_features
@@ -193,8 +202,11 @@ def _match_pairs(ctx: Context, pairs: np.ndarray) -> _Tested:
     points = {r: labelled_keypoints(samples[r], k["min_visibility"], where) for r in rows.tolist()}
     grids = _Grids(test.store, name, ctx.device)
     out = _Tested()
-    for source, target in pairs.tolist():
+    for i, (source, target) in enumerate(pairs.tolist()):
         parts, src, true = shared_keypoints(points[source], points[target])
+        if listed is not None:
+            named = np.isin(parts, listed[i])
+            parts, src, true = parts[named], src[named], true[named]
         if len(parts) == 0:
             out.skipped["pairs without a keypoint labelled in both images"] += 1
             continue

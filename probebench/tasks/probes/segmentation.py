@@ -26,7 +26,7 @@ from probebench.data.annotations import (
 from probebench.data.views.windows import WindowSpec
 from probebench.errors import UserError
 from probebench.learners import defaults
-from probebench.metrics.segmentation import confusion, count_rows, segmentation_metrics
+from probebench.metrics.segmentation import confusion, count_items, count_rows, segmentation_metrics
 from probebench.tasks.contract import Context, Evaluation, Metric, Needs, Probe, RoleData
 from probebench.tasks.knobs import Bool, Choice, Float, Int, Knob
 
@@ -238,7 +238,6 @@ class _SegmentationProbe(Probe):
         """The confusion matrix (K, K) over every test image, and each image's pixel counts per class
         (intersection, ground truth, prediction), from which mIoU, mAcc and aAcc are recomputed."""
         from probebench.learners import seghead
-        from probebench.stats.items import ItemScores
 
         labels = _Labels(test, ctx.knobs["annotation"], ctx.knobs["reduce_zero_label"])
         windows = read_windows(test, ctx.layers)
@@ -264,10 +263,8 @@ class _SegmentationProbe(Probe):
             conf += one
             counts.append(count_rows(one))
             ids.append(test.dataset.samples[int(test.rows[pos[0]])].path)
-        items, per_image = ItemScores(), np.stack(counts) if counts else np.zeros((0, 3, k), dtype=np.int64)
-        for m in ("miou", "macc", "aacc"):
-            items.add(m, m, "images", ids, per_image, array="counts")
-        return conf, items
+        per_image = np.stack(counts) if counts else np.zeros((0, 3, k), dtype=np.int64)
+        return conf, count_items(ids, per_image)
 
 
 def _undefined(why: str) -> dict[str, str]:
