@@ -162,7 +162,8 @@ def test_an_oracle_grid_scores_100_and_predictions_land_in_original_pixels():
     ds.extra["keypoint_names"] = ["head", "tail", "leg"]
     probe = get_probe("keypoint_correspondence")
     knobs = probe.defaults() | {"pairs": "all", "alphas": [0.01, 0.1]}
-    role = RoleData(ds, "test", _Store({0: eye, 1: shifted}, geo), np.arange(3), np.zeros(3, dtype=np.int64))
+    store = _Store({0: eye, 1: shifted, 2: eye}, geo)
+    role = RoleData(ds, "test", store, np.arange(3), np.zeros(3, dtype=np.int64))
     ctx = Context({"test": role}, [0], "pooled", knobs, 0, 0, torch.device("cpu"), None)  # type: ignore[arg-type]
     ev = probe.evaluate(ctx)
     assert ev.metrics["n_pairs"] == 2 and ev.metrics["n_keypoints"] == 4  # 0 -> 1 and 1 -> 0

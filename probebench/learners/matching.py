@@ -18,24 +18,24 @@ SAMPLING = ("patch", "bilinear")
 
 
 def point_features(grid: torch.Tensor, uv: np.ndarray, sampling: str) -> torch.Tensor:
-    """Features (K, C) at points uv (K, 2) of a grid (h, w, C)."""
+    """Features (K, C) float32 at points uv (K, 2) of a grid (h, w, C) of any float type."""
     h, w, _ = grid.shape
     uv = torch.as_tensor(np.asarray(uv, dtype=np.float64).reshape(-1, 2))
     if sampling == "patch":
         col = uv[:, 0].floor().long().clamp(0, w - 1)
         row = uv[:, 1].floor().long().clamp(0, h - 1)
-        return grid[row.to(grid.device), col.to(grid.device)]
+        return grid[row.to(grid.device), col.to(grid.device)].float()
     if sampling != "bilinear":
         raise ValueError(f"sampling {sampling!r}: use one of {', '.join(SAMPLING)}")
     x = (uv[:, 0] - 0.5).clamp(0, w - 1)  # in patch-centre units
     y = (uv[:, 1] - 0.5).clamp(0, h - 1)
     x0, y0 = x.floor().long(), y.floor().long()
     x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
-    fx, fy = (x - x0).to(grid.dtype), (y - y0).to(grid.dtype)
-    fx, fy = fx.to(grid.device)[:, None], fy.to(grid.device)[:, None]
+    fx = (x - x0).float().to(grid.device)[:, None]
+    fy = (y - y0).float().to(grid.device)[:, None]
     x0, x1, y0, y1 = (t.to(grid.device) for t in (x0, x1, y0, y1))
-    top = grid[y0, x0] * (1 - fx) + grid[y0, x1] * fx
-    bottom = grid[y1, x0] * (1 - fx) + grid[y1, x1] * fx
+    top = grid[y0, x0].float() * (1 - fx) + grid[y0, x1].float() * fx
+    bottom = grid[y1, x0].float() * (1 - fx) + grid[y1, x1].float() * fx
     return top * (1 - fy) + bottom * fy
 
 
@@ -44,14 +44,22 @@ def match_points(
     target: torch.Tensor,
     soft_radius: int = 0,
     temperature: float = 1.0,
+    work: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Predicted points (K, 2) in the target's grid coordinates. query (K, C) features, target (h, w, C)
-    grid; both are L2-normalised here, so the scores are cosine similarities. soft_radius 0: the centre of
-    the best patch; r > 0: the window soft-argmax around it."""
+    grid (any float type, scored in float32); both are L2-normalised here, so the scores are cosine
+    similarities. soft_radius 0: the centre of
+    the best patch; r > 0: the window soft-argmax around it. `work` (>= h*w, C) float32, reused across calls,
+    holds the target in float32: a fresh (h*w, C) copy per pair fragmented the heap until memory grew with
+    the number of pairs."""
     h, w, c = target.shape
     q = F.normalize(query.float(), dim=1)
-    t = F.normalize(target.reshape(h * w, c).float(), dim=1)
-    sims = q @ t.T  # (K, h*w)
+    if work is None:
+        work = torch.empty((h * w, c), dtype=torch.float32, device=target.device)
+    t = work[: h * w]
+    t.copy_(target.reshape(h * w, c))
+    norms = torch.linalg.vector_norm(t, dim=1).clamp_min(1e-12)  # F.normalize's eps
+    sims = (q @ t.T) / norms  # (K, h*w) cosine similarities
     best = sims.argmax(dim=1)  # the first maximum: the lowest patch index on a tie
     row, col = best // w, best % w
     if soft_radius <= 0:

@@ -11,14 +11,15 @@ by `max_side`).
 Declared before any number was looked at: the last block's final-normed patch tokens (the encoder's output
 features, what DINOv2 and DINOv3 match on; `--layer` sweeps the rest), the patch a keypoint falls in, the
 best patch's centre, the whole image stretched to the encoder's own evaluation size. Each image's grid is
-read from the cache once and kept while pairs use it (a bounded cache of grids), never once per pair.
+read from the cache's memory map, never copied once per pair.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections import Counter, OrderedDict
+import warnings
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from probebench.stats.items import ItemScores
 
 PAIRS_FILE = "pairs.csv"
-GRID_CACHE_BYTES = 512 * 2**20  # grids kept in memory while pairs use them
 
 
 class KeypointCorrespondenceProbe(Probe):
@@ -123,64 +123,80 @@ def _name(alpha: float) -> str:
 
 
 class _Tested:
-    """Every tested keypoint (M rows): its pair, part, true and predicted target points, reference size, and
-    the centre of the target patch the true point falls in (the best a patch-centre prediction can do)."""
+    """Every tested keypoint (M rows): its pair, part, source point, true and predicted target points,
+    reference size, and the centre of the target patch the true point falls in (the best a patch-centre
+    prediction can do). Rows go into arrays that double when full: thousands of small per-pair arrays kept
+    alive between the matching's temporaries fragmented the heap until memory grew with the pairs."""
+
+    # columns of `values`: source x, y; true x, y; predicted x, y; reference size; bound x, y
+    COLUMNS = {
+        "source": slice(0, 2),
+        "true": slice(2, 4),
+        "pred": slice(4, 6),
+        "size": 6,
+        "bound": slice(7, 9),
+    }
 
     def __init__(self) -> None:
         self.pairs: list[tuple[int, int]] = []  # (source row, target row) of pairs with a tested keypoint
-        keys = ("pair", "part", "source", "true", "pred", "size", "bound")
-        self.rows: dict[str, list] = {k: [] for k in keys}
+        self.ids = np.empty((1024, 2), dtype=np.int64)  # pair index, part
+        self.values = np.empty((1024, 9), dtype=np.float64)
+        self.n = 0
         self.skipped: Counter = Counter()
-        self.image_reads = 0  # grids read from the cache (an image used by many pairs is read about once)
+        self.image_reads = 0  # images whose grid was read
 
     def add(self, pair: tuple[int, int], parts, source, true, pred, size: float, bound) -> None:
-        index = len(self.pairs)
+        m = len(parts)
+        while self.n + m > len(self.ids):
+            self.ids = np.concatenate([self.ids, np.empty_like(self.ids)])
+            self.values = np.concatenate([self.values, np.empty_like(self.values)])
+        rows = slice(self.n, self.n + m)
+        self.ids[rows, 0], self.ids[rows, 1] = len(self.pairs), parts
+        self.values[rows] = np.column_stack([source, true, pred, np.full(m, size), bound])
         self.pairs.append(pair)
-        for key, value in (
-            ("pair", np.full(len(parts), index)),
-            ("part", parts),
-            ("source", source),
-            ("true", true),
-            ("pred", pred),
-            ("size", np.full(len(parts), size)),
-            ("bound", bound),
-        ):
-            self.rows[key].append(value)
+        self.n += m
 
     def column(self, key: str) -> np.ndarray:
-        return np.concatenate(self.rows[key]) if self.rows[key] else np.zeros(0)
+        if key in ("pair", "part"):
+            return self.ids[: self.n, 0 if key == "pair" else 1]
+        return self.values[: self.n, self.COLUMNS[key]]
 
     @property
     def pair(self) -> np.ndarray:
-        return self.column("pair").astype(np.int64)
+        return self.column("pair")
 
 
 class _Grids:
-    """Each image's (h, w, C) grid as float32 on the probe's device, read from the cache on first use and
-    kept (least recently used first out) within `GRID_CACHE_BYTES`: pairs of one category reuse a few
-    images, so a dataset's pairs read each image about once, and memory stays flat in the number of pairs."""
+    """Each image's (h, w, C) grid as a tensor view of the cache's memory-mapped shard, as stored (float16
+    or float32): read from disk once and then from the page cache, with no copy kept in the process, so
+    memory stays flat in the number of pairs (converted float32 copies, one per image, grew the heap with
+    the pairs). `reads` counts the images whose grid was asked for."""
 
-    def __init__(self, store: FeatureStore, name: str, device: torch.device) -> None:
-        self.store, self.name, self.device = store, name, device
-        self.kept: OrderedDict[int, torch.Tensor] = OrderedDict()
-        self.bytes = 0
-        self.reads = 0
-
-    def __getitem__(self, row: int) -> torch.Tensor:
+    def __init__(self, store: FeatureStore, name: str, rows: np.ndarray, device: torch.device) -> None:
         import torch
 
-        if row in self.kept:
-            self.kept.move_to_end(row)
-            return self.kept[row]
-        (grid,) = self.store.load_grids(self.name, [row])
-        tensor = torch.from_numpy(np.array(grid, dtype=np.float32)).to(self.device)
-        self.reads += 1
-        self.kept[row] = tensor
-        self.bytes += tensor.numel() * 4
-        while self.bytes > GRID_CACHE_BYTES and len(self.kept) > 1:
-            _, old = self.kept.popitem(last=False)
-            self.bytes -= old.numel() * 4
-        return tensor
+        self.device = device
+        with warnings.catch_warnings():  # read-only memory maps: the tensors are only read
+            warnings.simplefilter("ignore", UserWarning)
+            views = [torch.from_numpy(g) for g in store.load_grids(name, rows)] if len(rows) else []
+        self.views = dict(zip(np.asarray(rows).tolist(), views, strict=True))
+        self.asked: set[int] = set()
+
+    def __getitem__(self, row: int) -> torch.Tensor:
+        self.asked.add(row)
+        return self.views[row].to(self.device) if self.device.type != "cpu" else self.views[row]
+
+    @property
+    def reads(self) -> int:
+        return len(self.asked)
+
+    def work_buffer(self) -> torch.Tensor:
+        """One float32 (h*w, C) buffer of the largest grid, which every pair's target is copied into."""
+        import torch
+
+        cells = max((int(v.shape[0]) * int(v.shape[1]) for v in self.views.values()), default=1)
+        width = max((int(v.shape[2]) for v in self.views.values()), default=1)
+        return torch.empty((cells, width), dtype=torch.float32, device=self.device)
 
 
 def _match_pairs(ctx: Context, pairs: np.ndarray, listed: list[list[int]] | None) -> _Tested:
@@ -200,7 +216,8 @@ def _match_pairs(ctx: Context, pairs: np.ndarray, listed: list[list[int]] | None
     geometry = dict(zip(rows.tolist(), test.store.load_geometry(rows, name), strict=True))
     samples = test.dataset.samples
     points = {r: labelled_keypoints(samples[r], k["min_visibility"], where) for r in rows.tolist()}
-    grids = _Grids(test.store, name, ctx.device)
+    grids = _Grids(test.store, name, rows, ctx.device)
+    work = grids.work_buffer()
     out = _Tested()
     for i, (source, target) in enumerate(pairs.tolist()):
         parts, src, true = shared_keypoints(points[source], points[target])
@@ -224,7 +241,7 @@ def _match_pairs(ctx: Context, pairs: np.ndarray, listed: list[list[int]] | None
             out.skipped["pairs whose target's reference size is 0"] += 1
             continue
         query = point_features(grids[source], geometry[source].image_to_grid(src), k["sampling"])
-        uv = match_points(query, grids[target], k["soft_radius"], k["soft_temperature"])
+        uv = match_points(query, grids[target], k["soft_radius"], k["soft_temperature"], work)
         bound = g_t.grid_to_image(np.floor(g_t.image_to_grid(true)) + 0.5)  # the true point's patch centre
         out.add((source, target), parts, src, true, g_t.grid_to_image(uv), size, bound)
     out.image_reads = grids.reads
