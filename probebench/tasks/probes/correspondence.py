@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from probebench.data.pairs import PAIR_MODES
-from probebench.metrics.correspondence import THRESHOLDS
+from probebench.metrics.correspondence import THRESHOLDS, metric_name
 from probebench.tasks.contract import Context, Evaluation, Metric, Needs, Probe
 from probebench.tasks.knobs import Choice, Float, Int, Knob, List
 
@@ -78,8 +78,6 @@ class KeypointCorrespondenceProbe(Probe):
         )
 
     def primary(self, knobs: dict) -> Metric:
-        from probebench.metrics.correspondence import metric_name
-
         alphas = knobs["alphas"]
         return Metric(metric_name(0.1 if 0.1 in alphas else alphas[0]))
 
@@ -93,7 +91,7 @@ class KeypointCorrespondenceProbe(Probe):
         else:
             draw = draw_pairs(test.dataset, test.rows, k["pairs"], k["pairs_per_category"], ctx.training_seed)
         for reason, n in sorted(draw.skipped.items()):
-            ctx.warn(f"{n} {reason}: no pair of them")
+            ctx.warn(f"{n} {reason}: no pair from them")
         papers = test.dataset.extra.get("pck_threshold")
         if papers and papers != k["threshold"]:
             ctx.warn(
@@ -110,16 +108,10 @@ class KeypointCorrespondenceProbe(Probe):
         }
         if len(tested.pair) == 0:
             why = "no pair shares a labelled keypoint that lies on both images' grids: PCK has no keypoint"
-            return Evaluation({"n_pairs": 0}, details, undefined={_name(a): why for a in k["alphas"]})
+            return Evaluation({"n_pairs": 0}, details, undefined={metric_name(a): why for a in k["alphas"]})
         for reason, n in sorted(tested.skipped.items()):
             ctx.warn(f"{n} {reason}, left out of PCK")
         return _score(ctx, tested, details)
-
-
-def _name(alpha: float) -> str:
-    from probebench.metrics.correspondence import metric_name
-
-    return metric_name(alpha)
 
 
 class _Tested:
@@ -249,7 +241,7 @@ def _match_pairs(ctx: Context, pairs: np.ndarray, listed: list[list[int]] | None
 
 
 def _score(ctx: Context, tested: _Tested, details: dict) -> Evaluation:
-    from probebench.metrics.correspondence import grouped_pck, metric_name
+    from probebench.metrics.correspondence import grouped_pck
 
     test = ctx.roles["test"]
     k = ctx.knobs
@@ -285,7 +277,7 @@ def _keypoint_names(dataset, count: int) -> list[str]:
 
 def _items(tested: _Tested, names: list[str], alphas, error, size, dataset) -> ItemScores:
     """Pairs as items: per pair, per keypoint name, (hits, keypoints, keypoints) for each alpha."""
-    from probebench.metrics.correspondence import items_array, metric_name, pair_counts
+    from probebench.metrics.correspondence import items_array, pair_counts
     from probebench.stats.items import ItemScores, item_ids
 
     pairs = np.asarray(tested.pairs, dtype=np.int64)
@@ -302,7 +294,6 @@ def _items(tested: _Tested, names: list[str], alphas, error, size, dataset) -> I
 def _pairs_csv(tested: _Tested, names, error, size, alphas, dataset) -> bytes:
     """One row per tested keypoint: the pair, the keypoint, its source point, true and predicted target
     points (original pixels), the error, the threshold's reference size and the hit at each alpha."""
-    from probebench.metrics.correspondence import metric_name
     from probebench.results.render import csv_cell
 
     pairs = np.asarray(tested.pairs, dtype=np.int64)
