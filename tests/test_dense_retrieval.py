@@ -183,3 +183,9 @@ tiny_a:
     )
     lo, hi = obj["metrics"]["miou_ci95"]
     assert lo <= obj["metrics"]["miou"] <= hi
+
+
+def test_a_test_set_without_a_labelled_pixel_has_no_miou_and_says_why(tmp_path):
+    """All ignored (255) in the one test image: mIoU over no pixel would be a made-up number."""
+    ev = _oracle_run(tmp_path, np.full((8, 8), 255, dtype=np.uint8))
+    assert "miou" not in ev.metrics and "no labelled pixel" in ev.undefined["miou"] and ev.items is None

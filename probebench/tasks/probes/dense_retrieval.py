@@ -69,6 +69,11 @@ class _DenseRetrievalProbe(Probe):
         names = label_classes(train.dataset, k["annotation"])
         rng = np.random.default_rng(ctx.training_seed)
         rows = _subset(train.rows, k["train_fraction"], rng)
+        if not len(rows):
+            raise UserError(
+                f"dataset {train.dataset.name!r}: no training image of split {train.split!r} could be read, "
+                "so the memory would be empty; fix the images or bind train to another split"
+            )
         per_image = k["memory_size"] // (len(rows) * k["augmentation_epochs"])
         if per_image < 1:
             raise UserError(
@@ -83,6 +88,11 @@ class _DenseRetrievalProbe(Probe):
                     "or more training images"
                 )
             conf, ids, counts = _label_test_images(test, ctx, bank, shares, len(names))
+        if not conf.sum():
+            why = "the test images hold no labelled pixel (none read, or all ignored)"
+            undefined = dict.fromkeys(("miou", "macc", "aacc"), why)
+            details = {"probe": "in-context dense retrieval"}
+            return Evaluation({"n_images": len(ids)}, details, undefined=undefined)
         items = count_items(ids, counts)
         metrics = segmentation_metrics(conf, names)
         metrics |= {f"{m}_ci95": items.interval(m, ctx.resampling_seed) for m in ("miou", "macc", "aacc")}
