@@ -36,16 +36,19 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
     code, out, err = call(monkeypatch, capsys, "run", "--workers", "0")
     assert code == 0, err
     assert "hub_only" not in out, "no --encoder: only encoders with weights on this machine"
-    assert out.count("done") == 20, "the default suite: 5 object, 4 part and 1 discovery task per encoder"
+    assert out.count("done") == 26, "the default suite: 6 object, 6 part and 1 discovery task per encoder"
     for task in (
         "linear",
         "linear_bn",
         "attentive",
         "knn",
+        "object_dense_retrieval",
         "object_segmentation",
         "part_retrieval",
         "part_linear",
         "part_attentive",
+        "keypoint_correspondence",
+        "part_dense_retrieval",
         "part_segmentation",
         "discovery",
     ):
@@ -79,9 +82,9 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
     first = {p.name: json.loads(p.read_text())["metrics"] for p in runs.glob("lite0__*.json")}
 
     code, out, _ = call(monkeypatch, capsys, "run", "-e", "lite0", "--workers", "0")
-    assert code == 0 and out.count("skipped") == 10
+    assert code == 0 and out.count("skipped") == 13
     code, out, _ = call(monkeypatch, capsys, "run", "-e", "lite0", "--workers", "0", "--force")
-    assert code == 0 and out.count("done") == 10
+    assert code == 0 and out.count("done") == 13
     again = {p.name: json.loads(p.read_text())["metrics"] for p in runs.glob("lite0__*.json")}
     assert again == first, "the same command twice gives the same numbers, for every probe"
 
@@ -90,7 +93,7 @@ def test_run_writes_records_skips_finished_and_merges_leaderboard(registry, monk
     assert set(long.encoder) == {"lite0", "tiny_random"} and long.synthetic.all()
     assert {"metric", "variant", "value", "lo", "hi", "level", "protocol", "commit"} <= set(long.columns)
     board = long[long.primary]
-    assert len(board) == 20, "one primary number per record"
+    assert len(board) == 26, "one primary number per record"
     primary = dict(zip(board.task + ":" + board.encoder, board.metric + "/" + board.variant, strict=True))
     assert primary["knn:lite0"] == "top1/k=20" and primary["linear:lite0"] == "top1/"
     assert primary["part_segmentation:lite0"] == "miou/" and primary["discovery:lite0"] == "corloc/heap"

@@ -179,6 +179,8 @@ def test_part_tasks_run_on_a_cached_view_and_are_filed_under_their_dataset(tiny_
         "part_retrieval",
         "part_linear",
         "part_attentive",
+        "keypoint_correspondence",
+        "part_dense_retrieval",
         "part_segmentation",
     ]
     out = run_encoder(spec, [get_task("part_retrieval"), get_task("part_linear")], cfg)

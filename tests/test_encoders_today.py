@@ -219,11 +219,15 @@ def test_families_are_data_a_user_extends_by_one_entry(tmp_path, monkeypatch):
 
 
 def test_papers_suite_fixes_224_and_the_default_suite_keeps_each_encoders_size():
+    """224 px for every resized task, whole-image tasks at their papers' size (open-hummingbird-eval's 512),
+    native-geometry tasks at each image's own."""
     from probebench.tasks import get_suite
 
     for task in get_suite("papers"):
         if task.needs.geometry == "resize":
             assert task.resolution == 224, task.name
+        elif task.needs.geometry == "stretch":
+            assert task.resolution == (512 if task.probe.name == "object_dense_retrieval" else 224), task.name
         else:
             assert task.resolution is None, task.name
     assert all(t.resolution is None for t in get_suite("default"))

@@ -88,7 +88,7 @@ def test_a_job_is_one_encoder_on_the_tasks_of_one_dataset():
     assert [t.name for t in jobs[0].tasks] == [t.name for t in get_suite("default", catalog)] + ["knn"]
     assert [t.name for t in jobs[1].tasks] == ["linear"], "the same task on another dataset is another job"
     records = jobs[0].records(RunConfig(results_root=Path("/r")))
-    assert records[0] == Path("/r/runs/tiny0__embedded__linear.json") and len(records) == 11
+    assert records[0] == Path("/r/runs/tiny0__embedded__linear.json") and len(records) == 14
 
 
 def test_tasks_that_share_a_dataset_are_one_job_so_no_two_jobs_write_one_cache_entry():
