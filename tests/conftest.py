@@ -131,6 +131,16 @@ def tiny_clip(tmp_path: Path, name: str = "tiny-clip"):
     return open_clip.create_model(name, pretrained=None).eval()
 
 
+# a two-block random ViT-Ti at 64 px: the smallest encoder a whole run can use
+TINY_A = """
+tiny_a:
+  family: supervised
+  method: random init
+  arch: ViT-Ti/16
+  source: {kind: random, arch: vit_tiny_patch16_224, seed: 0, arch_kwargs: {img_size: 64, depth: 2}}
+  preprocess: {input_size: 64}
+"""
+
 RANDOM_VITT = """random_vitt:
   family: control
   method: random init

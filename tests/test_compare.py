@@ -11,22 +11,18 @@ import numpy as np
 import pytest
 
 from probebench.stats.compare import _mismatch, parse_side
-from tests.conftest import call_cli, use_registry
+from tests.conftest import TINY_A, call_cli, use_registry
 
-TWO = """
-tiny_a:
-  family: supervised
-  method: random init
-  arch: ViT-Ti/16
-  source: {kind: random, arch: vit_tiny_patch16_224, seed: 0, arch_kwargs: {img_size: 64, depth: 2}}
-  preprocess: {input_size: 64}
-tiny_b:
+TWO = (
+    TINY_A
+    + """tiny_b:
   family: contrastive
   method: random init
   arch: ViT-Ti/16
   source: {kind: random, arch: vit_tiny_patch16_224, seed: 1, arch_kwargs: {img_size: 64, depth: 2}}
   preprocess: {input_size: 64}
 """
+)
 
 
 TASKS = """

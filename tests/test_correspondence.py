@@ -22,7 +22,7 @@ from probebench.geometry import Framing, Geometry
 from probebench.learners.matching import match_points, point_features
 from probebench.metrics.correspondence import pair_counts, reference_size
 from probebench.stats.items import ItemScores
-from tests.conftest import call_cli, use_registry
+from tests.conftest import TINY_A, call_cli, use_registry
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
@@ -186,18 +186,7 @@ def test_a_run_on_the_embedded_objects_writes_pck_items_and_pairs(
     """The shipped task end to end: every visible part's centre is a keypoint, pairs drawn per class with the
     run's seed, each image's grid read once, the per-pair file beside the record, and the record's
     intervals from its per-pair items."""
-    use_registry(
-        tmp_path,
-        monkeypatch,
-        """
-tiny_a:
-  family: supervised
-  method: random init
-  arch: ViT-Ti/16
-  source: {kind: random, arch: vit_tiny_patch16_224, seed: 0, arch_kwargs: {img_size: 64, depth: 2}}
-  preprocess: {input_size: 64}
-""",
-    )
+    use_registry(tmp_path, monkeypatch, TINY_A)
     code, out, err = call_cli(
         monkeypatch, capsys, "run", "-e", "tiny_a", "-t", "keypoint_correspondence", "--seeds", "0,1",
         "--workers", "0",

@@ -14,7 +14,7 @@ from PIL import Image
 
 from probebench.data.formats import read_dataset
 from probebench.errors import UserError
-from tests.conftest import call_cli, use_registry
+from tests.conftest import TINY_A, call_cli, use_registry
 
 KPS = {  # per image: keypoint id -> (x, y); the box is the keypoints' span plus a margin
     "a": {0: (10.0, 12.0), 1: (40.0, 20.0), 3: (30.0, 40.0)},
@@ -156,18 +156,7 @@ def test_pf_willow_reads_its_csv_keypoints(tmp_path):
 
 
 def test_listed_pairs_run_end_to_end_and_a_missing_list_is_one_line(tmp_path, monkeypatch, capsys):
-    use_registry(
-        tmp_path,
-        monkeypatch,
-        """
-tiny_a:
-  family: supervised
-  method: random init
-  arch: ViT-Ti/16
-  source: {kind: random, arch: vit_tiny_patch16_224, seed: 0, arch_kwargs: {img_size: 64, depth: 2}}
-  preprocess: {input_size: 64}
-""",
-    )
+    use_registry(tmp_path, monkeypatch, TINY_A)
     root = write_spair(tmp_path / "data")
     (tmp_path / "datasets.yaml").write_text(f"spair: {{format: spair, root: {root}, splits: [test]}}\n")
     (tmp_path / "tasks.yaml").write_text(

@@ -18,7 +18,7 @@ from probebench.errors import UserError
 from probebench.geometry import Geometry
 from probebench.learners.dense_retrieval import grid_to_pixels, patch_shares, sample_patches, transfer_labels
 from probebench.learners.neighbours import nearest_neighbours
-from tests.conftest import call_cli, use_registry
+from tests.conftest import TINY_A, call_cli, use_registry
 
 
 def test_neighbours_are_exact_whatever_the_chunks_and_read_a_float16_memory_map(tmp_path):
@@ -153,18 +153,7 @@ def test_a_mask_of_another_size_than_its_image_is_one_line(tmp_path):
 
 
 def test_both_levels_run_on_the_embedded_objects_from_one_cache(tmp_path, monkeypatch, capsys, tiny_embedded):
-    use_registry(
-        tmp_path,
-        monkeypatch,
-        """
-tiny_a:
-  family: supervised
-  method: random init
-  arch: ViT-Ti/16
-  source: {kind: random, arch: vit_tiny_patch16_224, seed: 0, arch_kwargs: {img_size: 64, depth: 2}}
-  preprocess: {input_size: 64}
-""",
-    )
+    use_registry(tmp_path, monkeypatch, TINY_A)
     code, out, err = call_cli(
         monkeypatch, capsys, "run", "-e", "tiny_a", "-t", "object_dense_retrieval",
         "-t", "part_dense_retrieval", "--workers", "0",
